@@ -1,0 +1,49 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+
+static enum log_level min_level = LOG_INFO;
+static char node_name[64] = "strata";
+
+void log_set_level(enum log_level lvl) { min_level = lvl; }
+
+int log_parse_level(const char *s, enum log_level *out)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(s, names[i]) == 0) {
+            *out = (enum log_level)i;
+            return 0;
+        }
+    return -1;
+}
+
+void log_set_node(const char *name) { snprintf(node_name, sizeof node_name, "%s", name); }
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+    if (lvl < min_level)
+        return;
+    static const char tag[] = "DIWE";
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    localtime_r(&tv.tv_sec, &tm);
+    char line[2048];
+    int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03d %c [%s] ", tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, (int)(tv.tv_usec / 1000), tag[lvl], node_name);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line[len++] = '\n';
+    fwrite(line, 1, len, stderr);
+}

@@ -1,0 +1,20 @@
+/* log: leveled log lines on stderr, "time level [node] message".
+ *
+ * One process hosts one node, so the node name is process-wide state set
+ * once at start; everything else is passed explicitly. */
+#ifndef STRATA_LOG_H
+#define STRATA_LOG_H
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+void log_set_level(enum log_level lvl);
+int log_parse_level(const char *s, enum log_level *out);
+void log_set_node(const char *name);
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,393 @@
+#include "net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+#define NET_READ_CHUNK (16 * 1024)
+#define NET_ACCEPT_BATCH 64
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void conn_release(struct net_conn *c)
+{
+    buf_free(&c->rbuf);
+    buf_free(&c->wbuf);
+    free(c);
+}
+
+/* Leaves a callback: frees the connection if it died inside it, otherwise
+ * writes pending output and re-arms reading. */
+static void conn_leave(struct net_conn *c)
+{
+    if (--c->depth > 0)
+        return;
+    if (c->flags & NET_F_DEAD) {
+        conn_release(c);
+        return;
+    }
+    net_conn_flush(c);
+    if (c->flags & NET_F_DEAD) {
+        if (c->depth == 0)
+            conn_release(c);
+        return;
+    }
+    net_conn_update(c);
+}
+
+static void conn_teardown(struct net_conn *c, const char *why)
+{
+    if (c->flags & NET_F_DEAD)
+        return;
+    c->flags |= NET_F_DEAD;
+    ev_io_stop(c->loop, &c->rio);
+    ev_io_stop(c->loop, &c->wio);
+    ev_timer_stop(c->loop, &c->timer);
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    if (c->listener)
+        c->listener->nconns--;
+    c->depth++;
+    if (c->ops->on_close)
+        c->ops->on_close(c, why);
+    c->depth--;
+}
+
+static struct net_conn *conn_new(struct ev_loop *loop, int fd, const struct net_conn_ops *ops,
+                                 void *data)
+{
+    struct net_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->loop = loop;
+    c->fd = fd;
+    c->ops = ops;
+    c->data = data;
+    c->write_high = 4 * 1024 * 1024;
+    buf_init(&c->rbuf);
+    buf_init(&c->wbuf);
+    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_init(&c->timer, conn_timer_cb);
+    c->rio.data = c->wio.data = c->timer.data = c;
+    return c;
+}
+
+void net_conn_update(struct net_conn *c)
+{
+    if (c->flags & (NET_F_DEAD | NET_F_CONNECTING))
+        return;
+    int want = !(c->flags & (NET_F_CLOSING | NET_F_PAUSED | NET_F_EOF)) &&
+               buf_size(&c->wbuf) < c->write_high &&
+               (c->read_max == 0 || buf_size(&c->rbuf) < c->read_max);
+    if (want && !ev_is_active(&c->rio))
+        ev_io_start(c->loop, &c->rio);
+    else if (!want && ev_is_active(&c->rio))
+        ev_io_stop(c->loop, &c->rio);
+}
+
+void net_conn_flush(struct net_conn *c)
+{
+    if (c->flags & (NET_F_DEAD | NET_F_CONNECTING))
+        return;
+    while (buf_size(&c->wbuf) > 0) {
+        ssize_t n = write(c->fd, buf_head(&c->wbuf), buf_size(&c->wbuf));
+        if (n > 0) {
+            buf_consume(&c->wbuf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!ev_is_active(&c->wio))
+                ev_io_start(c->loop, &c->wio);
+            return;
+        }
+        conn_teardown(c, n < 0 ? strerror(errno) : "write failed");
+        return;
+    }
+    if (ev_is_active(&c->wio))
+        ev_io_stop(c->loop, &c->wio);
+    /* Give back a large idle output block (a big reply was sent). */
+    buf_shrink(&c->wbuf, 64 * 1024);
+    if (c->flags & NET_F_CLOSING) {
+        conn_teardown(c, "closed");
+        return;
+    }
+    if (c->ops->on_drain && c->depth == 0) {
+        c->depth++;
+        c->ops->on_drain(c);
+        conn_leave(c);
+    }
+}
+
+int net_conn_write(struct net_conn *c, const void *p, size_t n)
+{
+    if (c->flags & NET_F_DEAD)
+        return -1;
+    if (buf_append(&c->wbuf, p, n) < 0) {
+        net_conn_abort(c, "out of memory");
+        return -1;
+    }
+    if (c->depth == 0)
+        net_conn_flush(c);
+    return 0;
+}
+
+void net_conn_close(struct net_conn *c, const char *why)
+{
+    if (c->flags & NET_F_DEAD)
+        return;
+    (void)why;
+    c->flags |= NET_F_CLOSING;
+    ev_io_stop(c->loop, &c->rio);
+    if (c->depth == 0)
+        net_conn_flush(c);
+}
+
+void net_conn_abort(struct net_conn *c, const char *why) { conn_teardown(c, why); }
+
+void net_conn_pause(struct net_conn *c)
+{
+    c->flags |= NET_F_PAUSED;
+    net_conn_update(c);
+}
+
+void net_conn_resume(struct net_conn *c)
+{
+    c->flags &= ~(unsigned)NET_F_PAUSED;
+    net_conn_update(c);
+    /* Data may already be waiting in rbuf from before the pause. */
+    if (buf_size(&c->rbuf) > 0 && c->depth == 0 && c->ops->on_read &&
+        !(c->flags & (NET_F_DEAD | NET_F_CLOSING))) {
+        c->depth++;
+        c->ops->on_read(c);
+        conn_leave(c);
+    }
+}
+
+void net_conn_set_timeout(struct net_conn *c, double seconds)
+{
+    if (c->flags & NET_F_DEAD)
+        return;
+    ev_timer_stop(c->loop, &c->timer);
+    if (seconds > 0) {
+        ev_timer_set(&c->timer, seconds, 0.);
+        ev_timer_start(c->loop, &c->timer);
+    }
+}
+
+static void conn_connected(struct net_conn *c, int err)
+{
+    c->flags &= ~(unsigned)NET_F_CONNECTING;
+    ev_io_stop(c->loop, &c->wio);
+    /* A deadline the caller set stays armed: it covers connect + exchange. */
+    c->depth++;
+    if (c->ops->on_connect)
+        c->ops->on_connect(c, err);
+    if (err)
+        conn_teardown(c, strerror(err));
+    conn_leave(c);
+}
+
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct net_conn *c = w->data;
+    if (c->flags & NET_F_CONNECTING) {
+        conn_connected(c, c->connect_err ? c->connect_err : ETIMEDOUT);
+        return;
+    }
+    c->depth++;
+    if (c->ops->on_timeout)
+        c->ops->on_timeout(c);
+    else
+        conn_teardown(c, "timeout");
+    conn_leave(c);
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct net_conn *c = w->data;
+    if (buf_reserve(&c->rbuf, NET_READ_CHUNK) < 0) {
+        conn_teardown(c, "out of memory");
+        return;
+    }
+    ssize_t n = read(c->fd, buf_tail(&c->rbuf), buf_room(&c->rbuf));
+    c->depth++;
+    if (n > 0) {
+        buf_commit(&c->rbuf, (size_t)n);
+        if (c->ops->on_read)
+            c->ops->on_read(c);
+    } else if (n == 0) {
+        c->flags |= NET_F_EOF;
+        ev_io_stop(c->loop, &c->rio);
+        if (c->ops->on_eof)
+            c->ops->on_eof(c);
+        else
+            net_conn_close(c, "peer closed");
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        conn_teardown(c, strerror(errno));
+    }
+    conn_leave(c);
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct net_conn *c = w->data;
+    if (c->flags & NET_F_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        conn_connected(c, err);
+        return;
+    }
+    c->depth++;
+    net_conn_flush(c);
+    conn_leave(c);
+}
+
+static void set_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+struct net_conn *net_connect(struct ev_loop *loop, const struct sockaddr *sa, socklen_t salen,
+                             const struct net_conn_ops *ops, void *data)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    set_nodelay(fd);
+    struct net_conn *c = conn_new(loop, fd, ops, data);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    util_format_addr(sa, c->peer, sizeof c->peer);
+    c->flags |= NET_F_CONNECTING;
+    if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
+        /* Report on the next loop turn so callers have one code path. */
+        c->connect_err = errno;
+        ev_timer_set(&c->timer, 0., 0.);
+        ev_timer_start(loop, &c->timer);
+    } else {
+        ev_io_start(loop, &c->wio);
+    }
+    return c;
+}
+
+static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct net_listener *l = w->data;
+    for (int i = 0; i < NET_ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE)
+                log_warn("accept on %s: %s", l->addr, strerror(errno));
+            return;
+        }
+        l->accepted++;
+        if (l->max_conns > 0 && l->nconns >= l->max_conns) {
+            l->rejected++;
+            close(fd);
+            continue;
+        }
+        set_nodelay(fd);
+        struct net_conn *c = conn_new(loop, fd, l->ops, l->data);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        util_format_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer);
+        c->listener = l;
+        l->nconns++;
+        c->depth++;
+        if (l->on_accept && l->on_accept(c, l->data) < 0)
+            conn_teardown(c, "rejected");
+        conn_leave(c);
+    }
+}
+
+struct net_listener *net_listen(struct ev_loop *loop, const char *addr, int reuseport,
+                                const struct net_conn_ops *ops, net_accept_fn on_accept,
+                                void *data, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (util_parse_addr(addr, &ss, &sl, err, errlen) < 0)
+        return NULL;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (listen(fd, 1024) < 0) {
+        snprintf(err, errlen, "listen %s: %s", addr, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    struct net_listener *l = calloc(1, sizeof *l);
+    if (!l) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    l->loop = loop;
+    l->fd = fd;
+    l->ops = ops;
+    l->on_accept = on_accept;
+    l->data = data;
+    sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    util_format_addr((struct sockaddr *)&ss, l->addr, sizeof l->addr);
+    ev_io_init(&l->io, listener_cb, fd, EV_READ);
+    l->io.data = l;
+    ev_io_start(loop, &l->io);
+    return l;
+}
+
+void net_listener_pause(struct net_listener *l) { ev_io_stop(l->loop, &l->io); }
+void net_listener_resume(struct net_listener *l) { ev_io_start(l->loop, &l->io); }
+
+void net_listener_close(struct net_listener *l)
+{
+    if (!l)
+        return;
+    ev_io_stop(l->loop, &l->io);
+    close(l->fd);
+    free(l);
+}

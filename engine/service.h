@@ -1,0 +1,58 @@
+/* service: the interface every service kind (cache, db, balancer, web)
+ * implements, and the registry the runtime starts them from.
+ *
+ * A service is started from its normalized config table (built by
+ * lua/strata/topology.lua), which sits on the topology Lua state's stack.
+ * The service reads the fields it needs with the cfg_* helpers and keeps
+ * no reference into that Lua state: the topology state may be closed or
+ * replaced after start. */
+#ifndef STRATA_SERVICE_H
+#define STRATA_SERVICE_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+struct runtime;
+struct service;
+
+struct service_kind {
+    const char *name; /* "cache", "db", "balancer", "web" */
+    /* Starts listening. On failure returns NULL with a message in err. */
+    struct service *(*start)(struct runtime *rt, lua_State *L, int cfg_idx, char *err,
+                             size_t errlen);
+    /* Begins a graceful stop: stop accepting, finish in-flight work. The
+     * runtime keeps running the loop until every service reports idle. */
+    void (*drain)(struct service *s);
+    /* 1 when nothing is left in flight after drain. */
+    int (*idle)(struct service *s);
+    /* Final release (after idle, or at once on shutdown timeout). */
+    void (*free)(struct service *s);
+    /* Appends a one-line human summary of live state (optional). */
+    void (*describe)(struct service *s, struct buf *out);
+};
+
+/* Every service struct starts with this header. */
+struct service {
+    const struct service_kind *kind;
+    struct runtime *rt;
+    char node[64];
+    char listen[64];   /* the address actually bound */
+};
+
+const struct service_kind *service_kind_find(const char *name);
+
+/* Config table readers: the value at cfg_idx[field]. Missing optional fields
+ * give the default; a field of the wrong type is a message in err and -1
+ * (the topology checker normally catches this first). */
+int cfg_string(lua_State *L, int idx, const char *field, const char *def, char *out, size_t outlen,
+               char *err, size_t errlen);
+int cfg_int(lua_State *L, int idx, const char *field, int64_t def, int64_t *out, char *err,
+            size_t errlen);
+int cfg_number(lua_State *L, int idx, const char *field, double def, double *out, char *err,
+               size_t errlen);
+int cfg_bool(lua_State *L, int idx, const char *field, int def, int *out, char *err, size_t errlen);
+
+#endif

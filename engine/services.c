@@ -1,0 +1,19 @@
+/* The registry of service kinds. A new kind adds its extern and one row. */
+#include <string.h>
+
+#include "service.h"
+
+/* Weak while the kinds land one by one: an absent kind is simply unknown. */
+extern const struct service_kind cache_service_kind __attribute__((weak));
+
+static const struct service_kind *const kinds[] = {
+    &cache_service_kind,
+};
+
+const struct service_kind *service_kind_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (kinds[i] && strcmp(kinds[i]->name, name) == 0)
+            return kinds[i];
+    return NULL;
+}

@@ -1,0 +1,66 @@
+#include "topology.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "luahost.h"
+
+/* Pushes the strata.topology module table. */
+static int push_module(lua_State *L, char *err, size_t errlen)
+{
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "strata.topology");
+    return luahost_pcall(L, 1, 1, err, errlen);
+}
+
+int topology_load(lua_State *L, const char *path, char *err, size_t errlen)
+{
+    if (push_module(L, err, errlen) < 0)
+        return -1;
+    lua_getfield(L, -1, "load");
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    if (luahost_pcall(L, 1, 2, err, errlen) < 0)
+        return -1;
+    if (lua_isnil(L, -2)) {
+        snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "invalid topology");
+        lua_pop(L, 2);
+        return -1;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+int topology_describe(lua_State *L, int idx, struct buf *out, char *err, size_t errlen)
+{
+    idx = lua_absindex(L, idx);
+    if (push_module(L, err, errlen) < 0)
+        return -1;
+    lua_getfield(L, -1, "describe");
+    lua_remove(L, -2);
+    lua_pushvalue(L, idx);
+    if (luahost_pcall(L, 1, 1, err, errlen) < 0)
+        return -1;
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    int rc = s ? buf_append(out, s, n) : -1;
+    lua_pop(L, 1);
+    return rc;
+}
+
+int topology_has_node(lua_State *L, int idx, const char *name)
+{
+    idx = lua_absindex(L, idx);
+    int found = 0;
+    lua_getfield(L, idx, "nodes");
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n && !found; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_getfield(L, -1, "name");
+        found = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), name) == 0;
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    return found;
+}

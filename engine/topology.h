@@ -1,0 +1,20 @@
+/* topology: loads a topology script through lua/strata/topology.lua and
+ * leaves its normalized table (nodes, services, policies) on the stack. */
+#ifndef STRATA_TOPOLOGY_H
+#define STRATA_TOPOLOGY_H
+
+#include <lua.h>
+#include <stddef.h>
+
+#include "buf.h"
+
+/* 0 with the normalized topology on top of L's stack, or -1 with
+ * "file:line: message" in err. */
+int topology_load(lua_State *L, const char *path, char *err, size_t errlen);
+/* Appends the human table of the topology at idx (what `strata check`
+ * prints). */
+int topology_describe(lua_State *L, int idx, struct buf *out, char *err, size_t errlen);
+/* 1 when the topology at idx has a node of that name. */
+int topology_has_node(lua_State *L, int idx, const char *name);
+
+#endif

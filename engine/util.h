@@ -1,0 +1,26 @@
+/* util: parsing of the units that topologies and commands use, and clocks. */
+#ifndef STRATA_UTIL_H
+#define STRATA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* "64mb", "512k", "1gb", "1048576" -> bytes. 0 ok, -1 bad input. */
+int util_parse_size(const char *s, uint64_t *out);
+/* "500ms", "1s", "2m", "1h", "250us" -> seconds. 0 ok, -1 bad input. */
+int util_parse_duration(const char *s, double *out);
+/* "host:port", "[v6]:port", ":port" (loopback) -> sockaddr. 0 ok, -1 bad input
+ * with a message in err. Names are resolved with getaddrinfo. */
+int util_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *len, char *err,
+                    size_t errlen);
+/* Strict integer parsing of a length-delimited string (no spaces, no "+"). */
+int util_parse_i64(const char *s, size_t n, int64_t *out);
+int util_parse_u64(const char *s, size_t n, uint64_t *out);
+/* Formats an address as "ip:port". */
+void util_format_addr(const struct sockaddr *sa, char *out, size_t n);
+
+int64_t util_now_ms(void);   /* wall clock, ms since the epoch */
+int64_t util_mono_us(void);  /* monotonic, us */
+
+#endif

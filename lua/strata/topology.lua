@@ -1,0 +1,620 @@
+-- strata.topology: the topology DSL.
+--
+-- A topology script runs with a global `strata` whose constructors
+-- (strata.cache, strata.db, strata.web, strata.balancer, strata.node) record
+-- declarations. After the script ends, the whole topology is checked
+-- (duplicate ports, undefined nodes, policy modules) and normalized into one
+-- table that the C runtime starts services from:
+--
+--   { file = PATH, nodes = { { name =, admin =, services = { CFG, ... } } } }
+--
+-- Every CFG has kind, node, listen, where ("file:line" of its declaration)
+-- and topology (PATH), plus the fields of its kind (docs/topology.md).
+-- Every mistake is reported as "file:line: message" pointing at the line of
+-- the declaration that holds it.
+
+local host = require "strata.host"
+
+local M = {}
+
+local BALANCER_POLICIES = {
+  round_robin = true, least_conn = true, p2c = true, chash = true, first = true,
+}
+
+local EVICTION_ALIASES = {
+  lru = "allkeys-lru", fifo = "allkeys-fifo", lfu = "allkeys-lfu",
+  random = "allkeys-random", ttl = "volatile-ttl", noeviction = "noeviction",
+}
+for _, p in ipairs { "lru", "fifo", "lfu", "random", "ttl" } do
+  EVICTION_ALIASES["allkeys-" .. p] = "allkeys-" .. p
+  EVICTION_ALIASES["volatile-" .. p] = "volatile-" .. p
+end
+
+local FSYNC = { always = true, everysec = true, no = true }
+
+-- A raised topology error carries its location already; `error(..., 0)`
+-- keeps Lua from prefixing the DSL's own file:line.
+local function fail(where, fmt, ...)
+  error({ topology_error = where .. ": " .. string.format(fmt, ...) }, 0)
+end
+
+-- Lua shortens long chunk names in messages to "...tail"; put the whole
+-- path back so that every message starts with a usable file:line.
+local function full_path_message(msg, path)
+  msg = tostring(msg)
+  local tail = msg:match("^%.%.%.(.-):%d+:")
+  if tail and path:sub(-#tail) == tail then
+    return path .. msg:sub(4 + #tail)
+  end
+  return msg
+end
+M.full_path_message = full_path_message
+
+local function is_policy_path(s)
+  return type(s) == "string" and (s:match("%.lua$") or s:find("/", 1, true))
+end
+
+-- Builds the per-load context: the declarations seen so far and helpers
+-- that check fields against the declaration's location.
+local function new_context(path)
+  local ctx = {
+    path = path,
+    dir = path:match("^(.*)/[^/]*$") or ".",
+    services = {},   -- every service CFG, in declaration order
+    nodes = {},      -- name -> { name, admin, where, services }
+    node_order = {},
+    refs = {},       -- { name =, kind =, where = } references checked at the end
+    objects = setmetatable({}, { __mode = "k" }), -- service objects -> kind
+  }
+
+  function ctx.where(level)
+    -- The first stack frame that belongs to the topology file itself.
+    for l = level or 3, 30 do
+      local info = debug.getinfo(l, "Sl")
+      if not info then break end
+      if info.source == "@" .. path and info.currentline > 0 then
+        return path .. ":" .. info.currentline
+      end
+    end
+    return path .. ":1"
+  end
+
+  function ctx.check_fields(where, what, t, allowed)
+    if type(t) ~= "table" then
+      fail(where, "%s must be a table, not %s", what, type(t))
+    end
+    for k in pairs(t) do
+      if type(k) ~= "string" or not allowed[k] then
+        local names = {}
+        for n in pairs(allowed) do names[#names + 1] = n end
+        table.sort(names)
+        fail(where, "unknown field '%s' in %s (known: %s)", tostring(k), what,
+             table.concat(names, ", "))
+      end
+    end
+  end
+
+  function ctx.string(where, what, v, required)
+    if v == nil then
+      if required then fail(where, "%s is required", what) end
+      return nil
+    end
+    if type(v) ~= "string" or v == "" then
+      fail(where, "%s must be a non-empty string, not %s", what, type(v))
+    end
+    return v
+  end
+
+  function ctx.addr(where, what, v)
+    ctx.string(where, what, v, true)
+    local h, p = v:match("^%[([%x:%.]+)%]:(%d+)$")
+    if not h then h, p = v:match("^([%w%.%-]*):(%d+)$") end
+    if not h then
+      fail(where, "%s: bad address '%s' (want host:port)", what, v)
+    end
+    local port = tonumber(p)
+    if port < 1 or port > 65535 then
+      fail(where, "%s: bad port in address '%s' (1-65535)", what, v)
+    end
+    if h == "" then h = "127.0.0.1" end
+    return h .. ":" .. port, h, port
+  end
+
+  function ctx.size(where, what, v)
+    if v == nil then return nil end
+    if math.type(v) == "integer" and v >= 0 then return v end
+    if type(v) == "string" then
+      local n = host.parse_size(v)
+      if n then return n end
+    end
+    fail(where, "%s: bad size '%s' (want e.g. 64mb, 512kb, 1gb or a byte count)", what,
+         tostring(v))
+  end
+
+  function ctx.duration(where, what, v)
+    if v == nil then return nil end
+    if type(v) == "number" and v >= 0 then return v end
+    if type(v) == "string" then
+      local n = host.parse_duration(v)
+      if n then return n end
+    end
+    fail(where, "%s: bad duration '%s' (want e.g. 500ms, 1s, 2m)", what, tostring(v))
+  end
+
+  function ctx.int(where, what, v, lo, hi)
+    if v == nil then return nil end
+    if math.type(v) ~= "integer" or (lo and v < lo) or (hi and v > hi) then
+      fail(where, "%s must be an integer%s, not %s", what,
+           lo and string.format(" in %d..%d", lo, hi or math.maxinteger) or "", tostring(v))
+    end
+    return v
+  end
+
+  -- Finds a file named in the topology: relative to the topology's
+  -- directory first, then to the working directory.
+  function ctx.resolve(where, what, rel)
+    local cands = rel:sub(1, 1) == "/" and { rel } or { ctx.dir .. "/" .. rel, rel }
+    for _, c in ipairs(cands) do
+      if host.is_file(c) then return host.realpath(c) end
+    end
+    fail(where, "%s: file '%s' not found (looked beside the topology and in the working directory)",
+         what, rel)
+  end
+
+  -- Loads a policy module in a scratch environment and checks that it has
+  -- the functions its kind needs; the engine loads it again in its own state.
+  function ctx.policy(where, what, rel, needs)
+    local file = ctx.resolve(where, what, rel)
+    local env = setmetatable({}, { __index = _G })
+    local chunk, err = loadfile(file, "t", env)
+    if not chunk then error({ topology_error = full_path_message(err, file) }, 0) end
+    local ok, mod = pcall(chunk)
+    if not ok then
+      error({ topology_error = full_path_message(mod, file) }, 0)
+    end
+    if type(mod) ~= "table" then
+      fail(where, "%s '%s' must return a table of functions, not %s", what, rel, type(mod))
+    end
+    for _, fn in ipairs(needs) do
+      if type(mod[fn]) ~= "function" then
+        fail(where, "%s '%s' has no function '%s'", what, rel, fn)
+      end
+    end
+    if mod.validate ~= nil then
+      if type(mod.validate) ~= "function" then
+        fail(where, "%s '%s': validate must be a function", what, rel)
+      end
+      local vok, verr = pcall(mod.validate)
+      if not vok or verr == false then
+        fail(where, "%s '%s' failed validate(): %s", what, rel, tostring(vok and "returned false" or verr))
+      end
+    end
+    return file
+  end
+
+  function ctx.add(cfg)
+    cfg.topology = path
+    ctx.services[#ctx.services + 1] = cfg
+    local n = ctx.nodes[cfg.node]
+    if not n then
+      n = { name = cfg.node, where = cfg.where, services = {} }
+      ctx.nodes[cfg.node] = n
+      ctx.node_order[#ctx.node_order + 1] = cfg.node
+    end
+    for _, other in ipairs(n.services) do
+      if other.kind == cfg.kind then
+        fail(cfg.where, "node '%s' already hosts a %s service (declared at %s)", cfg.node,
+             cfg.kind, other.where)
+      end
+    end
+    n.services[#n.services + 1] = cfg
+    return cfg
+  end
+
+  function ctx.node_name(where, what, v)
+    ctx.string(where, what, v, true)
+    if not v:match("^[%w_%-%.]+$") or #v > 48 then
+      fail(where, "%s: bad node name '%s' (letters, digits, _ - . ; at most 48)", what, v)
+    end
+    return v
+  end
+
+  return ctx
+end
+
+-- The constructors ---------------------------------------------------------
+
+local function build_dsl(ctx)
+  local strata = { version = host.version }
+
+  function strata.node(spec)
+    local where = ctx.where()
+    ctx.check_fields(where, "strata.node", spec, { name = true, admin = true })
+    local name = ctx.node_name(where, "node name", spec.name)
+    local admin = spec.admin and ctx.addr(where, "admin", spec.admin)
+    ctx.refs[#ctx.refs + 1] = { name = name, where = where, node_settings = { admin = admin } }
+  end
+
+  function strata.cache(spec)
+    local where = ctx.where()
+    ctx.check_fields(where, "strata.cache", spec, {
+      shards = true, max_memory = true, eviction = true, eviction_samples = true,
+      eviction_fallback = true, password = true,
+    })
+    if type(spec.shards) ~= "table" or #spec.shards == 0 then
+      fail(where, "strata.cache needs shards = { { node = ..., listen = ... }, ... }")
+    end
+    local eviction, eviction_path = "noeviction", nil
+    if spec.eviction ~= nil then
+      if is_policy_path(spec.eviction) then
+        eviction = "lua"
+        eviction_path = ctx.policy(where, "eviction policy", spec.eviction, { "choose" })
+      else
+        eviction = EVICTION_ALIASES[spec.eviction]
+        if not eviction then
+          fail(where, "unknown eviction policy '%s' (lru, fifo, lfu, random, ttl, their allkeys-/volatile- forms, noeviction, or a .lua file)",
+               tostring(spec.eviction))
+        end
+      end
+    end
+    local fallback = spec.eviction_fallback and EVICTION_ALIASES[spec.eviction_fallback]
+    if spec.eviction_fallback and not fallback then
+      fail(where, "unknown eviction_fallback '%s'", tostring(spec.eviction_fallback))
+    end
+    local obj = { kind = "cache", shards = {} }
+    for i, sh in ipairs(spec.shards) do
+      local what = string.format("cache shard %d", i)
+      ctx.check_fields(where, what, sh, { node = true, listen = true })
+      local cfg = ctx.add {
+        kind = "cache", where = where,
+        node = ctx.node_name(where, what .. " node", sh.node),
+        listen = ctx.addr(where, what .. " listen", sh.listen),
+        max_memory = ctx.size(where, "max_memory", spec.max_memory) or 0,
+        eviction = eviction, eviction_path = eviction_path,
+        eviction_fallback = fallback or "allkeys-lru",
+        eviction_samples = ctx.int(where, "eviction_samples", spec.eviction_samples, 1, 64) or 5,
+        password = ctx.string(where, "password", spec.password),
+      }
+      obj.shards[i] = { node = cfg.node, addr = cfg.listen }
+    end
+    ctx.objects[obj] = "cache"
+    return obj
+  end
+
+  function strata.db(spec)
+    local where = ctx.where()
+    ctx.check_fields(where, "strata.db", spec, {
+      primary = true, replicas = true, reads = true, password = true,
+    })
+    if type(spec.primary) ~= "table" then
+      fail(where, "strata.db needs primary = { node = ..., listen = ..., dir = ... }")
+    end
+    local db_fields = { node = true, listen = true, dir = true, fsync = true, replica_of = true }
+    local function one(t, what, role)
+      ctx.check_fields(where, what, t, db_fields)
+      local fsync = t.fsync or "everysec"
+      if not FSYNC[fsync] then
+        fail(where, "%s: fsync must be always, everysec or no, not '%s'", what, tostring(fsync))
+      end
+      local node = ctx.node_name(where, what .. " node", t.node)
+      return ctx.add {
+        kind = "db", where = where, role = role, node = node,
+        listen = ctx.addr(where, what .. " listen", t.listen),
+        dir = ctx.string(where, what .. " dir", t.dir) or ("var/" .. node),
+        fsync = fsync, password = ctx.string(where, "password", spec.password),
+      }
+    end
+    local primary = one(spec.primary, "db primary", "primary")
+    if spec.primary.replica_of ~= nil then
+      fail(where, "db primary cannot have replica_of")
+    end
+    local obj = { kind = "db", primary = { node = primary.node, addr = primary.listen }, replicas = {} }
+    for i, r in ipairs(spec.replicas or {}) do
+      local cfg = one(r, string.format("db replica %d", i), "replica")
+      cfg.replica_of = r.replica_of or primary.node
+      ctx.refs[#ctx.refs + 1] = { name = cfg.replica_of, kind = "db", where = where,
+                                  what = "replica_of", fill = cfg }
+      obj.replicas[i] = { node = cfg.node, addr = cfg.listen }
+    end
+    local reads = spec.reads or "primary"
+    if reads ~= "primary" and reads ~= "replicas" then
+      if not is_policy_path(reads) then
+        fail(where, "reads must be 'primary', 'replicas' or a policy .lua file, not '%s'", tostring(reads))
+      end
+      reads = ctx.policy(where, "read policy", reads, { "route" })
+    end
+    obj.reads = reads
+    ctx.objects[obj] = "db"
+    return obj
+  end
+
+  local function service_ref(where, what, v, kind)
+    if v == nil then return nil end
+    if type(v) == "table" and ctx.objects[v] == kind then return v end
+    fail(where, "%s must be the value returned by strata.%s{...}", what, kind)
+  end
+
+  function strata.web(spec)
+    local where = ctx.where()
+    ctx.check_fields(where, "strata.web", spec, {
+      nodes = true, app = true, static = true, cache = true, db = true,
+    })
+    if type(spec.nodes) ~= "table" or #spec.nodes == 0 then
+      fail(where, "strata.web needs nodes = { { node = ..., listen = ... }, ... }")
+    end
+    local app = spec.app and ctx.policy(where, "web app", spec.app, {})
+    local static
+    if spec.static ~= nil then
+      ctx.string(where, "static", spec.static)
+      local cands = spec.static:sub(1, 1) == "/" and { spec.static }
+        or { ctx.dir .. "/" .. spec.static, spec.static }
+      for _, c in ipairs(cands) do
+        if host.is_dir(c) then static = host.realpath(c) break end
+      end
+      if not static then fail(where, "static: directory '%s' not found", spec.static) end
+    end
+    local cache = service_ref(where, "cache", spec.cache, "cache")
+    local db = service_ref(where, "db", spec.db, "db")
+    local obj = { kind = "web", nodes = {} }
+    for i, n in ipairs(spec.nodes) do
+      local what = string.format("web node %d", i)
+      ctx.check_fields(where, what, n, { node = true, listen = true, weight = true })
+      local cfg = ctx.add {
+        kind = "web", where = where,
+        node = ctx.node_name(where, what .. " node", n.node),
+        listen = ctx.addr(where, what .. " listen", n.listen),
+        app = app, static = static,
+        cache = cache and cache.shards, db = db and { primary = db.primary, replicas = db.replicas,
+                                                     reads = db.reads },
+      }
+      obj.nodes[i] = { name = cfg.node, addr = cfg.listen,
+                       weight = ctx.int(where, what .. " weight", n.weight, 0, 1000) or 1 }
+    end
+    ctx.objects[obj] = "web"
+    return obj
+  end
+
+  function strata.balancer(spec)
+    local where = ctx.where()
+    ctx.check_fields(where, "strata.balancer", spec, {
+      node = true, listen = true, backends = true, policy = true, fallback = true,
+      hash_on = true, health = true, retries = true, connect_timeout = true,
+      server_timeout = true, client_timeout = true, head_timeout = true, max_conns = true,
+      max_header_size = true, max_headers = true, max_request_line = true, passive = true,
+      slow_start = true,
+    })
+    local cfg = {
+      kind = "balancer", where = where,
+      node = ctx.node_name(where, "balancer node", spec.node),
+      listen = ctx.addr(where, "balancer listen", spec.listen),
+      retries = ctx.int(where, "retries", spec.retries, 0, 10),
+      connect_timeout = ctx.duration(where, "connect_timeout", spec.connect_timeout),
+      server_timeout = ctx.duration(where, "server_timeout", spec.server_timeout),
+      client_timeout = ctx.duration(where, "client_timeout", spec.client_timeout),
+      head_timeout = ctx.duration(where, "head_timeout", spec.head_timeout),
+      slow_start = ctx.duration(where, "slow_start", spec.slow_start),
+      max_conns = ctx.int(where, "max_conns", spec.max_conns, 1),
+      max_header_size = ctx.size(where, "max_header_size", spec.max_header_size),
+      max_headers = ctx.int(where, "max_headers", spec.max_headers, 1, 10000),
+      max_request_line = ctx.size(where, "max_request_line", spec.max_request_line),
+      backends = {},
+    }
+    -- Backends: a web service object, or a list of "host:port" strings,
+    -- web node names, or { addr =, weight =, name = } tables.
+    local b = spec.backends
+    if type(b) ~= "table" then
+      fail(where, "backends must be a web service (strata.web{...}) or a list of \"host:port\"")
+    end
+    local list = ctx.objects[b] == "web" and b.nodes or b
+    if ctx.objects[b] and ctx.objects[b] ~= "web" then
+      fail(where, "backends must be a web service, not a %s service", ctx.objects[b])
+    end
+    if #list == 0 then fail(where, "backends is empty") end
+    for i, e in ipairs(list) do
+      local what = string.format("backend %d", i)
+      if type(e) == "string" and not e:find(":", 1, true) then
+        local ref = { name = e, weight = 1 }
+        ctx.refs[#ctx.refs + 1] = { name = e, kind = "web", where = where, what = "backend",
+                                    fill = ref }
+        cfg.backends[i] = ref
+      elseif type(e) == "string" then
+        local a = ctx.addr(where, what, e)
+        cfg.backends[i] = { name = a, addr = a, weight = 1 }
+      elseif type(e) == "table" then
+        if not ctx.objects[b] then
+          ctx.check_fields(where, what, e, { addr = true, weight = true, name = true })
+        end
+        local a = ctx.addr(where, what .. " addr", e.addr)
+        cfg.backends[i] = { name = e.name or a, addr = a,
+                            weight = ctx.int(where, what .. " weight", e.weight, 0, 1000) or 1 }
+      else
+        fail(where, "%s must be \"host:port\" or a table, not %s", what, type(e))
+      end
+    end
+    local policy = spec.policy or "round_robin"
+    if is_policy_path(policy) then
+      cfg.policy = "lua"
+      cfg.policy_path = ctx.policy(where, "balancer policy", policy, { "pick" })
+    elseif BALANCER_POLICIES[policy] then
+      cfg.policy = policy
+    else
+      fail(where, "unknown balancer policy '%s' (round_robin, least_conn, p2c, chash, first, or a .lua file)",
+           tostring(policy))
+    end
+    cfg.fallback = spec.fallback or "round_robin"
+    if not BALANCER_POLICIES[cfg.fallback] then
+      fail(where, "fallback must be a built-in policy, not '%s'", tostring(cfg.fallback))
+    end
+    if spec.hash_on ~= nil then
+      local h = spec.hash_on
+      if not (h == "ip" or h == "path" or (type(h) == "string" and (h:match("^header:.+") or h:match("^cookie:.+")))) then
+        fail(where, "hash_on must be ip, path, header:NAME or cookie:NAME, not '%s'", tostring(h))
+      end
+      cfg.hash_on = h
+    end
+    if spec.health ~= nil then
+      local h = spec.health
+      ctx.check_fields(where, "health", h, { path = true, interval = true, timeout = true,
+                                             rise = true, fall = true })
+      local p = ctx.string(where, "health path", h.path) or "/healthz"
+      if p:sub(1, 1) ~= "/" then fail(where, "health path must start with '/'") end
+      cfg.health = {
+        path = p,
+        interval = ctx.duration(where, "health interval", h.interval) or 1.0,
+        timeout = ctx.duration(where, "health timeout", h.timeout) or 1.0,
+        rise = ctx.int(where, "health rise", h.rise, 1, 100) or 2,
+        fall = ctx.int(where, "health fall", h.fall, 1, 100) or 3,
+      }
+    end
+    if spec.passive ~= nil then
+      ctx.check_fields(where, "passive", spec.passive, { errors = true, cooldown = true })
+      cfg.passive = {
+        errors = ctx.int(where, "passive errors", spec.passive.errors, 1, 1000) or 5,
+        cooldown = ctx.duration(where, "passive cooldown", spec.passive.cooldown) or 10,
+      }
+    end
+    ctx.add(cfg)
+    return { kind = "balancer", node = cfg.node, addr = cfg.listen }
+  end
+
+  return strata
+end
+
+-- Whole-topology checks, after the script has run ---------------------------
+
+local function finish(ctx)
+  if #ctx.services == 0 then
+    fail(ctx.path .. ":1", "the topology declares no service")
+  end
+  -- References to nodes by name.
+  for _, r in ipairs(ctx.refs) do
+    local n = ctx.nodes[r.name]
+    if r.node_settings then
+      if not n then
+        fail(r.where, "strata.node names undefined node '%s' (no service runs on it)", r.name)
+      end
+      for k, v in pairs(r.node_settings) do n[k] = v end
+    else
+      local svc
+      for _, s in ipairs(n and n.services or {}) do
+        if s.kind == r.kind then svc = s end
+      end
+      if not svc then
+        fail(r.where, "%s refers to undefined node '%s'%s", r.what, r.name,
+             n and (" (it hosts no " .. r.kind .. " service)") or "")
+      end
+      if r.what == "backend" then
+        r.fill.addr = svc.listen
+      elseif r.what == "replica_of" then
+        if svc == r.fill then fail(r.where, "db node '%s' cannot replicate itself", r.name) end
+        r.fill.replica_of_addr = svc.listen
+      end
+    end
+  end
+  -- Every listening address must be unique; a wildcard host clashes with
+  -- any host on the same port.
+  local seen = {}
+  local function claim(addr, where, what)
+    local h, p = addr:match("^%[?(.-)%]?:(%d+)$")
+    for _, prev in ipairs(seen) do
+      if prev.port == p and (prev.host == h or h == "0.0.0.0" or prev.host == "0.0.0.0"
+                             or h == "::" or prev.host == "::") then
+        fail(where, "duplicate port: %s %s is already used by %s (declared at %s)", what, addr,
+             prev.what, prev.where)
+      end
+    end
+    seen[#seen + 1] = { host = h, port = p, where = where, what = what }
+  end
+  for _, s in ipairs(ctx.services) do
+    claim(s.listen, s.where, s.kind .. " on node '" .. s.node .. "'")
+  end
+  for _, name in ipairs(ctx.node_order) do
+    local n = ctx.nodes[name]
+    if n.admin then claim(n.admin, n.where, "admin of node '" .. name .. "'") end
+  end
+  local out = { file = ctx.path, nodes = {} }
+  for _, name in ipairs(ctx.node_order) do
+    local n = ctx.nodes[name]
+    out.nodes[#out.nodes + 1] = { name = name, admin = n.admin, where = n.where,
+                                  services = n.services }
+  end
+  return out
+end
+
+-- Loads and checks a topology file. Returns the normalized table, or nil and
+-- "file:line: message".
+function M.load(path)
+  local ctx = new_context(path)
+  local env = setmetatable({ strata = build_dsl(ctx) }, { __index = _G })
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then
+    return nil, full_path_message(err, path)
+  end
+  local ok, res = pcall(function()
+    chunk()
+    return finish(ctx)
+  end)
+  if ok then return res end
+  if type(res) == "table" and res.topology_error then return nil, res.topology_error end
+  -- A plain Lua error inside the script already carries file:line.
+  return nil, full_path_message(res, path)
+end
+
+local function human_size(n)
+  if n == 0 then return "unlimited" end
+  for _, u in ipairs { { 1 << 30, "gb" }, { 1 << 20, "mb" }, { 1 << 10, "kb" } } do
+    if n >= u[1] and n % u[1] == 0 then return (n // u[1]) .. u[2] end
+  end
+  return tostring(n) .. "b"
+end
+
+local function details(s)
+  if s.kind == "cache" then
+    return string.format("max_memory=%s eviction=%s", human_size(s.max_memory),
+                         s.eviction == "lua" and s.eviction_path or s.eviction)
+  elseif s.kind == "db" then
+    local d = string.format("%s dir=%s fsync=%s", s.role, s.dir, s.fsync)
+    if s.replica_of then d = d .. " replica_of=" .. s.replica_of end
+    return d
+  elseif s.kind == "web" then
+    return string.format("app=%s%s%s", s.app or "-", s.cache and " cache" or "",
+                         s.db and " db" or "")
+  elseif s.kind == "balancer" then
+    local names = {}
+    for _, b in ipairs(s.backends) do names[#names + 1] = b.addr end
+    local d = string.format("policy=%s backends=%s", s.policy == "lua" and s.policy_path or s.policy,
+                            table.concat(names, ","))
+    if s.health then d = d .. " health=" .. s.health.path end
+    return d
+  end
+  return ""
+end
+
+-- The table `strata check` prints.
+function M.describe(topo)
+  local rows = { { "NODE", "SERVICE", "LISTEN", "POLICY / DETAILS" } }
+  local nservices = 0
+  for _, n in ipairs(topo.nodes) do
+    for _, s in ipairs(n.services) do
+      nservices = nservices + 1
+      rows[#rows + 1] = { n.name, s.kind, s.listen, details(s) }
+    end
+    if n.admin then rows[#rows + 1] = { n.name, "admin", n.admin, "" } end
+  end
+  local w = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do w[i] = math.max(w[i] or 0, #c) end
+  end
+  local lines = {}
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do
+      cells[i] = i < #r and (c .. string.rep(" ", w[i] - #c)) or c
+    end
+    lines[#lines + 1] = table.concat(cells, "  ")
+  end
+  lines[#lines + 1] = string.format("%s: ok (%d nodes, %d services)", topo.file, #topo.nodes, nservices)
+  return table.concat(lines, "\n") .. "\n"
+end
+
+return M
