@@ -32,6 +32,21 @@ struct service_kind {
     void (*free)(struct service *s);
     /* Appends a one-line human summary of live state (optional). */
     void (*describe)(struct service *s, struct buf *out);
+    /* Appends this service's live state as JSON object members, without the
+     * braces: "\"connections\":3,\"hit_ratio\":0.91" (optional; served
+     * under /status). */
+    void (*status_json)(struct service *s, struct buf *out);
+    /* Appends Prometheus text-format samples (optional; served under
+     * /metrics). `labels` is the node/service label set to put on each
+     * sample, e.g. node="c1",service="cache". */
+    void (*metrics)(struct service *s, struct buf *out, const char *labels);
+    /* Hot reload: validates the new config at cfg_idx and, unless dry_run,
+     * applies it between loop iterations (optional; without it a changed
+     * config of this kind needs a restart). On error returns -1 with
+     * "file:line: message" in err and changes nothing. Appends one line per
+     * change it made (or would make) to `changes`. */
+    int (*reload)(struct service *s, lua_State *L, int cfg_idx, int dry_run, struct buf *changes,
+                  char *err, size_t errlen);
 };
 
 /* Every service struct starts with this header. */
