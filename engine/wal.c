@@ -652,6 +652,8 @@ int wal_rotate(struct wal *w, char *err, size_t errlen)
         snprintf(err, errlen, "%s", w->errmsg);
         return -1;
     }
+    if (w->end == w->seg_start)
+        return 0; /* the current segment already starts here */
     int fd = create_segment(w->dir, w->id, w->end, 1, err, errlen);
     if (fd < 0)
         return -1;

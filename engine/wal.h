@@ -177,7 +177,8 @@ void wal_sync_poll(struct wal *w);
 /* Writes and fdatasyncs everything now, waiting for the helper thread. */
 int wal_sync_now(struct wal *w);
 /* Starts a new segment at the current end (everything before it written and
- * synced first). Returns 0 or -1 with err; on failure the old segment stays. */
+ * synced first); an empty current segment is kept as it is. Returns 0 or -1
+ * with err; on failure the old segment stays. */
 int wal_rotate(struct wal *w, char *err, size_t errlen);
 
 /* Offset up to which replies may be released (see the policy rules). */
