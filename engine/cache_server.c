@@ -1,0 +1,422 @@
+#include "cache_server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_admin.h"
+#include "evict_lua.h"
+#include "log.h"
+#include "luahost.h"
+#include "net.h"
+#include "runtime.h"
+#include "util.h"
+
+#define CACHE_CRON_SECONDS 0.1
+/* Before AUTH, a client may send only small commands (like Redis), so an
+ * unauthenticated peer cannot make the node buffer much. */
+static const struct resp_limits unauth_limits = {16 * 1024, 10, 64 * 1024};
+
+struct cache_client {
+    struct cache_client *prev, *next;
+    struct net_conn *conn;
+    struct cache_server *srv;
+    struct cache_session sess;
+    struct resp_parser parser;
+};
+
+struct cache_server {
+    struct service base;
+    struct cache cache;
+    struct net_listener *listener;
+    struct ev_loop *loop;
+    ev_timer cron;
+    struct cache_client *clients;
+    int draining;
+};
+
+/* ---- clients ---------------------------------------------------------- */
+
+static void client_process(struct cache_client *cl)
+{
+    struct net_conn *c = cl->conn;
+    struct cache *cache = &cl->srv->cache;
+    int64_t now = util_now_ms();
+    size_t out_before = buf_size(&c->wbuf);
+    while (buf_size(&c->rbuf) > 0 && !cl->sess.quit &&
+           !(c->flags & (NET_F_CLOSING | NET_F_DEAD))) {
+        /* Output over the high mark: wait for on_drain before running more. */
+        if (buf_size(&c->wbuf) >= c->write_high)
+            break;
+        const struct resp_limits *lim =
+            (cache->has_password && !cl->sess.authed) ? &unauth_limits : &cache->limits;
+        ssize_t n = resp_parse(&cl->parser, (char *)buf_head(&c->rbuf), buf_size(&c->rbuf), lim);
+        if (n == -2) {
+            if (buf_size(&c->rbuf) > cache->qbuf_max) {
+                log_warn("cache client %s: query buffer over %zu bytes, closing", c->peer,
+                         cache->qbuf_max);
+                net_conn_abort(c, "query buffer limit");
+                return;
+            }
+            break;
+        }
+        if (n < 0) {
+            cache->stats.protocol_errors++;
+            resp_error(&c->wbuf, cl->parser.err);
+            net_conn_close(c, "protocol error");
+            resp_parser_reset(&cl->parser);
+            break;
+        }
+        if (cl->parser.argc > 0) {
+            struct cache_req r = {
+                .c = cache, .sess = &cl->sess, .out = &c->wbuf, .argc = cl->parser.argc,
+                .argv = cl->parser.argv, .argl = cl->parser.argl, .now = now,
+            };
+            cache_exec(&r);
+        }
+        cache->stats.net_input_bytes += (uint64_t)n;
+        buf_consume(&c->rbuf, (size_t)n);
+    }
+    if (buf_size(&c->wbuf) > out_before)
+        cache->stats.net_output_bytes += buf_size(&c->wbuf) - out_before;
+    if (cl->sess.quit && !(c->flags & NET_F_CLOSING))
+        net_conn_close(c, "quit");
+    if (cl->parser.cap > 1024 && !cl->parser.in_multibulk)
+        resp_parser_reset(&cl->parser);
+}
+
+static void client_on_read(struct net_conn *c) { client_process(c->data); }
+
+static void client_on_drain(struct net_conn *c)
+{
+    struct cache_client *cl = c->data;
+    if (buf_size(&c->rbuf) > 0)
+        client_process(cl);
+}
+
+static void client_on_close(struct net_conn *c, const char *why)
+{
+    struct cache_client *cl = c->data;
+    if (!cl)
+        return;
+    struct cache_server *srv = cl->srv;
+    if (cl->prev)
+        cl->prev->next = cl->next;
+    else
+        srv->clients = cl->next;
+    if (cl->next)
+        cl->next->prev = cl->prev;
+    srv->cache.nclients--;
+    resp_parser_free(&cl->parser);
+    free(cl);
+    c->data = NULL;
+    (void)why;
+}
+
+static const struct net_conn_ops client_ops = {
+    .on_read = client_on_read,
+    .on_drain = client_on_drain,
+    .on_close = client_on_close,
+};
+
+static int client_on_accept(struct net_conn *c, void *data)
+{
+    struct cache_server *srv = data;
+    struct cache_client *cl = calloc(1, sizeof *cl);
+    if (!cl) {
+        srv->cache.stats.rejected_connections++;
+        c->data = NULL;
+        return -1;
+    }
+    cl->conn = c;
+    cl->srv = srv;
+    cl->sess.id = srv->cache.next_client_id++;
+    cl->sess.authed = !srv->cache.has_password;
+    cl->sess.created_ms = util_now_ms();
+    resp_parser_init(&cl->parser);
+    cl->next = srv->clients;
+    if (srv->clients)
+        srv->clients->prev = cl;
+    srv->clients = cl;
+    srv->cache.nclients++;
+    srv->cache.stats.connections++;
+    c->data = cl;
+    return 0;
+}
+
+/* ---- cron -------------------------------------------------------------- */
+
+static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct cache_server *srv = w->data;
+    cache_cron(&srv->cache, util_now_ms());
+    size_t bytes = 0;
+    for (struct cache_client *cl = srv->clients; cl; cl = cl->next)
+        bytes += cl->conn->rbuf.cap + cl->conn->wbuf.cap;
+    srv->cache.client_buf_bytes = bytes;
+}
+
+/* ---- config ----------------------------------------------------------- */
+
+struct cache_cfg {
+    char node[64], listen[64], eviction[64], eviction_path[1024], fallback[64], password[256],
+        topology[1024];
+    int64_t max_memory, samples;
+};
+
+static int read_cfg(struct runtime *rt, lua_State *L, int idx, struct cache_cfg *cfg, char *err,
+                    size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (cfg_string(L, idx, "node", "cache", cfg->node, sizeof cfg->node, err, errlen) < 0 ||
+        cfg_string(L, idx, "listen", "127.0.0.1:6379", cfg->listen, sizeof cfg->listen, err,
+                   errlen) < 0 ||
+        cfg_int(L, idx, "max_memory", 0, &cfg->max_memory, err, errlen) < 0 ||
+        cfg_string(L, idx, "eviction", "noeviction", cfg->eviction, sizeof cfg->eviction, err,
+                   errlen) < 0 ||
+        cfg_string(L, idx, "eviction_path", "", cfg->eviction_path, sizeof cfg->eviction_path,
+                   err, errlen) < 0 ||
+        cfg_string(L, idx, "eviction_fallback", "allkeys-lru", cfg->fallback,
+                   sizeof cfg->fallback, err, errlen) < 0 ||
+        cfg_int(L, idx, "eviction_samples", 5, &cfg->samples, err, errlen) < 0 ||
+        cfg_string(L, idx, "password", "", cfg->password, sizeof cfg->password, err, errlen) < 0 ||
+        cfg_string(L, idx, "topology", rt ? rt->topology_path : "", cfg->topology,
+                   sizeof cfg->topology, err, errlen) < 0)
+        return -1;
+    enum evict_policy p;
+    if (cfg->max_memory < 0) {
+        snprintf(err, errlen, "cache %s: max_memory must not be negative", cfg->node);
+        return -1;
+    }
+    if (cfg->samples < 1 || cfg->samples > EVICT_MAX_SAMPLES) {
+        snprintf(err, errlen, "cache %s: eviction_samples must be 1..%d", cfg->node,
+                 EVICT_MAX_SAMPLES);
+        return -1;
+    }
+    if (evict_policy_parse(cfg->fallback, &p) < 0) {
+        snprintf(err, errlen, "cache %s: unknown eviction_fallback '%s'", cfg->node,
+                 cfg->fallback);
+        return -1;
+    }
+    if (strcmp(cfg->eviction, "lua") == 0) {
+        if (!cfg->eviction_path[0]) {
+            snprintf(err, errlen, "cache %s: eviction = \"lua\" needs eviction_path", cfg->node);
+            return -1;
+        }
+    } else if (evict_policy_parse(cfg->eviction, &p) < 0) {
+        snprintf(err, errlen, "cache %s: unknown eviction policy '%s'", cfg->node, cfg->eviction);
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies the policy part of a config; on error nothing changes. */
+static int apply_policy(struct cache *c, const struct cache_cfg *cfg, char *err, size_t errlen)
+{
+    const char *name = strcmp(cfg->eviction, "lua") == 0 ? cfg->eviction_path : cfg->eviction;
+    char why[768];
+    if (cache_set_policy(c, name, util_now_ms(), why, sizeof why) < 0) {
+        snprintf(err, errlen, "cache %s: %s", cfg->node, why);
+        return -1;
+    }
+    evict_policy_parse(cfg->fallback, &c->evict.fallback);
+    c->evict.samples = (int)cfg->samples;
+    return 0;
+}
+
+/* ---- the service kind --------------------------------------------------- */
+
+static void cache_srv_free(struct service *s);
+
+static struct service *cache_srv_start(struct runtime *rt, lua_State *L, int idx, char *err,
+                                       size_t errlen)
+{
+    struct cache_cfg cfg;
+    if (read_cfg(rt, L, idx, &cfg, err, errlen) < 0)
+        return NULL;
+    struct cache_server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    srv->base.kind = &cache_service_kind;
+    srv->base.rt = rt;
+    srv->loop = rt->loop;
+    snprintf(srv->base.node, sizeof srv->base.node, "%s", cfg.node);
+    struct cache *c = &srv->cache;
+    cache_init(c, 0, util_now_ms());
+    snprintf(c->node, sizeof c->node, "%s", cfg.node);
+    snprintf(c->topology, sizeof c->topology, "%s", cfg.topology);
+    c->max_memory = (uint64_t)cfg.max_memory;
+    if (cfg.password[0]) {
+        c->has_password = 1;
+        snprintf(c->password, sizeof c->password, "%s", cfg.password);
+    }
+    ev_timer_init(&srv->cron, cron_cb, CACHE_CRON_SECONDS, CACHE_CRON_SECONDS);
+    srv->cron.data = srv;
+    if (apply_policy(c, &cfg, err, errlen) < 0) {
+        cache_srv_free(&srv->base);
+        return NULL;
+    }
+    srv->listener = net_listen(rt->loop, cfg.listen, 0, &client_ops, client_on_accept, srv, err,
+                               errlen);
+    if (!srv->listener) {
+        cache_srv_free(&srv->base);
+        return NULL;
+    }
+    snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->listener->addr);
+    snprintf(c->listen, sizeof c->listen, "%s", srv->listener->addr);
+    ev_timer_start(rt->loop, &srv->cron);
+    log_info("cache %s listening on %s (max_memory %llu, eviction %s)", cfg.node,
+             srv->listener->addr, (unsigned long long)c->max_memory, cache_policy_name(c));
+    return &srv->base;
+}
+
+static void cache_srv_drain(struct service *s)
+{
+    struct cache_server *srv = (struct cache_server *)s;
+    srv->draining = 1;
+    if (srv->listener) {
+        net_listener_close(srv->listener);
+        srv->listener = NULL;
+    }
+    /* Finish what each client already sent, then close once replies are out. */
+    for (struct cache_client *cl = srv->clients, *next; cl; cl = next) {
+        next = cl->next;
+        net_conn_close(cl->conn, "shutting down");
+    }
+}
+
+static int cache_srv_idle(struct service *s)
+{
+    return ((struct cache_server *)s)->clients == NULL;
+}
+
+static void cache_srv_free(struct service *s)
+{
+    struct cache_server *srv = (struct cache_server *)s;
+    ev_timer_stop(srv->loop, &srv->cron);
+    if (srv->listener)
+        net_listener_close(srv->listener);
+    while (srv->clients)
+        net_conn_abort(srv->clients->conn, "shutdown"); /* on_close unlinks it */
+    cache_free(&srv->cache);
+    free(srv);
+}
+
+static void cache_srv_describe(struct service *s, struct buf *out)
+{
+    struct cache *c = &((struct cache_server *)s)->cache;
+    buf_printf(out, "keys=%zu used_memory=%zu max_memory=%llu eviction=%s clients=%zu",
+               c->store.count, c->store.mem.used, (unsigned long long)c->max_memory,
+               cache_policy_name(c), c->nclients);
+}
+
+static void json_str(struct buf *out, const char *s)
+{
+    buf_append(out, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            buf_printf(out, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            buf_printf(out, "\\u%04x", *s);
+        else
+            buf_append(out, s, 1);
+    }
+    buf_append(out, "\"", 1);
+}
+
+static void cache_srv_status(struct service *s, struct buf *out)
+{
+    struct cache *c = &((struct cache_server *)s)->cache;
+    uint64_t lookups = c->stats.hits + c->stats.misses;
+    buf_printf(out,
+               "\"keys\":%zu,\"expires\":%zu,\"used_memory\":%zu,\"max_memory\":%llu,"
+               "\"connections\":%zu,\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%.4f,"
+               "\"evicted_keys\":%llu,\"expired_keys\":%llu,\"commands\":%llu,\"eviction\":",
+               c->store.count, c->store.nvol, c->store.mem.used,
+               (unsigned long long)c->max_memory, c->nclients,
+               (unsigned long long)c->stats.hits, (unsigned long long)c->stats.misses,
+               lookups ? (double)c->stats.hits / (double)lookups : 0.0,
+               (unsigned long long)c->evict.evicted, (unsigned long long)c->store.expired,
+               (unsigned long long)c->stats.commands);
+    json_str(out, cache_policy_name(c));
+}
+
+static void cache_srv_metrics(struct service *s, struct buf *out, const char *labels)
+{
+    struct cache *c = &((struct cache_server *)s)->cache;
+    struct {
+        const char *name, *type;
+        unsigned long long v;
+    } m[] = {
+        {"strata_cache_keys", "gauge", c->store.count},
+        {"strata_cache_used_memory_bytes", "gauge", c->store.mem.used},
+        {"strata_cache_max_memory_bytes", "gauge", c->max_memory},
+        {"strata_cache_connections", "gauge", c->nclients},
+        {"strata_cache_hits_total", "counter", c->stats.hits},
+        {"strata_cache_misses_total", "counter", c->stats.misses},
+        {"strata_cache_evicted_keys_total", "counter", c->evict.evicted},
+        {"strata_cache_expired_keys_total", "counter", c->store.expired},
+        {"strata_cache_commands_total", "counter", c->stats.commands},
+        {"strata_cache_eviction_policy_errors_total", "counter", c->evict.lua_errors},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        buf_printf(out, "# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].type, m[i].name, labels,
+                   m[i].v);
+}
+
+static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_run,
+                            struct buf *changes, char *err, size_t errlen)
+{
+    struct cache_server *srv = (struct cache_server *)s;
+    struct cache *c = &srv->cache;
+    struct cache_cfg cfg;
+    if (read_cfg(s->rt, L, idx, &cfg, err, errlen) < 0)
+        return -1;
+    if (strcmp(cfg.eviction, "lua") == 0) {
+        /* Validate the module now so a broken one changes nothing. */
+        char path[1024], why[768];
+        if (cache_resolve_path(c, cfg.eviction_path, path, sizeof path) < 0) {
+            snprintf(err, errlen, "cache %s: eviction policy %s: no such file", cfg.node,
+                     cfg.eviction_path);
+            return -1;
+        }
+        struct evict_lua *el = evict_lua_new(path, why, sizeof why);
+        if (!el) {
+            snprintf(err, errlen, "cache %s: %s", cfg.node, why);
+            return -1;
+        }
+        evict_lua_free(el);
+    }
+    if ((uint64_t)cfg.max_memory != c->max_memory)
+        buf_printf(changes, "node %s: cache max_memory %llu -> %lld\n", cfg.node,
+                   (unsigned long long)c->max_memory, (long long)cfg.max_memory);
+    buf_printf(changes, "node %s: cache eviction %s\n", cfg.node,
+               strcmp(cfg.eviction, "lua") == 0 ? cfg.eviction_path : cfg.eviction);
+    if (strcmp(cfg.password, c->password) != 0)
+        buf_printf(changes, "node %s: cache password changed (new connections)\n", cfg.node);
+    if (dry_run)
+        return 0;
+    if (apply_policy(c, &cfg, err, errlen) < 0)
+        return -1;
+    c->max_memory = (uint64_t)cfg.max_memory;
+    c->has_password = cfg.password[0] != 0;
+    snprintf(c->password, sizeof c->password, "%s", cfg.password);
+    cache_enforce_memory(c, util_now_ms());
+    return 0;
+}
+
+const struct service_kind cache_service_kind = {
+    .name = "cache",
+    .start = cache_srv_start,
+    .drain = cache_srv_drain,
+    .idle = cache_srv_idle,
+    .free = cache_srv_free,
+    .describe = cache_srv_describe,
+    .status_json = cache_srv_status,
+    .metrics = cache_srv_metrics,
+    .reload = cache_srv_reload,
+};

@@ -1,0 +1,38 @@
+/* evict_lua: a Lua module that chooses eviction victims.
+ *
+ * Module contract (api 1):
+ *
+ *   local M = {}
+ *   -- candidates: an array of tables, each
+ *   --   { key = "…", size = bytes, last_access = ms since epoch,
+ *   --     inserted = ms since epoch, hits = 0..255 (logarithmic access
+ *   --     counter), ttl = ms remaining or -1 }
+ *   -- returns the chosen candidate table, or its index (1-based)
+ *   function M.choose(candidates) ... end
+ *   -- optional: called once at load; an error rejects the policy
+ *   function M.validate() end
+ *   return M
+ *
+ * The C core samples the candidates and frees the victim; Lua only decides.
+ * The module runs in its own Lua state. */
+#ifndef STRATA_EVICT_LUA_H
+#define STRATA_EVICT_LUA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct evict;
+struct evict_lua;
+
+/* Loads and validates the module; NULL with a message in err. */
+struct evict_lua *evict_lua_new(const char *path, char *err, size_t errlen);
+void evict_lua_free(struct evict_lua *el);
+const char *evict_lua_path(const struct evict_lua *el);
+/* Returns the chosen index in [0, n), or -1 with a message in err (a Lua
+ * error or a return value that names no candidate). */
+int evict_lua_choose(struct evict_lua *el, const struct evict *ev, struct store *s,
+                     struct store_entry **cands, int n, int64_t now_ms, char *err, size_t errlen);
+
+#endif
