@@ -6,12 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "log.h"
 #include "luahost.h"
 #include "runtime.h"
+#include "supervisor.h"
 #include "topology.h"
+#include "util.h"
 
 #define EXIT_USAGE 2
 
@@ -21,6 +24,8 @@ static const char *main_usage =
     "commands:\n"
     "  check TOPOLOGY.lua            validate a topology and print its nodes\n"
     "  run TOPOLOGY.lua [--node N]   start the topology (or one node of it)\n"
+    "  reload TOPOLOGY.lua           apply a changed topology or policy to a running one\n"
+    "  status TOPOLOGY.lua [--watch] live state of every node\n"
     "  version                       print the version\n"
     "  help [COMMAND]                show help\n"
     "\n"
@@ -35,16 +40,48 @@ static const char *check_usage =
     "exits 1.\n";
 
 static const char *run_usage =
-    "usage: strata run TOPOLOGY.lua [--node NAME] [--log-level LEVEL]\n"
+    "usage: strata run TOPOLOGY.lua [--node NAME | --one-process] [--log-level LEVEL]\n"
     "\n"
-    "Starts the services of the topology in this process, or only those of\n"
-    "node NAME (for a node on its own machine, or under systemd). Stops\n"
-    "gracefully on SIGINT or SIGTERM: listeners close, in-flight work ends.\n"
+    "Starts the topology: one supervised process per node. The supervisor\n"
+    "waits until every node is ready, restarts a node that dies (with\n"
+    "backoff), reloads on SIGHUP, and on SIGINT/SIGTERM drains and stops\n"
+    "every node. With --node, runs only node NAME in the foreground (a node on\n"
+    "its own machine, or under systemd); --one-process hosts every node in\n"
+    "this one process, unsupervised.\n"
     "\n"
     "options:\n"
-    "  -n, --node NAME        run only this node\n"
+    "  -n, --node NAME        run only this node, in the foreground\n"
+    "  -1, --one-process      every node in this process\n"
     "  -l, --log-level LEVEL  debug, info (default), warn or error\n"
     "  -h, --help             show this help\n";
+
+static const char *reload_usage =
+    "usage: strata reload TOPOLOGY.lua [--node NAME] [--dry-run]\n"
+    "\n"
+    "Checks the topology and its policies, then asks the running system (its\n"
+    "admin endpoints) to apply it: the supervisor starts and stops nodes, and\n"
+    "each node validates its new services and policies and swaps them in\n"
+    "between loop iterations. On any error nothing changes: the message is\n"
+    "printed as file:line: message and the exit code is 1.\n"
+    "\n"
+    "options:\n"
+    "  -n, --node NAME   reload only this node\n"
+    "  -d, --dry-run     report what would change, change nothing\n"
+    "  -h, --help        show this help\n";
+
+static const char *status_usage =
+    "usage: strata status TOPOLOGY.lua [--node NAME] [--watch] [--interval DURATION]\n"
+    "\n"
+    "Prints one table of every node's live state (connections, requests/s,\n"
+    "p99, errors, cache hit ratio and memory, replication lag, backend\n"
+    "health) from the nodes' admin endpoints. Exit code 1 when a node is down.\n"
+    "\n"
+    "options:\n"
+    "  -n, --node NAME          only this node\n"
+    "  -w, --watch              refresh until interrupted\n"
+    "  -i, --interval DURATION  refresh period with --watch (default 1s)\n"
+    "  -c, --count N            with --watch, stop after N refreshes\n"
+    "  -h, --help               show this help\n";
 
 static int wants_help(int argc, char **argv)
 {
@@ -114,28 +151,49 @@ static int cmd_check(int argc, char **argv)
     return rc;
 }
 
+/* Tells the supervisor (if any) that this node is serving. */
+static void report_ready(void)
+{
+    const char *fd = getenv("STRATA_READY_FD");
+    if (!fd)
+        return;
+    int n = atoi(fd);
+    if (n > 2) {
+        ssize_t w = write(n, "ready\n", 6);
+        (void)w;
+        close(n);
+    }
+    unsetenv("STRATA_READY_FD");
+}
+
 static int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"node", required_argument, NULL, 'n'},
+        {"one-process", no_argument, NULL, '1'},
         {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *node = NULL;
+    const char *node = NULL, *level = "info";
+    int one_process = 0;
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "n:l:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:1l:h", opts, NULL)) != -1) {
         switch (c) {
         case 'n':
             node = optarg;
+            break;
+        case '1':
+            one_process = 1;
             break;
         case 'l': {
             enum log_level lvl;
             if (log_parse_level(optarg, &lvl) < 0)
                 return usage_error(run_usage, "bad log level '%s'", optarg);
             log_set_level(lvl);
+            level = optarg;
             break;
         }
         case 'h':
@@ -147,6 +205,8 @@ static int cmd_run(int argc, char **argv)
     }
     if (argc - optind != 1)
         return usage_error(run_usage, "%s", "run needs exactly one topology file");
+    if (node && one_process)
+        return usage_error(run_usage, "%s", "--node and --one-process exclude each other");
     const char *path = argv[optind];
     lua_State *L = load_topology(path);
     if (!L)
@@ -155,6 +215,10 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "%s: no node named '%s' in this topology\n", path, node);
         luahost_close(L);
         return 1;
+    }
+    if (!node && !one_process) {
+        luahost_close(L);
+        return supervisor_main(path, level);
     }
     log_set_node(node ? node : "strata");
     signal(SIGPIPE, SIG_IGN);
@@ -171,11 +235,100 @@ static int cmd_run(int argc, char **argv)
     luahost_close(L);
     if (rc == 0) {
         log_info("ready: %d service%s from %s", rt.nservices, rt.nservices == 1 ? "" : "s", path);
+        report_ready();
         runtime_run(&rt);
         log_info("stopped");
     }
     runtime_free(&rt);
     ev_loop_destroy(loop);
+    return rc;
+}
+
+/* reload and status: parse options, load the topology, hand over to
+ * lua/strata/ctl.lua, which talks to the admin endpoints. */
+static int cmd_ctl(const char *what, const char *usage, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"node", required_argument, NULL, 'n'},   {"dry-run", no_argument, NULL, 'd'},
+        {"watch", no_argument, NULL, 'w'},        {"interval", required_argument, NULL, 'i'},
+        {"count", required_argument, NULL, 'c'},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int is_reload = strcmp(what, "reload") == 0;
+    const char *node = NULL;
+    int dry = 0, watch = 0;
+    double interval = 1.0;
+    long count = -1;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "n:dwi:c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            node = optarg;
+            break;
+        case 'd':
+            if (!is_reload)
+                return usage_error(usage, "bad option '%s'", "--dry-run");
+            dry = 1;
+            break;
+        case 'w':
+        case 'i':
+        case 'c':
+            if (is_reload)
+                return usage_error(usage, "bad option '%s'", argv[optind - 1]);
+            if (c == 'w')
+                watch = 1;
+            else if (c == 'i' && util_parse_duration(optarg, &interval) < 0)
+                return usage_error(usage, "bad interval '%s'", optarg);
+            else if (c == 'c' && (count = atol(optarg)) <= 0)
+                return usage_error(usage, "bad count '%s'", optarg);
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        default:
+            return usage_error(usage, "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return usage_error(usage, "%s needs exactly one topology file", what);
+    lua_State *L = load_topology(argv[optind]);
+    if (!L)
+        return 1;
+    int topo = lua_gettop(L);
+    char err[1024];
+    int rc = 1;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "strata.ctl");
+    if (luahost_pcall(L, 1, 1, err, sizeof err) < 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        luahost_close(L);
+        return 1;
+    }
+    lua_getfield(L, -1, what);
+    lua_pushvalue(L, topo);
+    lua_newtable(L);
+    if (node) {
+        lua_pushstring(L, node);
+        lua_setfield(L, -2, "node");
+    }
+    lua_pushboolean(L, dry);
+    lua_setfield(L, -2, "dry_run");
+    lua_pushboolean(L, watch);
+    lua_setfield(L, -2, "watch");
+    lua_pushnumber(L, interval);
+    lua_setfield(L, -2, "interval");
+    if (count > 0) {
+        lua_pushinteger(L, count);
+        lua_setfield(L, -2, "count");
+    }
+    if (luahost_pcall(L, 2, 1, err, sizeof err) < 0)
+        fprintf(stderr, "strata: %s\n", err);
+    else
+        rc = (int)lua_tointeger(L, -1);
+    fflush(stdout);
+    luahost_close(L);
     return rc;
 }
 
@@ -190,6 +343,10 @@ int main(int argc, char **argv)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "reload") == 0)
+        return cmd_ctl("reload", reload_usage, argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0)
+        return cmd_ctl("status", status_usage, argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2 && wants_help(argc - 1, argv + 1)) {
             puts("usage: strata version\n\nPrints the version of strata and of its Lua and libev.");
@@ -206,6 +363,10 @@ int main(int argc, char **argv)
             fputs(check_usage, stdout);
         else if (argc > 2 && strcmp(argv[2], "run") == 0)
             fputs(run_usage, stdout);
+        else if (argc > 2 && strcmp(argv[2], "reload") == 0)
+            fputs(reload_usage, stdout);
+        else if (argc > 2 && strcmp(argv[2], "status") == 0)
+            fputs(status_usage, stdout);
         else
             fputs(main_usage, stdout);
         return 0;

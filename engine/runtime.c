@@ -3,9 +3,15 @@
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "admin.h"
 #include "log.h"
+#include "luahost.h"
+#include "topology.h"
+#include "util.h"
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -21,18 +27,29 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     runtime_stop(rt);
 }
 
+/* SIGHUP: reload the topology file and apply what changed. */
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
-    (void)w;
     (void)revents;
-    log_info("SIGHUP: reload is handled by the supervisor; nothing to do in this node");
+    struct runtime *rt = w->data;
+    struct buf changes;
+    buf_init(&changes);
+    char err[1024];
+    if (runtime_reload(rt, 0, &changes, err, sizeof err) < 0)
+        log_error("reload failed, nothing changed: %s", err);
+    buf_free(&changes);
 }
 
 static int all_idle(struct runtime *rt)
 {
     for (int i = 0; i < rt->nservices; i++) {
         struct service *s = rt->services[i];
+        if (s->kind->idle && !s->kind->idle(s))
+            return 0;
+    }
+    for (int i = 0; i < rt->nretiring; i++) {
+        struct service *s = rt->retiring[i];
         if (s->kind->idle && !s->kind->idle(s))
             return 0;
     }
@@ -56,61 +73,134 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* Services removed by a reload are freed once their in-flight work ends. */
+static void on_retire_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runtime *rt = w->data;
+    int keep = 0;
+    for (int i = 0; i < rt->nretiring; i++) {
+        struct service *s = rt->retiring[i];
+        if (!s->kind->idle || s->kind->idle(s)) {
+            log_info("node %s: %s on %s retired", s->node, s->kind->name, s->listen);
+            if (s->kind->free)
+                s->kind->free(s);
+        } else {
+            rt->retiring[keep++] = s;
+        }
+    }
+    rt->nretiring = keep;
+    if (keep == 0)
+        ev_timer_stop(rt->loop, &rt->retire_timer);
+}
+
 int runtime_init(struct runtime *rt, struct ev_loop *loop)
 {
     memset(rt, 0, sizeof *rt);
     rt->loop = loop;
     rt->drain_timeout = 10.0;
     rt->started = ev_now(loop);
+    rt->generation = 1;
     ev_signal_init(&rt->sigint, on_stop_signal, SIGINT);
     ev_signal_init(&rt->sigterm, on_stop_signal, SIGTERM);
     ev_signal_init(&rt->sighup, on_hup, SIGHUP);
     ev_check_init(&rt->drain_check, on_drain_check);
     ev_timer_init(&rt->drain_timer, on_drain_timeout, 0., 0.);
+    ev_timer_init(&rt->retire_timer, on_retire_timer, 0.05, 0.05);
     rt->sigint.data = rt->sigterm.data = rt->sighup.data = rt;
-    rt->drain_check.data = rt->drain_timer.data = rt;
+    rt->drain_check.data = rt->drain_timer.data = rt->retire_timer.data = rt;
     ev_signal_start(loop, &rt->sigint);
     ev_signal_start(loop, &rt->sigterm);
     ev_signal_start(loop, &rt->sighup);
     return 0;
 }
 
-static int start_service(struct runtime *rt, lua_State *L, int cfg, const char *node, char *err,
-                         size_t errlen)
+/* The canonical text of the config at idx (strata.topology.fingerprint). */
+static char *cfg_fingerprint(lua_State *L, int idx)
 {
-    lua_getfield(L, cfg, "kind");
-    const char *kind_name = lua_tostring(L, -1);
-    const struct service_kind *kind = kind_name ? service_kind_find(kind_name) : NULL;
-    lua_getfield(L, cfg, "where");
-    const char *where = lua_tostring(L, -1);
-    lua_getfield(L, cfg, "listen");
-    const char *listen = lua_tostring(L, -1);
-    int rc = -1;
+    idx = lua_absindex(L, idx);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "strata.topology");
+    char err[256];
+    if (luahost_pcall(L, 1, 1, err, sizeof err) < 0)
+        return NULL;
+    lua_getfield(L, -1, "fingerprint");
+    lua_pushvalue(L, idx);
+    char *fp = NULL;
+    if (luahost_pcall(L, 1, 1, err, sizeof err) == 0) {
+        fp = strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return fp;
+}
+
+static const char *cfg_str(lua_State *L, int idx, const char *field, char *out, size_t n)
+{
+    lua_getfield(L, idx, field);
+    snprintf(out, n, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
+    return out;
+}
+
+static struct service *start_service(struct runtime *rt, lua_State *L, int cfg, const char *node,
+                                     char *err, size_t errlen)
+{
+    char kind_name[32], where[1100], listen[128];
+    cfg_str(L, cfg, "kind", kind_name, sizeof kind_name);
+    cfg_str(L, cfg, "where", where, sizeof where);
+    cfg_str(L, cfg, "listen", listen, sizeof listen);
+    const struct service_kind *kind = service_kind_find(kind_name);
     if (!kind) {
         snprintf(err, errlen, "%s: the %s service is not available in this build of strata",
-                 where ? where : "?", kind_name ? kind_name : "?");
-    } else if (rt->nservices >= RUNTIME_MAX_SERVICES) {
-        snprintf(err, errlen, "too many services in one process (limit %d)",
-                 RUNTIME_MAX_SERVICES);
-    } else {
-        char why[512] = "";
-        struct service *s = kind->start(rt, L, cfg, why, sizeof why);
-        if (!s) {
-            snprintf(err, errlen, "%s: node '%s': cannot start %s on %s: %s", where ? where : "?",
-                     node, kind->name, listen ? listen : "?", why);
-        } else {
-            s->kind = kind;
-            s->rt = rt;
-            snprintf(s->node, sizeof s->node, "%s", node);
-            if (!s->listen[0])
-                snprintf(s->listen, sizeof s->listen, "%s", listen ? listen : "");
-            rt->services[rt->nservices++] = s;
-            log_info("node %s: %s listening on %s", node, kind->name, s->listen);
-            rc = 0;
-        }
+                 where, kind_name);
+        return NULL;
     }
-    lua_pop(L, 3);
-    return rc;
+    if (rt->nservices >= RUNTIME_MAX_SERVICES) {
+        snprintf(err, errlen, "%s: too many services in one process (limit %d)", where,
+                 RUNTIME_MAX_SERVICES);
+        return NULL;
+    }
+    char why[768] = "";
+    struct service *s = kind->start(rt, L, cfg, why, sizeof why);
+    if (!s) {
+        snprintf(err, errlen, "%s: node '%s': cannot start %s on %s: %s", where, node, kind->name,
+                 listen, why);
+        return NULL;
+    }
+    s->kind = kind;
+    s->rt = rt;
+    snprintf(s->node, sizeof s->node, "%s", node);
+    if (!s->listen[0])
+        snprintf(s->listen, sizeof s->listen, "%.63s", listen);
+    rt->fingerprints[rt->nservices] = cfg_fingerprint(L, cfg);
+    rt->services[rt->nservices++] = s;
+    log_info("node %s: %s listening on %s", node, kind->name, s->listen);
+    return s;
+}
+
+static void admin_handle(void *ud, const struct admin_request *req, struct admin_response *resp);
+
+static int start_admin(struct runtime *rt, const char *node, const char *addr, char *err,
+                       size_t errlen)
+{
+    if (rt->nadmins >= RUNTIME_MAX_NODES) {
+        snprintf(err, errlen, "too many nodes in one process");
+        return -1;
+    }
+    struct runtime_admin *ra = &rt->admins[rt->nadmins];
+    ra->rt = rt;
+    snprintf(ra->node, sizeof ra->node, "%s", node);
+    char why[512];
+    ra->admin = admin_start(rt->loop, addr, admin_handle, ra, why, sizeof why);
+    if (!ra->admin) {
+        snprintf(err, errlen, "node '%s': cannot start admin endpoint: %s", node, why);
+        return -1;
+    }
+    rt->nadmins++;
+    log_info("node %s: admin on %s", node, admin_addr(ra->admin));
+    return 0;
 }
 
 int runtime_start(struct runtime *rt, lua_State *L, const char *only_node, char *err,
@@ -120,30 +210,368 @@ int runtime_start(struct runtime *rt, lua_State *L, const char *only_node, char 
     lua_getfield(L, topo, "file");
     snprintf(rt->topology_path, sizeof rt->topology_path, "%s", lua_tostring(L, -1));
     lua_pop(L, 1);
+    snprintf(rt->node, sizeof rt->node, "%s", only_node ? only_node : "");
+    lua_getfield(L, topo, "supervisor");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "drain_timeout");
+        if (lua_isnumber(L, -1))
+            rt->drain_timeout = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
     lua_getfield(L, topo, "nodes");
     int nodes = lua_gettop(L);
     lua_Integer nn = (lua_Integer)lua_rawlen(L, nodes);
     int rc = 0;
     for (lua_Integer i = 1; i <= nn && rc == 0; i++) {
         lua_rawgeti(L, nodes, i);
-        lua_getfield(L, -1, "name");
-        char node[64];
-        snprintf(node, sizeof node, "%s", lua_tostring(L, -1));
-        lua_pop(L, 1);
+        int n = lua_gettop(L);
+        char node[64], admin[128];
+        cfg_str(L, n, "name", node, sizeof node);
+        cfg_str(L, n, "admin", admin, sizeof admin);
         if (!only_node || strcmp(only_node, node) == 0) {
-            lua_getfield(L, -1, "services");
+            lua_getfield(L, n, "services");
             lua_Integer ns = (lua_Integer)lua_rawlen(L, -1);
             for (lua_Integer j = 1; j <= ns && rc == 0; j++) {
                 lua_rawgeti(L, -1, j);
-                rc = start_service(rt, L, lua_gettop(L), node, err, errlen);
+                if (!start_service(rt, L, lua_gettop(L), node, err, errlen))
+                    rc = -1;
                 lua_pop(L, 1);
             }
             lua_pop(L, 1);
+            if (rc == 0 && admin[0])
+                rc = start_admin(rt, node, admin, err, errlen);
         }
-        lua_pop(L, 1);
+        lua_settop(L, nodes);
     }
     lua_settop(L, topo);
     return rc;
+}
+
+/* --- reload ------------------------------------------------------------- */
+
+struct reload_plan {
+    int matched[RUNTIME_MAX_SERVICES];   /* new cfg stack index per service, 0: removed */
+    int changed[RUNTIME_MAX_SERVICES];
+    int moved[RUNTIME_MAX_SERVICES];     /* new listen address: replaced */
+    int added[RUNTIME_MAX_SERVICES];     /* stack indexes of new cfgs to start */
+    char added_node[RUNTIME_MAX_SERVICES][64];
+    int nadded;
+};
+
+static int find_service(struct runtime *rt, const char *node, const char *kind)
+{
+    for (int i = 0; i < rt->nservices; i++)
+        if (strcmp(rt->services[i]->node, node) == 0 &&
+            strcmp(rt->services[i]->kind->name, kind) == 0)
+            return i;
+    return -1;
+}
+
+/* Matches the new topology's services (on the stack at `topo`) against the
+ * running ones, leaving every new cfg table on the stack. */
+static int plan_reload(struct runtime *rt, lua_State *L, int topo, struct reload_plan *plan,
+                       struct buf *changes, char *err, size_t errlen)
+{
+    memset(plan, 0, sizeof *plan);
+    lua_getfield(L, topo, "nodes");
+    int nodes = lua_gettop(L);
+    lua_Integer nn = (lua_Integer)lua_rawlen(L, nodes);
+    int have_node = !rt->node[0];
+    for (lua_Integer i = 1; i <= nn; i++) {
+        lua_rawgeti(L, nodes, i);
+        char node[64];
+        cfg_str(L, -1, "name", node, sizeof node);
+        if (rt->node[0] && strcmp(rt->node, node) != 0) {
+            lua_pop(L, 1);
+            continue;
+        }
+        have_node = 1;
+        lua_getfield(L, -1, "services");
+        lua_remove(L, -2);
+        int svcs = lua_gettop(L);
+        lua_Integer ns = (lua_Integer)lua_rawlen(L, svcs);
+        for (lua_Integer j = 1; j <= ns; j++) {
+            lua_rawgeti(L, svcs, j); /* stays on the stack for the apply phase */
+            int cfg = lua_gettop(L);
+            char kind[32], listen[128], where[1100];
+            cfg_str(L, cfg, "kind", kind, sizeof kind);
+            cfg_str(L, cfg, "listen", listen, sizeof listen);
+            cfg_str(L, cfg, "where", where, sizeof where);
+            int k = find_service(rt, node, kind);
+            if (k < 0) {
+                if (plan->nadded >= RUNTIME_MAX_SERVICES) {
+                    snprintf(err, errlen, "%s: too many services", where);
+                    return -1;
+                }
+                if (!service_kind_find(kind)) {
+                    snprintf(err, errlen, "%s: the %s service is not available in this build",
+                             where, kind);
+                    return -1;
+                }
+                snprintf(plan->added_node[plan->nadded], 64, "%s", node);
+                plan->added[plan->nadded++] = cfg;
+                buf_printf(changes, "node %s: start %s on %s\n", node, kind, listen);
+                continue;
+            }
+            struct service *s = rt->services[k];
+            lua_getfield(L, cfg, "listen");
+            int moved = 0;
+            {
+                /* A new listen address: start a new service there and drain
+                 * the old one, as for a removed + added service. */
+                char *fp_old = rt->fingerprints[k];
+                char want[160];
+                snprintf(want, sizeof want, "listen=\"%s\"", listen);
+                moved = fp_old && !strstr(fp_old, want);
+            }
+            lua_pop(L, 1);
+            if (moved) {
+                snprintf(plan->added_node[plan->nadded], 64, "%s", node);
+                plan->added[plan->nadded++] = cfg;
+                buf_printf(changes, "node %s: move %s from %s to %s\n", node, kind, s->listen,
+                           listen);
+                plan->moved[k] = 1;
+                continue;
+            }
+            plan->matched[k] = cfg;
+            char *fp = cfg_fingerprint(L, cfg);
+            int same = fp && rt->fingerprints[k] && strcmp(fp, rt->fingerprints[k]) == 0;
+            free(fp);
+            if (same)
+                continue;
+            if (!s->kind->reload) {
+                snprintf(err, errlen, "%s: node '%s': the %s service cannot change without a "
+                         "restart", where, node, kind);
+                return -1;
+            }
+            char why[1024] = "";
+            if (s->kind->reload(s, L, cfg, 1, changes, why, sizeof why) < 0) {
+                snprintf(err, errlen, "%s", why);
+                return -1;
+            }
+            plan->changed[k] = 1;
+        }
+        /* svcs stays: removing it would shift the cfg indexes kept above. */
+    }
+    if (!have_node) {
+        snprintf(err, errlen, "%s: node '%s' is no longer in the topology (the supervisor "
+                 "stops it)", rt->topology_path, rt->node);
+        return -1;
+    }
+    for (int k = 0; k < rt->nservices; k++)
+        if (!plan->matched[k] && !plan->moved[k])
+            buf_printf(changes, "node %s: stop %s on %s\n", rt->services[k]->node,
+                       rt->services[k]->kind->name, rt->services[k]->listen);
+    return 0;
+}
+
+static void apply_reload(struct runtime *rt, lua_State *L, struct reload_plan *plan)
+{
+    struct buf ignored;
+    buf_init(&ignored);
+    for (int k = 0; k < rt->nservices; k++) {
+        struct service *s = rt->services[k];
+        if (plan->changed[k]) {
+            char why[1024];
+            if (s->kind->reload(s, L, plan->matched[k], 0, &ignored, why, sizeof why) < 0)
+                log_error("node %s: %s reload failed after validation: %s", s->node,
+                          s->kind->name, why);
+            free(rt->fingerprints[k]);
+            rt->fingerprints[k] = cfg_fingerprint(L, plan->matched[k]);
+        }
+    }
+    /* Removed services drain in the background and are freed when idle. */
+    int keep = 0;
+    for (int k = 0; k < rt->nservices; k++) {
+        struct service *s = rt->services[k];
+        if (plan->matched[k]) {
+            rt->fingerprints[keep] = rt->fingerprints[k];
+            rt->services[keep++] = s;
+            continue;
+        }
+        free(rt->fingerprints[k]);
+        log_info("node %s: draining %s on %s (removed from the topology)", s->node,
+                 s->kind->name, s->listen);
+        if (s->kind->drain)
+            s->kind->drain(s);
+        rt->retiring[rt->nretiring++] = s;
+        ev_timer_again(rt->loop, &rt->retire_timer);
+    }
+    rt->nservices = keep;
+    for (int i = 0; i < plan->nadded; i++) {
+        char err[1024];
+        if (!start_service(rt, L, plan->added[i], plan->added_node[i], err, sizeof err))
+            log_error("reload: %s", err);
+    }
+    buf_free(&ignored);
+}
+
+int runtime_reload(struct runtime *rt, int dry_run, struct buf *changes, char *err,
+                   size_t errlen)
+{
+    int64_t t0 = util_mono_us();
+    const char *path = rt->topology_path;
+    const char *slash = strrchr(path, '/');
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    lua_State *L = luahost_new(dir);
+    if (!L) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = topology_load(L, path, err, errlen);
+    struct reload_plan *plan = NULL;
+    if (rc == 0) {
+        plan = calloc(1, sizeof *plan);
+        lua_checkstack(L, RUNTIME_MAX_SERVICES * 2 + 20);
+        rc = plan ? plan_reload(rt, L, lua_gettop(L), plan, changes, err, errlen) : -1;
+    }
+    if (rc == 0 && !dry_run) {
+        apply_reload(rt, L, plan);
+        rt->generation++;
+    }
+    free(plan);
+    luahost_close(L);
+    double ms = (double)(util_mono_us() - t0) / 1000.0;
+    if (dry_run)
+        return rc;
+    rt->last_reload_ms = ms;
+    if (rc == 0) {
+        rt->reloads_ok++;
+        rt->last_reload_error[0] = 0;
+        log_info("reload: generation %u in %.2f ms%s", rt->generation, ms,
+                 buf_size(changes) ? "" : " (no changes)");
+    } else {
+        rt->reloads_failed++;
+        snprintf(rt->last_reload_error, sizeof rt->last_reload_error, "%s", err);
+    }
+    return rc;
+}
+
+/* --- status and metrics ------------------------------------------------- */
+
+static int node_match(const char *want, const char *node)
+{
+    return !want || !*want || strcmp(want, node) == 0;
+}
+
+void runtime_status_json(struct runtime *rt, const char *node, struct buf *out)
+{
+    buf_append_str(out, "{\"node\":");
+    admin_json_string(out, node && *node ? node : (rt->node[0] ? rt->node : "*"));
+    buf_printf(out,
+               ",\"pid\":%d,\"uptime_s\":%.3f,\"generation\":%u,\"reloads\":%lu,"
+               "\"reload_failures\":%lu,\"last_reload_ms\":%.3f,\"last_reload_error\":",
+               (int)getpid(), ev_now(rt->loop) - rt->started, rt->generation, rt->reloads_ok,
+               rt->reloads_failed, rt->last_reload_ms);
+    admin_json_string(out, rt->last_reload_error);
+    buf_append_str(out, ",\"topology\":");
+    admin_json_string(out, rt->topology_path);
+    buf_append_str(out, ",\"services\":[");
+    int first = 1;
+    for (int i = 0; i < rt->nservices; i++) {
+        struct service *s = rt->services[i];
+        if (!node_match(node, s->node))
+            continue;
+        buf_append_str(out, first ? "{" : ",{");
+        first = 0;
+        buf_append_str(out, "\"kind\":");
+        admin_json_string(out, s->kind->name);
+        buf_append_str(out, ",\"node\":");
+        admin_json_string(out, s->node);
+        buf_append_str(out, ",\"listen\":");
+        admin_json_string(out, s->listen);
+        if (s->kind->status_json) {
+            size_t before = buf_size(out);
+            buf_append_str(out, ",");
+            s->kind->status_json(s, out);
+            if (buf_size(out) == before + 1)
+                out->len--; /* the service had nothing to add */
+        }
+        buf_append_str(out, "}");
+    }
+    buf_append_str(out, "]}\n");
+}
+
+void runtime_metrics(struct runtime *rt, const char *node, struct buf *out)
+{
+    const char *n = node && *node ? node : (rt->node[0] ? rt->node : "all");
+    buf_append_str(out, "# HELP strata_up 1 while the node is serving.\n# TYPE strata_up gauge\n");
+    buf_printf(out, "strata_up{node=\"%s\"} 1\n", n);
+    buf_append_str(out, "# HELP strata_uptime_seconds Seconds since the node started.\n"
+                        "# TYPE strata_uptime_seconds gauge\n");
+    buf_printf(out, "strata_uptime_seconds{node=\"%s\"} %.3f\n", n, ev_now(rt->loop) - rt->started);
+    buf_append_str(out, "# HELP strata_generation Policy generation (1 + applied reloads).\n"
+                        "# TYPE strata_generation gauge\n");
+    buf_printf(out, "strata_generation{node=\"%s\"} %u\n", n, rt->generation);
+    buf_append_str(out, "# HELP strata_reloads_total Reload attempts by result.\n"
+                        "# TYPE strata_reloads_total counter\n");
+    buf_printf(out, "strata_reloads_total{node=\"%s\",result=\"ok\"} %lu\n", n, rt->reloads_ok);
+    buf_printf(out, "strata_reloads_total{node=\"%s\",result=\"error\"} %lu\n", n,
+               rt->reloads_failed);
+    for (int i = 0; i < rt->nservices; i++) {
+        struct service *s = rt->services[i];
+        if (!node_match(node, s->node) || !s->kind->metrics)
+            continue;
+        char labels[160];
+        snprintf(labels, sizeof labels, "node=\"%s\",service=\"%s\"", s->node, s->kind->name);
+        s->kind->metrics(s, out, labels);
+    }
+}
+
+static void admin_handle(void *ud, const struct admin_request *req, struct admin_response *resp)
+{
+    struct runtime_admin *ra = ud;
+    struct runtime *rt = ra->rt;
+    int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    if (strcmp(req->path, "/status") == 0 && get) {
+        runtime_status_json(rt, ra->node, &resp->body);
+    } else if (strcmp(req->path, "/metrics") == 0 && get) {
+        resp->content_type = "text/plain; version=0.0.4";
+        runtime_metrics(rt, ra->node, &resp->body);
+    } else if (strcmp(req->path, "/healthz") == 0 && get) {
+        resp->content_type = "text/plain";
+        buf_append_str(&resp->body, rt->stopping ? "draining\n" : "ok\n");
+        if (rt->stopping)
+            resp->status = 503;
+    } else if (strcmp(req->path, "/reload") == 0 && strcmp(req->method, "POST") == 0) {
+        int dry = admin_query_flag(req, "dry_run");
+        struct buf changes;
+        buf_init(&changes);
+        char err[1024];
+        int rc = runtime_reload(rt, dry, &changes, err, sizeof err);
+        buf_append_str(&resp->body, rc == 0 ? "{\"ok\":true" : "{\"ok\":false,\"error\":");
+        if (rc < 0) {
+            admin_json_string(&resp->body, err);
+            resp->status = 422;
+        }
+        buf_printf(&resp->body, ",\"dry_run\":%s,\"generation\":%u,\"reload_ms\":%.3f,\"changes\":[",
+                   dry ? "true" : "false", rt->generation, rt->last_reload_ms);
+        buf_append(&changes, "", 1);
+        const char *p = buf_head(&changes);
+        int first = 1;
+        while (*p) {
+            const char *nl = strchr(p, '\n');
+            size_t len = nl ? (size_t)(nl - p) : strlen(p);
+            char line[512];
+            snprintf(line, sizeof line, "%.*s", (int)len, p);
+            if (!first)
+                buf_append_str(&resp->body, ",");
+            first = 0;
+            admin_json_string(&resp->body, line);
+            p += len + (nl ? 1 : 0);
+        }
+        buf_append_str(&resp->body, "]}\n");
+        buf_free(&changes);
+    } else if (strcmp(req->path, "/status") == 0 || strcmp(req->path, "/metrics") == 0 ||
+               strcmp(req->path, "/reload") == 0 || strcmp(req->path, "/healthz") == 0) {
+        resp->status = 405;
+        buf_append_str(&resp->body, "{\"error\":\"method not allowed\"}\n");
+    } else {
+        resp->status = 404;
+        buf_append_str(&resp->body, "{\"error\":\"not found\"}\n");
+    }
 }
 
 void runtime_stop(struct runtime *rt)
@@ -173,14 +601,23 @@ int runtime_run(struct runtime *rt)
 
 void runtime_free(struct runtime *rt)
 {
+    for (int i = 0; i < rt->nadmins; i++)
+        admin_stop(rt->admins[i].admin);
+    rt->nadmins = 0;
     for (int i = 0; i < rt->nservices; i++) {
         struct service *s = rt->services[i];
         if (s->kind->free)
             s->kind->free(s);
+        free(rt->fingerprints[i]);
     }
     rt->nservices = 0;
+    for (int i = 0; i < rt->nretiring; i++)
+        if (rt->retiring[i]->kind->free)
+            rt->retiring[i]->kind->free(rt->retiring[i]);
+    rt->nretiring = 0;
     ev_check_stop(rt->loop, &rt->drain_check);
     ev_timer_stop(rt->loop, &rt->drain_timer);
+    ev_timer_stop(rt->loop, &rt->retire_timer);
     ev_signal_stop(rt->loop, &rt->sigint);
     ev_signal_stop(rt->loop, &rt->sigterm);
     ev_signal_stop(rt->loop, &rt->sighup);

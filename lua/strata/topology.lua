@@ -235,6 +235,30 @@ local function build_dsl(ctx)
     ctx.refs[#ctx.refs + 1] = { name = name, where = where, node_settings = { admin = admin } }
   end
 
+  -- Settings of the whole running topology. `admin` is the supervisor's
+  -- admin address; nodes without an admin address of their own get the
+  -- following ports, in declaration order.
+  function strata.supervisor(spec)
+    local where = ctx.where()
+    if ctx.supervisor then
+      fail(where, "strata.supervisor is already set (at %s)", ctx.supervisor.where)
+    end
+    ctx.check_fields(where, "strata.supervisor", spec, {
+      admin = true, watch = true, log_dir = true, drain_timeout = true,
+    })
+    if spec.watch ~= nil and type(spec.watch) ~= "boolean" then
+      fail(where, "watch must be true or false")
+    end
+    local admin, ahost, aport
+    if spec.admin ~= nil then admin, ahost, aport = ctx.addr(where, "admin", spec.admin) end
+    ctx.supervisor = {
+      where = where, admin = admin, admin_host = ahost, admin_port = aport,
+      watch = spec.watch or false,
+      log_dir = ctx.string(where, "log_dir", spec.log_dir),
+      drain_timeout = ctx.duration(where, "drain_timeout", spec.drain_timeout) or 10,
+    }
+  end
+
   function strata.cache(spec)
     local where = ctx.where()
     ctx.check_fields(where, "strata.cache", spec, {
@@ -511,6 +535,21 @@ local function finish(ctx)
       end
     end
   end
+  -- Admin addresses: explicit ones first, then the supervisor's port + 1, +2...
+  local sup = ctx.supervisor
+  if sup and sup.admin then
+    local next_port = sup.admin_port + 1
+    for _, name in ipairs(ctx.node_order) do
+      local n = ctx.nodes[name]
+      if not n.admin then
+        if next_port > 65535 then
+          fail(sup.where, "not enough ports after admin %s for every node", sup.admin)
+        end
+        n.admin = sup.admin_host .. ":" .. next_port
+        next_port = next_port + 1
+      end
+    end
+  end
   -- Every listening address must be unique; a wildcard host clashes with
   -- any host on the same port.
   local seen = {}
@@ -528,11 +567,14 @@ local function finish(ctx)
   for _, s in ipairs(ctx.services) do
     claim(s.listen, s.where, s.kind .. " on node '" .. s.node .. "'")
   end
+  if sup and sup.admin then claim(sup.admin, sup.where, "the supervisor's admin") end
   for _, name in ipairs(ctx.node_order) do
     local n = ctx.nodes[name]
     if n.admin then claim(n.admin, n.where, "admin of node '" .. name .. "'") end
   end
-  local out = { file = ctx.path, nodes = {} }
+  local out = { file = ctx.path, nodes = {},
+                supervisor = sup or { watch = false, drain_timeout = 10 } }
+  out.supervisor.where = nil
   for _, name in ipairs(ctx.node_order) do
     local n = ctx.nodes[name]
     out.nodes[#out.nodes + 1] = { name = name, admin = n.admin, where = n.where,
@@ -590,6 +632,35 @@ local function details(s)
   return ""
 end
 
+-- A canonical text of a service config, to tell whether a reload changed
+-- it. The declaration's line is left out: moving a block is no change.
+function M.fingerprint(cfg)
+  local out = {}
+  local function put(v)
+    local t = type(v)
+    if t == "table" then
+      local keys = {}
+      for k in pairs(v) do
+        if k ~= "where" then keys[#keys + 1] = k end
+      end
+      table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+      out[#out + 1] = "{"
+      for _, k in ipairs(keys) do
+        out[#out + 1] = tostring(k) .. "="
+        put(v[k])
+        out[#out + 1] = ","
+      end
+      out[#out + 1] = "}"
+    elseif t == "string" then
+      out[#out + 1] = string.format("%q", v)
+    else
+      out[#out + 1] = tostring(v)
+    end
+  end
+  put(cfg)
+  return table.concat(out)
+end
+
 -- The table `strata check` prints.
 function M.describe(topo)
   local rows = { { "NODE", "SERVICE", "LISTEN", "POLICY / DETAILS" } }
@@ -600,6 +671,10 @@ function M.describe(topo)
       rows[#rows + 1] = { n.name, s.kind, s.listen, details(s) }
     end
     if n.admin then rows[#rows + 1] = { n.name, "admin", n.admin, "" } end
+  end
+  if topo.supervisor.admin then
+    rows[#rows + 1] = { "(supervisor)", "admin", topo.supervisor.admin,
+                        topo.supervisor.watch and "watch" or "" }
   end
   local w = {}
   for _, r in ipairs(rows) do

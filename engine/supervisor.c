@@ -1,0 +1,673 @@
+#include "supervisor.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "buf.h"
+#include "log.h"
+#include "luahost.h"
+#include "topology.h"
+
+#define SUP_MAX_NODES 64
+#define SUP_MAX_WATCH 64
+#define SUP_BACKOFF_MIN 0.1
+#define SUP_BACKOFF_MAX 5.0
+#define SUP_STABLE_AFTER 10.0 /* a node up this long resets its backoff */
+
+struct supervisor;
+
+struct sup_node {
+    struct supervisor *sup;
+    char name[64];
+    char admin[64];
+    char services[256];    /* "cache 127.0.0.1:6001, ..." for the ready table */
+    pid_t pid;             /* 0 while not running */
+    int ready;
+    int ready_fd;
+    ev_io ready_io;
+    ev_child child;
+    ev_timer restart_timer;
+    double backoff;
+    double started_at;
+    int removed;           /* stopping for good: gone from the topology */
+    unsigned restarts;
+};
+
+struct supervisor {
+    struct ev_loop *loop;
+    char path[PATH_MAX];
+    char self[PATH_MAX];
+    char log_level[16];
+    char log_dir[PATH_MAX];
+    struct sup_node *nodes[SUP_MAX_NODES];
+    int n;
+    int stopping;
+    int starting;          /* initial start: a node failing now fails the run */
+    int failed;
+    double drain_timeout;
+    ev_signal sigint, sigterm, sighup;
+    ev_timer kill_timer;
+    struct admin *admin;
+    int watch;
+    ev_stat stats[SUP_MAX_WATCH];
+    char watched[SUP_MAX_WATCH][PATH_MAX];
+    int nstats;
+    ev_timer watch_timer;
+};
+
+/* What one topology says about its nodes, copied out of Lua. */
+struct topo_nodes {
+    int n;
+    struct {
+        char name[64], admin[64], services[256];
+    } node[SUP_MAX_NODES];
+    char sup_admin[64];
+    char log_dir[PATH_MAX];
+    int watch;
+    double drain_timeout;
+    char files[SUP_MAX_WATCH][PATH_MAX];
+    int nfiles;
+};
+
+static void field_str(lua_State *L, int idx, const char *k, char *out, size_t n)
+{
+    lua_getfield(L, idx, k);
+    snprintf(out, n, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
+}
+
+/* Remembers a file the watcher should follow (topology, policies, apps). */
+static void add_file(struct topo_nodes *t, const char *path)
+{
+    if (!path || !*path || t->nfiles >= SUP_MAX_WATCH)
+        return;
+    for (int i = 0; i < t->nfiles; i++)
+        if (strcmp(t->files[i], path) == 0)
+            return;
+    snprintf(t->files[t->nfiles++], PATH_MAX, "%s", path);
+}
+
+static int load_nodes(const char *path, struct topo_nodes *t, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    lua_State *L = luahost_new(dir);
+    if (!L) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (topology_load(L, path, err, errlen) < 0) {
+        luahost_close(L);
+        return -1;
+    }
+    int topo = lua_gettop(L);
+    add_file(t, path);
+    lua_getfield(L, topo, "supervisor");
+    field_str(L, -1, "admin", t->sup_admin, sizeof t->sup_admin);
+    field_str(L, -1, "log_dir", t->log_dir, sizeof t->log_dir);
+    lua_getfield(L, -1, "watch");
+    t->watch = lua_toboolean(L, -1);
+    lua_getfield(L, -2, "drain_timeout");
+    t->drain_timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 10.0;
+    lua_pop(L, 3);
+    lua_getfield(L, topo, "nodes");
+    int nodes = lua_gettop(L);
+    lua_Integer nn = (lua_Integer)lua_rawlen(L, nodes);
+    for (lua_Integer i = 1; i <= nn && t->n < SUP_MAX_NODES; i++) {
+        lua_rawgeti(L, nodes, i);
+        int node = lua_gettop(L);
+        field_str(L, node, "name", t->node[t->n].name, sizeof t->node[t->n].name);
+        field_str(L, node, "admin", t->node[t->n].admin, sizeof t->node[t->n].admin);
+        struct buf desc;
+        buf_init(&desc);
+        lua_getfield(L, node, "services");
+        lua_Integer ns = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer j = 1; j <= ns; j++) {
+            lua_rawgeti(L, -1, j);
+            char kind[32], listen[64], p[PATH_MAX];
+            field_str(L, -1, "kind", kind, sizeof kind);
+            field_str(L, -1, "listen", listen, sizeof listen);
+            buf_printf(&desc, "%s%s %s", j > 1 ? ", " : "", kind, listen);
+            static const char *const path_fields[] = {"eviction_path", "policy_path", "app"};
+            for (size_t k = 0; k < sizeof path_fields / sizeof path_fields[0]; k++) {
+                field_str(L, -1, path_fields[k], p, sizeof p);
+                add_file(t, p);
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        buf_append(&desc, "", 1);
+        snprintf(t->node[t->n].services, sizeof t->node[t->n].services, "%s", buf_head(&desc));
+        buf_free(&desc);
+        t->n++;
+        lua_settop(L, nodes);
+    }
+    luahost_close(L);
+    return 0;
+}
+
+static struct sup_node *find_node(struct supervisor *sup, const char *name)
+{
+    for (int i = 0; i < sup->n; i++)
+        if (strcmp(sup->nodes[i]->name, name) == 0 && !sup->nodes[i]->removed)
+            return sup->nodes[i];
+    return NULL;
+}
+
+static int running_count(struct supervisor *sup)
+{
+    int k = 0;
+    for (int i = 0; i < sup->n; i++)
+        k += sup->nodes[i]->pid != 0;
+    return k;
+}
+
+static void print_ready_table(struct supervisor *sup)
+{
+    log_info("all %d node%s ready:", sup->n, sup->n == 1 ? "" : "s");
+    for (int i = 0; i < sup->n; i++) {
+        struct sup_node *nd = sup->nodes[i];
+        log_info("  %-12s pid %-7d %s%s%s", nd->name, (int)nd->pid, nd->services,
+                 nd->admin[0] ? ", admin " : "", nd->admin);
+    }
+    if (sup->admin)
+        log_info("  supervisor admin %s", admin_addr(sup->admin));
+}
+
+static void on_ready(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct sup_node *nd = w->data;
+    char b[64];
+    ssize_t n = read(nd->ready_fd, b, sizeof b);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    ev_io_stop(loop, w);
+    close(nd->ready_fd);
+    nd->ready_fd = -1;
+    if (n <= 0)
+        return; /* exited before ready: the child watcher reports it */
+    nd->ready = 1;
+    struct supervisor *sup = nd->sup;
+    if (sup->starting) {
+        for (int i = 0; i < sup->n; i++)
+            if (!sup->nodes[i]->ready)
+                return;
+        sup->starting = 0;
+        print_ready_table(sup);
+    } else {
+        log_info("node %s ready (pid %d)", nd->name, (int)nd->pid);
+    }
+}
+
+static void on_child(struct ev_loop *loop, ev_child *w, int revents);
+
+static int spawn(struct sup_node *nd)
+{
+    struct supervisor *sup = nd->sup;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        log_error("node %s: pipe: %s", nd->name, strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("node %s: fork: %s", nd->name, strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        /* The child: a node process. It dies with us, and starts with a
+         * clean signal mask (libev may have blocked some in the parent). */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        fcntl(p[1], F_SETFD, 0);
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", p[1]);
+        setenv("STRATA_READY_FD", fd, 1);
+        if (sup->log_dir[0]) {
+            char lp[PATH_MAX + 80];
+            mkdir(sup->log_dir, 0755);
+            snprintf(lp, sizeof lp, "%s/%s.log", sup->log_dir, nd->name);
+            int lfd = open(lp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            if (lfd >= 0) {
+                dup2(lfd, 1);
+                dup2(lfd, 2);
+            }
+        }
+        char *argv[] = {"strata", "run", sup->path, "--node", nd->name, "--log-level",
+                        sup->log_level, NULL};
+        execv(sup->self, argv);
+        fprintf(stderr, "strata: cannot exec %s: %s\n", sup->self, strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    nd->pid = pid;
+    nd->ready = 0;
+    nd->ready_fd = p[0];
+    nd->started_at = ev_now(sup->loop);
+    ev_io_init(&nd->ready_io, on_ready, p[0], EV_READ);
+    nd->ready_io.data = nd;
+    ev_io_start(sup->loop, &nd->ready_io);
+    ev_child_init(&nd->child, on_child, pid, 0);
+    nd->child.data = nd;
+    ev_child_start(sup->loop, &nd->child);
+    return 0;
+}
+
+static void on_restart_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sup_node *nd = w->data;
+    if (nd->sup->stopping || nd->removed)
+        return;
+    nd->restarts++;
+    log_info("node %s: restarting (restart #%u)", nd->name, nd->restarts);
+    if (spawn(nd) < 0) {
+        ev_timer_set(&nd->restart_timer, nd->backoff, 0.);
+        ev_timer_start(nd->sup->loop, &nd->restart_timer);
+    }
+}
+
+static struct sup_node *node_new(struct supervisor *sup, const char *name, const char *admin,
+                                 const char *services)
+{
+    struct sup_node *nd = calloc(1, sizeof *nd);
+    if (!nd)
+        return NULL;
+    nd->sup = sup;
+    snprintf(nd->name, sizeof nd->name, "%s", name);
+    snprintf(nd->admin, sizeof nd->admin, "%s", admin);
+    snprintf(nd->services, sizeof nd->services, "%s", services);
+    nd->ready_fd = -1;
+    nd->backoff = SUP_BACKOFF_MIN;
+    ev_timer_init(&nd->restart_timer, on_restart_timer, 0., 0.);
+    nd->restart_timer.data = nd;
+    return nd;
+}
+
+static void node_forget(struct supervisor *sup, struct sup_node *nd)
+{
+    for (int i = 0; i < sup->n; i++)
+        if (sup->nodes[i] == nd) {
+            memmove(&sup->nodes[i], &sup->nodes[i + 1],
+                    (size_t)(sup->n - i - 1) * sizeof sup->nodes[0]);
+            sup->n--;
+            break;
+        }
+    ev_timer_stop(sup->loop, &nd->restart_timer);
+    if (nd->ready_fd >= 0) {
+        ev_io_stop(sup->loop, &nd->ready_io);
+        close(nd->ready_fd);
+    }
+    free(nd);
+}
+
+static void supervisor_stop(struct supervisor *sup);
+
+static void describe_status(int status, char *out, size_t n)
+{
+    if (WIFEXITED(status))
+        snprintf(out, n, "exit code %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(out, n, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(out, n, "status %d", status);
+}
+
+static void on_child(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)revents;
+    struct sup_node *nd = w->data;
+    struct supervisor *sup = nd->sup;
+    ev_child_stop(loop, w);
+    int status = w->rstatus;
+    char how[96];
+    describe_status(status, how, sizeof how);
+    nd->pid = 0;
+    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    /* kill -9 is how operators (and the OOM killer) stop things: we restart
+     * the node but do not count it as the node's own failure. */
+    int killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    if (!clean && !killed)
+        sup->failed = 1;
+    if (sup->stopping || nd->removed) {
+        log_info("node %s stopped (%s)", nd->name, how);
+        if (nd->removed)
+            node_forget(sup, nd);
+        if (sup->stopping && running_count(sup) == 0)
+            ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    if (sup->starting && !nd->ready) {
+        log_error("node %s failed to start (%s)", nd->name, how);
+        sup->failed = 1;
+        supervisor_stop(sup);
+        return;
+    }
+    if (ev_now(loop) - nd->started_at >= SUP_STABLE_AFTER)
+        nd->backoff = SUP_BACKOFF_MIN;
+    log_warn("node %s exited (%s); restarting in %.1fs", nd->name, how, nd->backoff);
+    ev_timer_set(&nd->restart_timer, nd->backoff, 0.);
+    ev_timer_start(loop, &nd->restart_timer);
+    nd->backoff = nd->backoff * 2 > SUP_BACKOFF_MAX ? SUP_BACKOFF_MAX : nd->backoff * 2;
+}
+
+static void on_kill_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct supervisor *sup = w->data;
+    for (int i = 0; i < sup->n; i++)
+        if (sup->nodes[i]->pid) {
+            log_warn("node %s did not stop in time: SIGKILL", sup->nodes[i]->name);
+            kill(sup->nodes[i]->pid, SIGKILL);
+        }
+    sup->failed = 1;
+}
+
+static void supervisor_stop(struct supervisor *sup)
+{
+    if (sup->stopping)
+        return;
+    sup->stopping = 1;
+    for (int i = 0; i < sup->n; i++) {
+        struct sup_node *nd = sup->nodes[i];
+        ev_timer_stop(sup->loop, &nd->restart_timer);
+        if (nd->pid)
+            kill(nd->pid, SIGTERM);
+    }
+    if (running_count(sup) == 0) {
+        ev_break(sup->loop, EVBREAK_ALL);
+        return;
+    }
+    ev_timer_set(&sup->kill_timer, sup->drain_timeout + 5.0, 0.);
+    ev_timer_start(sup->loop, &sup->kill_timer);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct supervisor *sup = w->data;
+    if (sup->stopping) {
+        log_warn("second stop signal: killing every node");
+        on_kill_timer(loop, &sup->kill_timer, 0);
+        return;
+    }
+    log_info("%s: stopping every node", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+    supervisor_stop(sup);
+}
+
+static void watch_files(struct supervisor *sup, const struct topo_nodes *t);
+
+/* Loads the topology; starts nodes that appeared and stops nodes that
+ * vanished. `signal_nodes` also tells every remaining node to reload. */
+static int supervisor_reload(struct supervisor *sup, int dry_run, int signal_nodes,
+                             struct buf *changes, char *err, size_t errlen)
+{
+    struct topo_nodes *t = malloc(sizeof *t);
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (load_nodes(sup->path, t, err, errlen) < 0) {
+        free(t);
+        return -1;
+    }
+    for (int i = 0; i < sup->n; i++) {
+        struct sup_node *nd = sup->nodes[i];
+        int keep = 0;
+        for (int j = 0; j < t->n && !keep; j++)
+            keep = strcmp(t->node[j].name, nd->name) == 0;
+        if (!keep && !nd->removed) {
+            buf_printf(changes, "stop node %s\n", nd->name);
+            if (!dry_run) {
+                nd->removed = 1;
+                ev_timer_stop(sup->loop, &nd->restart_timer);
+                if (nd->pid)
+                    kill(nd->pid, SIGTERM);
+                else {
+                    node_forget(sup, nd);
+                    i--;
+                }
+            }
+        } else if (keep && signal_nodes && !dry_run && nd->pid && !nd->removed) {
+            kill(nd->pid, SIGHUP);
+        }
+    }
+    for (int j = 0; j < t->n; j++) {
+        if (find_node(sup, t->node[j].name))
+            continue;
+        buf_printf(changes, "start node %s (%s)\n", t->node[j].name, t->node[j].services);
+        if (dry_run)
+            continue;
+        if (sup->n >= SUP_MAX_NODES) {
+            log_error("too many nodes (limit %d)", SUP_MAX_NODES);
+            break;
+        }
+        struct sup_node *nd = node_new(sup, t->node[j].name, t->node[j].admin, t->node[j].services);
+        if (!nd)
+            break;
+        sup->nodes[sup->n++] = nd;
+        spawn(nd);
+    }
+    if (!dry_run && sup->watch)
+        watch_files(sup, t);
+    free(t);
+    return 0;
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct supervisor *sup = w->data;
+    struct buf changes;
+    buf_init(&changes);
+    char err[1024];
+    if (supervisor_reload(sup, 0, 1, &changes, err, sizeof err) < 0)
+        log_error("reload failed, nothing changed: %s", err);
+    else
+        log_info("reload: topology re-read; every node reloads its own services");
+    buf_free(&changes);
+}
+
+/* --- file watcher ------------------------------------------------------- */
+
+static void on_watch_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct supervisor *sup = w->data;
+    log_info("watch: a topology or policy file changed; reloading");
+    on_hup(loop, &sup->sighup, 0);
+}
+
+static void on_stat(struct ev_loop *loop, ev_stat *w, int revents)
+{
+    (void)revents;
+    struct supervisor *sup = w->data;
+    /* Editors write in several steps: reload once things settle. */
+    ev_timer_set(&sup->watch_timer, 0.2, 0.);
+    ev_timer_start(loop, &sup->watch_timer);
+}
+
+static void watch_files(struct supervisor *sup, const struct topo_nodes *t)
+{
+    for (int i = 0; i < sup->nstats; i++)
+        ev_stat_stop(sup->loop, &sup->stats[i]);
+    sup->nstats = 0;
+    for (int i = 0; i < t->nfiles && i < SUP_MAX_WATCH; i++) {
+        snprintf(sup->watched[i], PATH_MAX, "%s", t->files[i]);
+        ev_stat_init(&sup->stats[i], on_stat, sup->watched[i], 0.5);
+        sup->stats[i].data = sup;
+        ev_stat_start(sup->loop, &sup->stats[i]);
+        sup->nstats++;
+    }
+}
+
+/* --- admin endpoint ------------------------------------------------------ */
+
+static void sup_admin(void *ud, const struct admin_request *req, struct admin_response *resp)
+{
+    struct supervisor *sup = ud;
+    if (strcmp(req->path, "/status") == 0 && strcmp(req->method, "GET") == 0) {
+        buf_printf(&resp->body, "{\"supervisor\":true,\"pid\":%d,\"stopping\":%s,\"nodes\":[",
+                   (int)getpid(), sup->stopping ? "true" : "false");
+        for (int i = 0; i < sup->n; i++) {
+            struct sup_node *nd = sup->nodes[i];
+            buf_append_str(&resp->body, i ? ",{\"name\":" : "{\"name\":");
+            admin_json_string(&resp->body, nd->name);
+            buf_printf(&resp->body, ",\"pid\":%d,\"ready\":%s,\"restarts\":%u,\"admin\":",
+                       (int)nd->pid, nd->ready ? "true" : "false", nd->restarts);
+            admin_json_string(&resp->body, nd->admin);
+            buf_append_str(&resp->body, ",\"services\":");
+            admin_json_string(&resp->body, nd->services);
+            buf_append_str(&resp->body, "}");
+        }
+        buf_append_str(&resp->body, "]}\n");
+    } else if (strcmp(req->path, "/metrics") == 0 && strcmp(req->method, "GET") == 0) {
+        resp->content_type = "text/plain; version=0.0.4";
+        buf_append_str(&resp->body, "# HELP strata_node_restarts_total Restarts of a node by "
+                                    "the supervisor.\n# TYPE strata_node_restarts_total counter\n");
+        for (int i = 0; i < sup->n; i++)
+            buf_printf(&resp->body, "strata_node_restarts_total{node=\"%s\"} %u\n",
+                       sup->nodes[i]->name, sup->nodes[i]->restarts);
+        buf_append_str(&resp->body, "# HELP strata_node_up 1 while the node process is ready.\n"
+                                    "# TYPE strata_node_up gauge\n");
+        for (int i = 0; i < sup->n; i++)
+            buf_printf(&resp->body, "strata_node_up{node=\"%s\"} %d\n", sup->nodes[i]->name,
+                       sup->nodes[i]->pid && sup->nodes[i]->ready);
+    } else if (strcmp(req->path, "/reload") == 0 && strcmp(req->method, "POST") == 0) {
+        int dry = admin_query_flag(req, "dry_run");
+        struct buf changes;
+        buf_init(&changes);
+        char err[1024];
+        /* The caller (strata reload) reloads each node through its own admin
+         * endpoint, to collect every node's answer. */
+        int rc = supervisor_reload(sup, dry, 0, &changes, err, sizeof err);
+        buf_printf(&resp->body, "{\"ok\":%s,\"dry_run\":%s", rc == 0 ? "true" : "false",
+                   dry ? "true" : "false");
+        if (rc < 0) {
+            resp->status = 422;
+            buf_append_str(&resp->body, ",\"error\":");
+            admin_json_string(&resp->body, err);
+        }
+        buf_append_str(&resp->body, ",\"changes\":");
+        buf_append(&changes, "", 1);
+        admin_json_string(&resp->body, buf_head(&changes));
+        buf_append_str(&resp->body, "}\n");
+        buf_free(&changes);
+    } else if (strcmp(req->path, "/healthz") == 0) {
+        resp->content_type = "text/plain";
+        buf_append_str(&resp->body, "ok\n");
+    } else {
+        resp->status = 404;
+        buf_append_str(&resp->body, "{\"error\":\"not found\"}\n");
+    }
+}
+
+int supervisor_main(const char *topology_path, const char *log_level)
+{
+    static struct supervisor s;
+    struct supervisor *sup = &s;
+    memset(sup, 0, sizeof *sup);
+    if (!realpath(topology_path, sup->path)) {
+        fprintf(stderr, "%s: %s\n", topology_path, strerror(errno));
+        return 1;
+    }
+    ssize_t n = readlink("/proc/self/exe", sup->self, sizeof sup->self - 1);
+    if (n <= 0) {
+        fprintf(stderr, "strata: cannot find its own executable\n");
+        return 1;
+    }
+    sup->self[n] = 0;
+    snprintf(sup->log_level, sizeof sup->log_level, "%s", log_level ? log_level : "info");
+    struct topo_nodes *t = malloc(sizeof *t);
+    char err[1024];
+    if (!t || load_nodes(sup->path, t, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", t ? err : "out of memory");
+        free(t);
+        return 1;
+    }
+    log_set_node("supervisor");
+    signal(SIGPIPE, SIG_IGN);
+    sup->loop = ev_default_loop(EVFLAG_AUTO);
+    sup->drain_timeout = t->drain_timeout;
+    sup->watch = t->watch;
+    snprintf(sup->log_dir, sizeof sup->log_dir, "%s", t->log_dir);
+    ev_signal_init(&sup->sigint, on_stop_signal, SIGINT);
+    ev_signal_init(&sup->sigterm, on_stop_signal, SIGTERM);
+    ev_signal_init(&sup->sighup, on_hup, SIGHUP);
+    ev_timer_init(&sup->kill_timer, on_kill_timer, 0., 0.);
+    ev_timer_init(&sup->watch_timer, on_watch_timer, 0., 0.);
+    sup->sigint.data = sup->sigterm.data = sup->sighup.data = sup;
+    sup->kill_timer.data = sup->watch_timer.data = sup;
+    ev_signal_start(sup->loop, &sup->sigint);
+    ev_signal_start(sup->loop, &sup->sigterm);
+    ev_signal_start(sup->loop, &sup->sighup);
+    if (t->sup_admin[0]) {
+        sup->admin = admin_start(sup->loop, t->sup_admin, sup_admin, sup, err, sizeof err);
+        if (!sup->admin) {
+            fprintf(stderr, "%s: supervisor admin: %s\n", sup->path, err);
+            free(t);
+            return 1;
+        }
+    }
+    sup->starting = 1;
+    for (int i = 0; i < t->n; i++) {
+        struct sup_node *nd = node_new(sup, t->node[i].name, t->node[i].admin, t->node[i].services);
+        if (!nd)
+            break;
+        sup->nodes[sup->n++] = nd;
+    }
+    log_info("starting %d node%s from %s", sup->n, sup->n == 1 ? "" : "s", sup->path);
+    for (int i = 0; i < sup->n; i++)
+        if (spawn(sup->nodes[i]) < 0) {
+            sup->failed = 1;
+            supervisor_stop(sup);
+            break;
+        }
+    if (sup->watch)
+        watch_files(sup, t);
+    free(t);
+    ev_run(sup->loop, 0);
+    /* Reap anything left (a second signal, or the kill timer). */
+    for (int i = 0; i < sup->n; i++)
+        if (sup->nodes[i]->pid) {
+            int st;
+            waitpid(sup->nodes[i]->pid, &st, 0);
+        }
+    while (sup->n > 0)
+        node_forget(sup, sup->nodes[sup->n - 1]);
+    for (int i = 0; i < sup->nstats; i++)
+        ev_stat_stop(sup->loop, &sup->stats[i]);
+    admin_stop(sup->admin);
+    ev_timer_stop(sup->loop, &sup->kill_timer);
+    ev_timer_stop(sup->loop, &sup->watch_timer);
+    ev_signal_stop(sup->loop, &sup->sigint);
+    ev_signal_stop(sup->loop, &sup->sigterm);
+    ev_signal_stop(sup->loop, &sup->sighup);
+    ev_loop_destroy(sup->loop);
+    log_info("stopped%s", sup->failed ? " (a node failed)" : "");
+    return sup->failed ? 1 : 0;
+}
