@@ -19,8 +19,18 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
+static void conn_release(struct net_conn *c);
+
+static void conn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_release(w->data);
+}
+
 static void conn_release(struct net_conn *c)
 {
+    ev_timer_stop(c->loop, &c->timer);
     buf_free(&c->rbuf);
     buf_free(&c->wbuf);
     free(c);
@@ -63,6 +73,14 @@ static void conn_teardown(struct net_conn *c, const char *why)
     if (c->ops->on_close)
         c->ops->on_close(c, why);
     c->depth--;
+    /* Closed from outside its own callbacks (another connection's, or a
+     * write that failed): no callback return will free it, so free it on
+     * the next loop turn, when no caller can still hold the pointer. */
+    if (c->depth == 0) {
+        ev_timer_init(&c->timer, conn_free_cb, 0., 0.);
+        c->timer.data = c;
+        ev_timer_start(c->loop, &c->timer);
+    }
 }
 
 static struct net_conn *conn_new(struct ev_loop *loop, int fd, const struct net_conn_ops *ops,
@@ -106,6 +124,7 @@ void net_conn_flush(struct net_conn *c)
         ssize_t n = write(c->fd, buf_head(&c->wbuf), buf_size(&c->wbuf));
         if (n > 0) {
             buf_consume(&c->wbuf, (size_t)n);
+            c->flags |= NET_F_DRAIN_PENDING;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -126,7 +145,10 @@ void net_conn_flush(struct net_conn *c)
         conn_teardown(c, "closed");
         return;
     }
-    if (c->ops->on_drain && c->depth == 0) {
+    /* Report a drain once per emptied buffer: the on_drain callback's own
+     * conn_leave flushes again, and must not report the same drain again. */
+    if (c->ops->on_drain && c->depth == 0 && (c->flags & NET_F_DRAIN_PENDING)) {
+        c->flags &= ~(unsigned)NET_F_DRAIN_PENDING;
         c->depth++;
         c->ops->on_drain(c);
         conn_leave(c);
@@ -157,7 +179,16 @@ void net_conn_close(struct net_conn *c, const char *why)
         net_conn_flush(c);
 }
 
-void net_conn_abort(struct net_conn *c, const char *why) { conn_teardown(c, why); }
+void net_conn_abort(struct net_conn *c, const char *why)
+{
+    if (c->flags & NET_F_DEAD)
+        return;
+    conn_teardown(c, why);
+    /* Outside its callbacks the caller is done with it: free at once, so a
+     * service freeing its connections at shutdown leaves nothing behind. */
+    if (c->depth == 0)
+        conn_release(c);
+}
 
 void net_conn_pause(struct net_conn *c)
 {

@@ -48,6 +48,7 @@ enum {
     NET_F_PAUSED = 1 << 2,    /* reading paused by the service */
     NET_F_CONNECTING = 1 << 3,
     NET_F_EOF = 1 << 4,       /* peer sent FIN */
+    NET_F_DRAIN_PENDING = 1 << 5, /* output went out; on_drain not yet called */
 };
 
 struct net_conn {
@@ -105,7 +106,9 @@ int net_conn_write(struct net_conn *c, const void *p, size_t n);
 void net_conn_flush(struct net_conn *c);
 /* Graceful close: stop reading, send what is buffered, then close. */
 void net_conn_close(struct net_conn *c, const char *why);
-/* Immediate close; unsent output is dropped. */
+/* Immediate close; unsent output is dropped. Called from outside the
+ * connection's own callbacks it also frees it: the pointer is invalid after
+ * (on_close has run). */
 void net_conn_abort(struct net_conn *c, const char *why);
 void net_conn_pause(struct net_conn *c);
 void net_conn_resume(struct net_conn *c);

@@ -1,0 +1,235 @@
+#include "health.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "net.h"
+
+#define HEALTH_TICK 0.1
+
+static void check_finish(struct health_target *ht, int ok, const char *why);
+
+enum { CHECK_PENDING = -1, CHECK_FAIL = 0, CHECK_OK = 1 };
+
+/* A check connection keeps its verdict in the target while it winds down;
+ * on_close is where every check ends, whatever happened. */
+static void check_on_read(struct net_conn *c)
+{
+    struct health_target *ht = c->data;
+    const char *p = buf_head(&c->rbuf);
+    size_t n = buf_size(&c->rbuf);
+    const char *nl = memchr(p, '\n', n);
+    if (!nl) {
+        if (n > 1024)
+            net_conn_abort(c, "status line too long");
+        return;
+    }
+    /* "HTTP/1.x NNN ..." is all a check needs. */
+    int ok = n >= 12 && memcmp(p, "HTTP/1.", 7) == 0 && p[8] == ' ' && p[9] >= '2' &&
+             p[9] <= '3' && p[10] >= '0' && p[10] <= '9' && p[11] >= '0' && p[11] <= '9';
+    ht->check_state = ok ? CHECK_OK : CHECK_FAIL;
+    if (!ok)
+        snprintf(ht->check_why, sizeof ht->check_why, "status %.3s", n >= 12 ? p + 9 : "???");
+    net_conn_abort(c, "done");
+}
+
+static void check_on_timeout(struct net_conn *c) { net_conn_abort(c, "check timed out"); }
+
+static void check_on_eof(struct net_conn *c) { net_conn_abort(c, "closed before a status"); }
+
+static void check_on_close(struct net_conn *c, const char *why)
+{
+    struct health_target *ht = c->data;
+    ht->check = NULL;
+    if (ht->h->stopping)
+        return;
+    int ok = ht->check_state == CHECK_OK;
+    if (ht->check_state == CHECK_PENDING)
+        snprintf(ht->check_why, sizeof ht->check_why, "%s", why);
+    check_finish(ht, ok, ht->check_why);
+}
+
+static const struct net_conn_ops check_ops = {
+    .on_read = check_on_read,
+    .on_eof = check_on_eof,
+    .on_timeout = check_on_timeout,
+    .on_close = check_on_close,
+};
+
+static void check_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct health_target *ht = w->data;
+    struct health *h = ht->h;
+    if (ht->check)
+        return; /* the previous one is still within its timeout */
+    ht->check_state = CHECK_PENDING;
+    ht->check_why[0] = 0;
+    struct net_conn *c = net_connect(loop, (struct sockaddr *)&ht->sa, ht->salen, &check_ops, ht);
+    if (!c) {
+        check_finish(ht, 0, "cannot create socket");
+        return;
+    }
+    ht->check = c;
+    c->read_max = 4096;
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: strata-health\r\n"
+                     "Connection: close\r\n\r\n",
+                     h->cfg.path, ht->t->addr);
+    net_conn_write(c, req, (size_t)n);
+    net_conn_set_timeout(c, h->cfg.timeout);
+}
+
+static void check_finish(struct health_target *ht, int ok, const char *why)
+{
+    struct health *h = ht->h;
+    ht->checks++;
+    if (ok) {
+        ht->ok_streak++;
+        ht->fail_streak = 0;
+        if (!ht->up && ht->ok_streak >= h->cfg.rise) {
+            ht->up = 1;
+            ht->back_since = ev_now(h->loop);
+            log_info("backend %s (%s) is up: %d checks passed", ht->t->name, ht->t->addr,
+                     ht->ok_streak);
+            health_refresh(h);
+        }
+    } else {
+        ht->checks_failed++;
+        ht->fail_streak++;
+        ht->ok_streak = 0;
+        if (ht->up && ht->fail_streak >= h->cfg.fall) {
+            ht->up = 0;
+            ht->back_since = 0;
+            log_warn("backend %s (%s) is down: %d checks failed, last: %s", ht->t->name,
+                     ht->t->addr, ht->fail_streak, why);
+            health_refresh(h);
+        }
+    }
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    health_refresh(w->data);
+}
+
+void health_refresh(struct health *h)
+{
+    double now = ev_now(h->loop);
+    int healthy_n = 0, busy = 0;
+    for (int i = 0; i < h->n; i++) {
+        struct health_target *ht = &h->ht[i];
+        struct lb_target *t = ht->t;
+        if (ht->ejected_until > 0 && ht->ejected_until <= now) {
+            ht->ejected_until = 0;
+            ht->consec_errors = 0;
+            if (ht->up)
+                ht->back_since = now;
+            log_info("backend %s (%s) returns after its cool-down", t->name, t->addr);
+        }
+        t->healthy = ht->up && ht->ejected_until == 0;
+        int full = t->weight * LB_EFF_SCALE;
+        if (ht->back_since > 0 && h->cfg.slow_start > 0 && t->healthy) {
+            double frac = (now - ht->back_since) / h->cfg.slow_start;
+            if (frac >= 1) {
+                ht->back_since = 0;
+                t->eff_weight = full;
+            } else {
+                int w = (int)(full * frac);
+                t->eff_weight = w < 1 && full > 0 ? 1 : w;
+                busy = 1;
+            }
+        } else {
+            ht->back_since = 0;
+            t->eff_weight = full;
+        }
+        if (ht->ejected_until > 0)
+            busy = 1;
+        if (t->healthy && t->weight > 0)
+            healthy_n++;
+    }
+    int panic = h->n > 0 && healthy_n == 0;
+    if (panic != h->panic) {
+        h->panic = panic;
+        if (panic)
+            log_warn("no healthy backend: panic mode, sending to all %d backends", h->n);
+        else
+            log_info("leaving panic mode: %d healthy backends", healthy_n);
+    }
+    int changed = 0;
+    for (int i = 0; i < h->n; i++) {
+        struct lb_target *t = h->ht[i].t;
+        unsigned usable = panic ? t->weight > 0 : t->healthy && t->weight > 0;
+        if (usable != t->usable) {
+            t->usable = usable;
+            changed = 1;
+        }
+    }
+    if (busy && !ev_is_active(&h->tick))
+        ev_timer_start(h->loop, &h->tick);
+    else if (!busy && ev_is_active(&h->tick))
+        ev_timer_stop(h->loop, &h->tick);
+    if (changed && h->on_change)
+        h->on_change(h->ud);
+}
+
+void health_start(struct health *h, struct ev_loop *loop, const struct health_cfg *cfg,
+                  struct health_target *ht, int n, void (*on_change)(void *), void *ud)
+{
+    h->loop = loop;
+    h->cfg = *cfg;
+    h->ht = ht;
+    h->n = n;
+    h->panic = 0;
+    h->stopping = 0;
+    h->on_change = on_change;
+    h->ud = ud;
+    ev_timer_init(&h->tick, tick_cb, HEALTH_TICK, HEALTH_TICK);
+    h->tick.data = h;
+    for (int i = 0; i < n; i++) {
+        ht[i].h = h;
+        ht[i].up = 1;
+        ht[i].t->usable = 1;
+        ev_init(&ht[i].timer, check_cb);
+        ht[i].timer.data = &ht[i];
+        if (cfg->active) {
+            /* Spread the first checks over one interval, first one at once. */
+            ev_timer_set(&ht[i].timer, 0.001 + cfg->interval * i / n, cfg->interval);
+            ev_timer_start(loop, &ht[i].timer);
+        }
+    }
+    health_refresh(h);
+}
+
+void health_stop(struct health *h)
+{
+    h->stopping = 1;
+    if (h->loop)
+        ev_timer_stop(h->loop, &h->tick);
+    for (int i = 0; i < h->n; i++) {
+        ev_timer_stop(h->loop, &h->ht[i].timer);
+        if (h->ht[i].check)
+            net_conn_abort(h->ht[i].check, "stopping");
+    }
+}
+
+void health_report(struct health *h, int i, int ok)
+{
+    struct health_target *ht = &h->ht[i];
+    if (h->cfg.passive_errors <= 0)
+        return;
+    if (ok) {
+        ht->consec_errors = 0;
+        return;
+    }
+    if (++ht->consec_errors >= h->cfg.passive_errors && ht->ejected_until == 0) {
+        ht->ejected_until = ev_now(h->loop) + h->cfg.passive_cooldown;
+        log_warn("backend %s (%s) ejected for %.1fs after %d consecutive errors", ht->t->name,
+                 ht->t->addr, h->cfg.passive_cooldown, ht->consec_errors);
+        health_refresh(h);
+    }
+}

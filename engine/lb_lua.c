@@ -1,0 +1,362 @@
+/* lb_lua: the host for Lua pick policies.
+ *
+ * Per pick the policy gets `req` and the list of candidate backends. Both
+ * are long-lived tables: the list is rebuilt only when the candidate set
+ * changes (health, retries), each backend table only gets the fields that
+ * changed since the last call (active, ewma_ms, errors, healthy), and the
+ * request fields (method, path, headers, client) are filled in lazily by an
+ * __index function the first time the policy reads them. A round-robin
+ * policy therefore costs one protected call and a few table writes.
+ *
+ * A runaway policy is stopped by an instruction budget (count hook); its
+ * error, like a nil return, makes the caller fall back to a built-in. */
+#include <lauxlib.h>
+#include <limits.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_parse.h"
+#include "lb.h"
+#include "luahost.h"
+
+/* VM instructions one pick may run: generous for any sane policy, and
+ * still a few milliseconds at most. */
+#define LB_LUA_BUDGET 1000000
+
+enum { REQ_METHOD = 1, REQ_PATH = 2, REQ_HEADERS = 4, REQ_CLIENT = 8 };
+
+struct lb_lua_cache {
+    int active;
+    double ewma_ms;
+    uint64_t errors;
+    int healthy;
+};
+
+struct lb_lua {
+    lua_State *L;
+    int ref_pick, ref_mod, ref_req, ref_list, ref_all, ref_rev;
+    struct lb_target **t;
+    int n;
+    unsigned char *in_list;     /* candidate bits the list was built from */
+    int *list_idx;              /* list position -> target index */
+    int nlist;
+    int list_valid;
+    struct lb_lua_cache *cache; /* last values written into backend tables */
+    const struct lb_req *cur;   /* the request during a pick, else NULL */
+    unsigned materialized;      /* REQ_* fields set on req during this pick */
+};
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    luaL_error(L, "pick exceeded its instruction budget (%d)", LB_LUA_BUDGET);
+}
+
+/* "ip:port" / "[v6]:port" -> ip */
+static void push_client_ip(lua_State *L, const char *peer)
+{
+    if (!peer) {
+        lua_pushliteral(L, "");
+        return;
+    }
+    if (peer[0] == '[') {
+        const char *e = strchr(peer, ']');
+        lua_pushlstring(L, peer + 1, e ? (size_t)(e - peer - 1) : strlen(peer + 1));
+        return;
+    }
+    const char *colon = strrchr(peer, ':');
+    lua_pushlstring(L, peer, colon ? (size_t)(colon - peer) : strlen(peer));
+}
+
+static void push_headers(lua_State *L, const struct http_msg *m)
+{
+    lua_createtable(L, 0, m ? m->nhdrs : 0);
+    if (!m)
+        return;
+    char name[256];
+    for (int i = 0; i < m->nhdrs; i++) {
+        const struct http_hdr *h = &m->hdrs[i];
+        if (h->name_len >= sizeof name)
+            continue;
+        for (uint32_t k = 0; k < h->name_len; k++) {
+            char c = h->name[k];
+            name[k] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        lua_pushlstring(L, name, h->name_len);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) == LUA_TSTRING) {
+            /* repeated field: join as a list, as RFC 9110 5.3 allows */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, h->value, h->value_len);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, h->value, h->value_len);
+        }
+        lua_rawset(L, -3);
+    }
+}
+
+/* req's __index: computes a field once per pick and caches it in req. */
+static int req_index(lua_State *L)
+{
+    struct lb_lua *p = lua_touserdata(L, lua_upvalueindex(1));
+    size_t kl;
+    const char *k = lua_tolstring(L, 2, &kl);
+    if (!p->cur || !k)
+        return 0;
+    const struct http_msg *m = p->cur->msg;
+    unsigned bit;
+    if (kl == 6 && memcmp(k, "method", 6) == 0) {
+        bit = REQ_METHOD;
+        lua_pushlstring(L, m ? m->method_s : "", m ? m->method_len : 0);
+    } else if (kl == 4 && memcmp(k, "path", 4) == 0) {
+        bit = REQ_PATH;
+        lua_pushlstring(L, m ? m->target : "", m ? m->target_len : 0);
+    } else if (kl == 7 && memcmp(k, "headers", 7) == 0) {
+        bit = REQ_HEADERS;
+        push_headers(L, m);
+    } else if (kl == 6 && memcmp(k, "client", 6) == 0) {
+        bit = REQ_CLIENT;
+        push_client_ip(L, p->cur->client);
+    } else {
+        return 0;
+    }
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    p->materialized |= bit;
+    return 1;
+}
+
+/* Builds the persistent backend tables and the reverse map. */
+static void build_backends(struct lb_lua *p)
+{
+    lua_State *L = p->L;
+    lua_createtable(L, p->n, 0); /* all */
+    lua_createtable(L, 0, p->n); /* table -> index */
+    for (int i = 0; i < p->n; i++) {
+        struct lb_target *t = p->t[i];
+        lua_createtable(L, 0, 8);
+        lua_pushstring(L, t->name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, t->addr);
+        lua_setfield(L, -2, "addr");
+        lua_pushinteger(L, t->weight);
+        lua_setfield(L, -2, "weight");
+        lua_pushinteger(L, i + 1);
+        lua_setfield(L, -2, "index");
+        lua_pushinteger(L, t->active);
+        lua_setfield(L, -2, "active");
+        lua_pushnumber(L, t->ewma_ms);
+        lua_setfield(L, -2, "ewma_ms");
+        lua_pushinteger(L, (lua_Integer)t->errors);
+        lua_setfield(L, -2, "errors");
+        lua_pushboolean(L, t->healthy);
+        lua_setfield(L, -2, "healthy");
+        p->cache[i] = (struct lb_lua_cache){t->active, t->ewma_ms, t->errors, t->healthy};
+        lua_pushvalue(L, -1);
+        lua_pushinteger(L, i);
+        lua_rawset(L, -4);
+        lua_rawseti(L, -3, i + 1);
+    }
+    p->ref_rev = luaL_ref(L, LUA_REGISTRYINDEX);
+    p->ref_all = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void refresh_backend(struct lb_lua *p, int i, int tbl)
+{
+    lua_State *L = p->L;
+    struct lb_target *t = p->t[i];
+    struct lb_lua_cache *c = &p->cache[i];
+    if (c->active != t->active) {
+        c->active = t->active;
+        lua_pushinteger(L, t->active);
+        lua_setfield(L, tbl, "active");
+    }
+    if (c->ewma_ms != t->ewma_ms) {
+        c->ewma_ms = t->ewma_ms;
+        lua_pushnumber(L, t->ewma_ms);
+        lua_setfield(L, tbl, "ewma_ms");
+    }
+    if (c->errors != t->errors || c->healthy != (int)t->healthy) {
+        c->errors = t->errors;
+        c->healthy = t->healthy;
+        lua_pushinteger(L, (lua_Integer)t->errors);
+        lua_setfield(L, tbl, "errors");
+        lua_pushboolean(L, t->healthy);
+        lua_setfield(L, tbl, "healthy");
+    }
+}
+
+/* Pushes the candidate list, rebuilding it when the set changed, with every
+ * listed backend table refreshed. */
+static void push_list(struct lb_lua *p)
+{
+    lua_State *L = p->L;
+    int same = p->list_valid;
+    for (int i = 0; i < p->n && same; i++)
+        same = p->in_list[i] == (unsigned char)lb_candidate(p->t[i]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_all);
+    if (!same) {
+        lua_createtable(L, p->n, 0);
+        p->nlist = 0;
+        for (int i = 0; i < p->n; i++) {
+            p->in_list[i] = (unsigned char)lb_candidate(p->t[i]);
+            if (!p->in_list[i])
+                continue;
+            lua_rawgeti(L, -2, i + 1);
+            lua_rawseti(L, -2, ++p->nlist);
+            p->list_idx[p->nlist - 1] = i;
+        }
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, LUA_REGISTRYINDEX, p->ref_list);
+        p->list_valid = 1;
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_list);
+    }
+    for (int k = 0; k < p->nlist; k++) {
+        lua_rawgeti(L, -2, p->list_idx[k] + 1);
+        refresh_backend(p, p->list_idx[k], lua_gettop(L));
+        lua_pop(L, 1);
+    }
+    lua_remove(L, -2); /* all */
+}
+
+struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *err,
+                              size_t errlen)
+{
+    lua_State *L = p->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_pick);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_req);
+    push_list(p);
+    p->cur = req;
+    p->materialized = 0;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, LB_LUA_BUDGET);
+    int rc = luahost_pcall(L, 2, 1, err, errlen);
+    p->cur = NULL;
+    if (p->materialized) {
+        static const char *const keys[] = {"method", "path", "headers", "client"};
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_req);
+        for (int b = 0; b < 4; b++)
+            if (p->materialized & (1u << b)) {
+                lua_pushnil(L);
+                lua_setfield(L, -2, keys[b]);
+            }
+        lua_pop(L, 1);
+    }
+    if (rc < 0) {
+        lua_settop(L, top);
+        return NULL;
+    }
+    struct lb_target *t = NULL;
+    int type = lua_type(L, -1);
+    if (type == LUA_TTABLE) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_rev);
+        lua_pushvalue(L, -2);
+        if (lua_rawget(L, -2) == LUA_TNUMBER)
+            t = p->t[lua_tointeger(L, -1)];
+        else
+            snprintf(err, errlen, "pick returned a table that is not a backend");
+    } else if (type == LUA_TNUMBER && lua_isinteger(L, -1)) {
+        lua_Integer i = lua_tointeger(L, -1);
+        if (i >= 1 && i <= p->nlist)
+            t = p->t[p->list_idx[i - 1]];
+        else
+            snprintf(err, errlen, "pick returned index %lld, not in 1..%d", (long long)i,
+                     p->nlist);
+    } else if (type == LUA_TNIL) {
+        snprintf(err, errlen, "pick returned nil");
+    } else {
+        snprintf(err, errlen, "pick returned a %s", lua_typename(L, type));
+    }
+    lua_settop(L, top);
+    if (t && !lb_candidate(t)) {
+        snprintf(err, errlen, "pick returned %s, which is not a candidate now", t->name);
+        t = NULL;
+    }
+    return t;
+}
+
+struct lb_lua *lb_lua_new(const char *path, struct lb_target **t, int n, char *err,
+                          size_t errlen)
+{
+    struct lb_lua *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->t = t;
+    p->n = n;
+    p->in_list = calloc((size_t)n + 1, 1);
+    p->list_idx = calloc((size_t)n + 1, sizeof *p->list_idx);
+    p->cache = calloc((size_t)n + 1, sizeof *p->cache);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    else
+        snprintf(dir, sizeof dir, ".");
+    p->L = (p->in_list && p->list_idx && p->cache) ? luahost_new(dir) : NULL;
+    if (!p->L) {
+        snprintf(err, errlen, "out of memory");
+        lb_lua_free(p);
+        return NULL;
+    }
+    lua_State *L = p->L;
+    /* Short-lived per-pick garbage suits the generational collector. */
+    lua_gc(L, LUA_GCGEN, 0, 0);
+    if (luahost_load_module(L, path, err, errlen) < 0) {
+        lb_lua_free(p);
+        return NULL;
+    }
+    if (!luahost_has_function(L, -1, "pick")) {
+        snprintf(err, errlen, "%s: policy module has no pick(req, backends) function", path);
+        lb_lua_free(p);
+        return NULL;
+    }
+    lua_getfield(L, -1, "pick");
+    p->ref_pick = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (luahost_has_function(L, -1, "validate")) {
+        lua_getfield(L, -1, "validate");
+        if (luahost_pcall(L, 0, 2, err, errlen) < 0) {
+            lb_lua_free(p);
+            return NULL;
+        }
+        if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
+            snprintf(err, errlen, "%s: validate() refused: %s", path,
+                     lua_isstring(L, -1) ? lua_tostring(L, -1) : "no reason given");
+            lb_lua_free(p);
+            return NULL;
+        }
+        lua_pop(L, 2);
+    }
+    p->ref_mod = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* req: empty table whose fields appear on first read */
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushlightuserdata(L, p);
+    lua_pushcclosure(L, req_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    p->ref_req = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    p->ref_list = luaL_ref(L, LUA_REGISTRYINDEX);
+    build_backends(p);
+    return p;
+}
+
+void lb_lua_free(struct lb_lua *p)
+{
+    if (!p)
+        return;
+    luahost_close(p->L);
+    free(p->in_list);
+    free(p->list_idx);
+    free(p->cache);
+    free(p);
+}

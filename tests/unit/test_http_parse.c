@@ -1,0 +1,197 @@
+/* http_parse: heads, limits, smuggling rules and chunked framing. */
+#include <string.h>
+
+#include "http_parse.h"
+#include "tap.h"
+
+static struct http_hdr hdrs[16];
+static struct http_msg msg = {.hdrs = hdrs, .max_hdrs = 16};
+static const struct http_limits lim = {.max_request_line = 64, .max_header_size = 256,
+                                       .max_headers = 8};
+
+/* Parses a request; returns the status (200 for a good head, 0 when more
+ * bytes are needed). */
+static int req(const char *s)
+{
+    int status = 0;
+    ssize_t n = http_parse_request(s, strlen(s), &lim, &msg, &status);
+    if (n == -2)
+        return 0;
+    if (n < 0)
+        return status;
+    return 200;
+}
+
+static void test_good_requests(void)
+{
+    const char *r = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Y:  v w \r\n\r\nNEXT";
+    int status = 0;
+    ssize_t n = http_parse_request(r, strlen(r), &lim, &msg, &status);
+    is_int(n, (ssize_t)strlen(r) - 4, "head length excludes what follows");
+    is_int(msg.method_len, 3, "method length");
+    ok(memcmp(msg.target, "/a?b=1", 6) == 0 && msg.target_len == 6, "target");
+    is_int(msg.nhdrs, 2, "two headers");
+    ok(msg.hdrs[1].value_len == 3 && memcmp(msg.hdrs[1].value, "v w", 3) == 0,
+       "value trimmed on both sides");
+    is_int(msg.body, HTTP_BODY_NONE, "no body");
+    is_int(http_msg_keep_alive(&msg), 1, "1.1 keeps alive");
+
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n"), 200, "POST with CL");
+    is_int(msg.body, HTTP_BODY_LENGTH, "length body");
+    is_int(msg.content_length, 12, "content length");
+
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 200,
+           "chain ending in chunked");
+    is_int(msg.body, HTTP_BODY_CHUNKED, "chunked body");
+
+    is_int(req("GET / HTTP/1.0\r\n\r\n"), 200, "HTTP/1.0 without Host");
+    is_int(http_msg_keep_alive(&msg), 0, "1.0 closes by default");
+    is_int(req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"), 200, "1.0 keep-alive");
+    is_int(http_msg_keep_alive(&msg), 1, "1.0 keep-alive honoured");
+    is_int(req("GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Foo\r\nX-Foo: 1\r\n\r\n"), 200,
+           "connection options");
+    is_int(http_msg_keep_alive(&msg), 0, "close honoured");
+    is_int(msg.hdrs[2].kind, HH_LISTED, "header named by Connection is hop-by-hop");
+    is_int(req("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"), 200, "leading empty line ignored");
+    is_int(msg.skipped, 2, "skipped bytes");
+    is_int(req("GET / HTTP/1.1\r\nHost: x\r\n"), 0, "incomplete head needs more");
+    is_int(req("GET / HTTP/1.1\r"), 0, "split CRLF needs more");
+}
+
+static void test_bad_requests(void)
+{
+    is_int(req("GET / HTTP/1.1\nHost: x\r\n\r\n"), 400, "bare LF in request line");
+    is_int(req("GET / HTTP/1.1\r\nHost: x\n\r\n"), 400, "bare LF in header");
+    is_int(req("GET / HTTP/1.1\r\nHost: x\r\nA: b\rc\r\n\r\n"), 400, "bare CR in value");
+    is_int(req("GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n"), 400, "obs-fold");
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: "
+               "chunked\r\n\r\n"),
+           400, "CL with TE");
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+           400, "duplicate CL");
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n"), 400, "CL list");
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"), 400, "negative CL");
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n"), 400, "signed CL");
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400,
+           "TE chain not ending in chunked");
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"), 400,
+           "TE without chunked");
+    is_int(req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n"),
+           400, "chunked twice");
+    is_int(req("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400, "TE in HTTP/1.0");
+    is_int(req("GET / HTTP/1.1\r\n\r\n"), 400, "1.1 without Host");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400, "two Hosts");
+    is_int(req("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505, "unsupported version");
+    is_int(req("CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n"), 501, "CONNECT");
+    is_int(req("G@T / HTTP/1.1\r\nHost: a\r\n\r\n"), 400, "bad method");
+    is_int(req("GET / HTTP/1.1\r\nHo st: a\r\n\r\n"), 400, "space in name");
+    is_int(req("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400, "space before colon");
+
+    char line[200];
+    snprintf(line, sizeof line, "GET /%070d HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+    is_int(req(line), 414, "request line too long");
+    snprintf(line, sizeof line, "GET /%070d", 0);
+    is_int(req(line), 414, "request line too long before its end arrives");
+
+    char big[600];
+    snprintf(big, sizeof big, "GET / HTTP/1.1\r\nHost: a\r\nX: %0300d\r\n\r\n", 0);
+    is_int(req(big), 431, "header section too large");
+    snprintf(big, sizeof big, "GET / HTTP/1.1\r\nHost: a\r\nX: %0300d", 0);
+    is_int(req(big), 431, "header section too large before its end arrives");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\ne: 1\r\nf: 1\r\n"
+               "g: 1\r\nh: 1\r\n\r\n"),
+           431, "too many headers");
+}
+
+static void test_responses(void)
+{
+    int status;
+    const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    ssize_t n = http_parse_response(r, strlen(r), &lim, &msg, 0, &status);
+    is_int(n, (ssize_t)strlen(r) - 5, "response head length");
+    is_int(msg.status, 200, "status");
+    ok(msg.reason_len == 2 && memcmp(msg.reason, "OK", 2) == 0, "reason");
+    is_int(msg.body, HTTP_BODY_LENGTH, "length body");
+    http_parse_response(r, strlen(r), &lim, &msg, 1, &status);
+    is_int(msg.body, HTTP_BODY_NONE, "no body for HEAD");
+    r = "HTTP/1.1 204 No Content\r\n\r\n";
+    http_parse_response(r, strlen(r), &lim, &msg, 0, &status);
+    is_int(msg.body, HTTP_BODY_NONE, "204 has no body");
+    r = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    http_parse_response(r, strlen(r), &lim, &msg, 0, &status);
+    is_int(msg.body, HTTP_BODY_CHUNKED, "chunked response");
+    r = "HTTP/1.0 200 OK\r\n\r\n";
+    http_parse_response(r, strlen(r), &lim, &msg, 0, &status);
+    is_int(msg.body, HTTP_BODY_CLOSE, "read until close");
+    r = "HTTP/1.1 100 Continue\r\n\r\n";
+    http_parse_response(r, strlen(r), &lim, &msg, 0, &status);
+    is_int(msg.body, HTTP_BODY_NONE, "interim response");
+    r = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    is_int(http_parse_response(r, strlen(r), &lim, &msg, 0, &status), -1, "bad response");
+    is_int(status, 502, "bad response is a 502");
+}
+
+static void test_cookie(void)
+{
+    const char *c = "a=1; sid=abc ; b=2";
+    size_t vl = 0;
+    const char *v = http_cookie_find(c, strlen(c), "sid", &vl);
+    ok(v && vl == 3 && memcmp(v, "abc", 3) == 0, "cookie found");
+    ok(http_cookie_find(c, strlen(c), "si", &vl) == NULL, "prefix does not match");
+}
+
+struct collect {
+    char out[256];
+    size_t n;
+};
+
+static void collect_cb(void *ud, const char *p, size_t n)
+{
+    struct collect *c = ud;
+    memcpy(c->out + c->n, p, n);
+    c->n += n;
+}
+
+static void test_chunked(void)
+{
+    const char *body = "5;x=y\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nT: v\r\n\r\nGET";
+    struct http_chunked ck;
+    struct collect col = {{0}, 0};
+    int done = 0;
+    http_chunked_init(&ck, 64);
+    /* one byte at a time, as the worst split */
+    size_t total = 0;
+    for (size_t i = 0; i < strlen(body) && !done; i++) {
+        ssize_t n = http_chunked_scan(&ck, body + i, 1, &done, collect_cb, &col);
+        if (n < 0)
+            break;
+        total += (size_t)n;
+    }
+    is_int(done, 1, "chunked message ends");
+    is_int(total, strlen(body) - 3, "stops before the next message");
+    is_int(col.n, 31, "payload bytes");
+    ok(memcmp(col.out, "helloabcdefghijklmnopqrstuvwxyz", 31) == 0, "payload decoded");
+
+    http_chunked_init(&ck, 64);
+    ssize_t n = http_chunked_scan(&ck, body, strlen(body), &done, NULL, NULL);
+    is_int(n, (ssize_t)strlen(body) - 3, "whole buffer at once");
+
+    const char *bad[] = {"5\nhello\r\n0\r\n\r\n", "5\r\nhelloX\r\n", "zz\r\n",
+                         "0\r\n\n",  "1111111111111111\r\n", "0\r\n folded\r\n\r\n", NULL};
+    for (int i = 0; bad[i]; i++) {
+        http_chunked_init(&ck, 64);
+        is_int(http_chunked_scan(&ck, bad[i], strlen(bad[i]), &done, NULL, NULL), -1,
+               "bad chunked framing %d", i);
+    }
+}
+
+int main(void)
+{
+    test_good_requests();
+    test_bad_requests();
+    test_responses();
+    test_cookie();
+    test_chunked();
+    return tap_done();
+}
