@@ -186,7 +186,8 @@ local function new_context(path)
       end
       local vok, verr = pcall(mod.validate)
       if not vok or verr == false then
-        fail(where, "%s '%s' failed validate(): %s", what, rel, tostring(vok and "returned false" or verr))
+        fail(where, "%s '%s' failed validate(): %s", what, rel,
+             vok and "returned false" or full_path_message(verr, file))
       end
     end
     return file
