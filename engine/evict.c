@@ -111,12 +111,23 @@ static int is_volatile(enum evict_policy p)
            p == EVICT_VOLATILE_RANDOM || p == EVICT_VOLATILE_TTL;
 }
 
-/* Draws up to n distinct-ish candidates (duplicates are harmless). */
+/* Draws up to n candidates (duplicates are harmless). */
 static int sample(struct store *s, int vol, struct store_entry **out, int n)
 {
     int k = 0;
     if (vol ? s->nvol == 0 : s->count == 0)
         return 0;
+    /* A keyspace no bigger than the sample is looked at whole: exact. */
+    if (vol && s->nvol <= (size_t)n) {
+        for (size_t i = 0; i < s->nvol; i++)
+            out[k++] = s->vol[i];
+        return k;
+    }
+    if (!vol && s->count <= (size_t)n) {
+        for (struct store_entry *e = s->ohead; e; e = e->onext)
+            out[k++] = e;
+        return k;
+    }
     for (int i = 0; i < n; i++) {
         struct store_entry *e = vol ? store_random_volatile(s) : store_random(s);
         if (e)

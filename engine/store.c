@@ -449,7 +449,7 @@ static struct store_entry *entry_reshape(struct store *s, struct store_entry *e,
         memcpy(n, e, STORE_HDR);
         n->flags = (uint8_t)flags;
         entry_set_lens(n, klen, vlen);
-        if (old_flags & STORE_F_EXPIRE)
+        if (old_flags & flags & STORE_F_EXPIRE)
             memcpy(n->data, e->data, 12); /* expire + vidx carried over */
         memcpy(store_key(n), store_key(e), klen);
         memcpy(store_val(n), store_val(e), old_vlen < vlen ? old_vlen : vlen);
