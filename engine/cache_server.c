@@ -113,8 +113,21 @@ static void client_on_close(struct net_conn *c, const char *why)
     (void)why;
 }
 
+/* The peer stopped sending. A command left half-sent can never complete:
+ * say so (a client that half-closes still reads it), then close. */
+static void client_on_eof(struct net_conn *c)
+{
+    struct cache_client *cl = c->data;
+    if (buf_size(&c->rbuf) > 0 && !cl->sess.quit) {
+        cl->srv->cache.stats.protocol_errors++;
+        resp_error(&c->wbuf, "ERR Protocol error: connection closed inside a command");
+    }
+    net_conn_close(c, "peer closed");
+}
+
 static const struct net_conn_ops client_ops = {
     .on_read = client_on_read,
+    .on_eof = client_on_eof,
     .on_drain = client_on_drain,
     .on_close = client_on_close,
 };
