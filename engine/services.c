@@ -5,10 +5,12 @@
 
 /* Weak while the kinds land one by one: an absent kind is simply unknown. */
 extern const struct service_kind cache_service_kind __attribute__((weak));
+extern const struct service_kind db_service_kind __attribute__((weak));
 extern const struct service_kind balancer_service_kind __attribute__((weak));
 
 static const struct service_kind *const kinds[] = {
     &cache_service_kind,
+    &db_service_kind,
     &balancer_service_kind,
 };
 

@@ -1,0 +1,53 @@
+/* db_ops: what the db writes into its log — the effects of a write command,
+ * not the command — and how a log record or snapshot entry is applied back
+ * to a store.
+ *
+ * Why effects: a command's outcome can depend on the moment it ran (EXPIRE
+ * 10 means "ten seconds from now"; a key that had expired at that moment
+ * was missing). A log of effects replays to the same state at any later
+ * time and on any replica: every key a write command may touch is logged
+ * with its state after the command, and expiry times are absolute.
+ *
+ * A record's payload is a run of msgpack arrays, one per key:
+ *
+ *     [1, key, value, expire_ms]   the key now holds value (expire 0: none)
+ *     [2, key]                     the key is gone
+ *     [3, key, expire_ms]          only the TTL changed (EXPIRE family)
+ *     [4]                          every key is gone (FLUSHDB / FLUSHALL)
+ *
+ * One command's effects form one record, so a multi-key command (MSET,
+ * RENAME) is replayed entirely or not at all. Applying honours absolute
+ * expiry: a key whose expire time has passed is removed rather than
+ * restored, so a restart never brings back an expired key. */
+#ifndef STRATA_DB_OPS_H
+#define STRATA_DB_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "snapshot.h"
+#include "store.h"
+
+enum { DB_OP_SET = 1, DB_OP_DEL = 2, DB_OP_EXPIRE = 3, DB_OP_FLUSH = 4 };
+
+/* 1 when the db knows which keys the named write command may touch (it
+ * refuses write commands it cannot log). */
+int db_ops_known(const char *name, size_t n);
+/* Appends to out the effects of the write command just executed: the
+ * after-state of every key it may have touched. 0, or -1 when out of
+ * memory. */
+int db_ops_effects(struct store *s, size_t argc, const char **argv, const size_t *argl,
+                   int64_t now_ms, struct buf *out);
+
+/* Applies one log record. 0, or -1 with err (a record that does not decode:
+ * the log and this build disagree, or memory ran out). */
+int db_ops_apply(struct store *s, const void *p, size_t n, int64_t now_ms, char *err,
+                 size_t errlen);
+/* Inserts one snapshot entry (skipped when already expired). */
+int db_ops_load(struct store *s, const char *key, size_t klen, const char *val, size_t vlen,
+                int64_t expire_ms, int64_t now_ms, char *err, size_t errlen);
+/* Writes every live key into a snapshot. 0 or -1. */
+int db_ops_dump(struct store *s, struct snapshot_writer *w, int64_t now_ms);
+
+#endif

@@ -1,0 +1,804 @@
+/* db_server: connections, the write path with held replies and group
+ * commit, persistence commands, disk-error handling (see db_server.h). */
+#include "db_server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+
+#include "cache_admin.h"
+#include "cache_cmd.h"
+#include "db_ops.h"
+#include "log.h"
+#include "net.h"
+#include "persist.h"
+#include "resp.h"
+#include "runtime.h"
+#include "util.h"
+
+#define DB_CRON_SECONDS 0.1
+/* After a failed log write, how long before the next attempt (the cron
+ * also retries): a failing disk is not hammered once per iteration. */
+#define DB_RETRY_MS 100
+
+static const struct resp_limits unauth_limits = {16 * 1024, 10, 64 * 1024};
+
+struct db_client {
+    struct db_client *prev, *next;
+    struct net_conn *conn;
+    struct db_server *srv;
+    struct cache_session sess;
+    struct resp_parser parser;
+    struct buf hold;       /* replies waiting for the log */
+    uint64_t hold_until;   /* the log offset they wait for */
+    int stalled;           /* stopped parsing at an output high mark */
+};
+
+struct db_server {
+    struct service base;
+    struct cache cache;
+    struct persist persist;
+    int persist_open;
+    int policy;
+    char dir[1024];
+    struct net_listener *listener;
+    struct ev_loop *loop;
+    ev_timer cron;
+    ev_prepare flush;
+    ev_idle kick;          /* keeps the loop from sleeping while work is pending */
+    ev_child child;
+    struct db_client *clients;
+    size_t nholding;       /* clients with held replies */
+    int draining;
+    struct buf effects;    /* scratch for one command's effects */
+    struct buf spare;      /* swapped with a client's hold when releasing it */
+    int64_t next_retry_ms;
+    int64_t last_tick_ms;
+    int reported_error;    /* the current disk error was logged */
+    uint64_t changes_since_save;
+    uint64_t refused_writes;
+    int64_t recover_now;   /* wall clock used while recovering */
+};
+
+static void client_process(struct db_client *cl);
+
+/* ---- the log: flushing and releasing held replies ------------------------ */
+
+static int wal_pending(const struct db_server *srv)
+{
+    const struct wal *w = &srv->persist.wal;
+    return w->written < w->end || (srv->policy == WAL_FSYNC_ALWAYS && w->synced < w->written) ||
+           w->sync_err;
+}
+
+static void note_disk_state(struct db_server *srv)
+{
+    struct wal *w = &srv->persist.wal;
+    if (!wal_ok(w) && !srv->reported_error) {
+        log_error("db %s: %s; refusing writes until it works again", srv->base.node, w->errmsg);
+        srv->reported_error = 1;
+    } else if (wal_ok(w) && srv->reported_error) {
+        log_info("db %s: log writes work again; accepting writes", srv->base.node);
+        srv->reported_error = 0;
+    }
+}
+
+/* Writes (and under always, syncs) the pending log batch, unless a recent
+ * failure says to wait. */
+static void flush_log(struct db_server *srv, int64_t now_ms)
+{
+    struct wal *w = &srv->persist.wal;
+    if (!srv->persist_open || !wal_pending(srv))
+        return;
+    if (!wal_ok(w) && now_ms < srv->next_retry_ms)
+        return;
+    if (w->sync_err && srv->policy == WAL_FSYNC_EVERYSEC) {
+        /* A failed background fsync is retried by the everysec tick. */
+        if (w->written < w->end)
+            wal_flush(w);
+    } else if (wal_flush(w) < 0) {
+        srv->next_retry_ms = now_ms + DB_RETRY_MS;
+    }
+    note_disk_state(srv);
+}
+
+/* Sends the held replies whose records the log now has. Returns how many
+ * clients got theirs. A client that stopped parsing while its replies were
+ * held is resumed by the net core's on_drain once they are out. */
+static int release_ready(struct db_server *srv)
+{
+    if (!srv->nholding)
+        return 0;
+    uint64_t acked = wal_acked(&srv->persist.wal);
+    int released = 0;
+    for (struct db_client *cl = srv->clients, *next; cl; cl = next) {
+        next = cl->next;
+        if (!buf_size(&cl->hold) || cl->hold_until > acked)
+            continue;
+        struct net_conn *c = cl->conn;
+        /* Swap the held bytes out first: writing may run on_drain, which
+         * parses more input and may hold new replies. */
+        struct buf out = cl->hold;
+        cl->hold = srv->spare;
+        srv->spare = out;
+        srv->nholding--;
+        released++;
+        int quit = cl->sess.quit;
+        net_conn_write(c, buf_head(&srv->spare), buf_size(&srv->spare));
+        buf_reset(&srv->spare);
+        buf_shrink(&srv->spare, 64 * 1024);
+        if (quit && net_conn_alive(c) && c->data == cl && !buf_size(&cl->hold))
+            net_conn_close(c, "quit");
+    }
+    return released;
+}
+
+static void log_round(struct db_server *srv)
+{
+    int64_t now = util_now_ms();
+    for (int pass = 0; pass < 4; pass++) {
+        flush_log(srv, now);
+        if (!release_ready(srv))
+            break;
+    }
+    /* More log to write now (clients resumed above), or replies that could
+     * go: do not let the loop sleep on them. */
+    int more = (wal_pending(srv) && wal_ok(&srv->persist.wal));
+    if (more && !ev_is_active(&srv->kick))
+        ev_idle_start(srv->loop, &srv->kick);
+    else if (!more && ev_is_active(&srv->kick))
+        ev_idle_stop(srv->loop, &srv->kick);
+}
+
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    log_round(w->data);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents; /* the prepare watcher does the work */
+}
+
+/* ---- commands the db handles itself ------------------------------------- */
+
+static int is_cmd(const struct cache_req *r, const char *name)
+{
+    return r->argl[0] == strlen(name) && strncasecmp(r->argv[0], name, r->argl[0]) == 0;
+}
+
+static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)revents;
+    struct db_server *srv = w->data;
+    ev_child_stop(loop, w);
+    persist_bgsave_done(&srv->persist, w->rstatus);
+    if (srv->persist.last_bgsave_ok)
+        srv->changes_since_save = 0;
+}
+
+static int start_bgsave(struct db_server *srv, char *err, size_t errlen)
+{
+    pid_t pid = persist_bgsave(&srv->persist, err, errlen);
+    if (pid < 0)
+        return -1;
+    if (ev_is_default_loop(srv->loop)) {
+        ev_child_set(&srv->child, pid, 0);
+        ev_child_start(srv->loop, &srv->child);
+    }
+    note_disk_state(srv);
+    return 0;
+}
+
+static void append_persistence(struct db_server *srv, struct buf *b)
+{
+    struct persist *p = &srv->persist;
+    struct wal *w = &p->wal;
+    buf_printf(b,
+               "# Persistence\r\nloading:0\r\ndir:%s\r\nfsync:%s\r\n"
+               "log_offset:%llu\r\nlog_synced_offset:%llu\r\nlog_segment_start:%llu\r\n"
+               "log_bytes_since_snapshot:%llu\r\nsnapshot_offset:%llu\r\nsnapshot_size:%llu\r\n"
+               "rdb_changes_since_last_save:%llu\r\nrdb_bgsave_in_progress:%d\r\n"
+               "rdb_last_save_time:%lld\r\nrdb_last_bgsave_status:%s\r\n"
+               "rdb_last_bgsave_time_sec:%lld\r\naof_enabled:1\r\naof_rewrite_in_progress:%d\r\n"
+               "aof_last_write_status:%s\r\naof_current_size:%llu\r\naof_base_size:%llu\r\n"
+               "log_write_errors:%llu\r\nlog_fsync_errors:%llu\r\nlog_fsyncs:%llu\r\n"
+               "writes_refused:%llu\r\ndisk_error:%s\r\nsnapshots:%llu\r\ncompactions:%llu\r\n"
+               "loaded_keys:%llu\r\nreplayed_records:%llu\r\ntruncated_bytes:%llu\r\n"
+               "load_time_ms:%.0f\r\n",
+               srv->dir, wal_fsync_name(srv->policy), (unsigned long long)w->end,
+               (unsigned long long)w->synced, (unsigned long long)w->seg_start,
+               (unsigned long long)persist_log_bytes(p), (unsigned long long)p->snap_offset,
+               (unsigned long long)p->snap_size, (unsigned long long)srv->changes_since_save,
+               p->child > 0, (long long)(p->last_save_ms / 1000),
+               p->last_bgsave_ok ? "ok" : "err", (long long)(p->last_bgsave_ms / 1000),
+               p->child > 0, wal_ok(w) ? "ok" : "err", (unsigned long long)persist_log_bytes(p),
+               (unsigned long long)p->snap_size, (unsigned long long)w->write_errors,
+               (unsigned long long)w->sync_errors, (unsigned long long)w->fsyncs,
+               (unsigned long long)srv->refused_writes, wal_ok(w) ? "" : w->errmsg,
+               (unsigned long long)p->snapshots, (unsigned long long)p->compactions,
+               (unsigned long long)p->loaded_keys, (unsigned long long)p->replayed_records,
+               (unsigned long long)p->truncated_bytes, p->load_seconds * 1000);
+}
+
+/* INFO: the cache's sections plus Persistence. */
+static void cmd_info(struct db_server *srv, struct cache_req *r)
+{
+    int mine = r->argc == 1, theirs = r->argc == 1;
+    for (size_t i = 1; i < r->argc; i++) {
+        int all = cache_arg_is(r, i, "all") || cache_arg_is(r, i, "everything") ||
+                  cache_arg_is(r, i, "default");
+        if (all || cache_arg_is(r, i, "persistence"))
+            mine = 1;
+        if (all || !cache_arg_is(r, i, "persistence"))
+            theirs = 1;
+    }
+    struct buf body;
+    buf_init(&body);
+    if (theirs) {
+        struct buf tmp;
+        buf_init(&tmp);
+        struct cache_req r2 = *r;
+        r2.out = &tmp;
+        cache_exec(&r2);
+        const char *s = buf_head(&tmp);
+        size_t n = buf_size(&tmp);
+        const char *nl = memchr(s, '\n', n);
+        if (n == 0 || s[0] != '$' || !nl) {
+            buf_append(r->out, s, n); /* an error (NOAUTH ...): pass it on */
+            buf_free(&tmp);
+            buf_free(&body);
+            return;
+        }
+        size_t hdr = (size_t)(nl - s) + 1;
+        if (n >= hdr + 2)
+            buf_append(&body, s + hdr, n - hdr - 2);
+        buf_free(&tmp);
+    } else {
+        if (srv->cache.has_password && !r->sess->authed) {
+            resp_error(r->out, "NOAUTH Authentication required.");
+            buf_free(&body);
+            return;
+        }
+    }
+    if (mine) {
+        if (buf_size(&body) && buf_head(&body)[buf_size(&body) - 1] != '\n')
+            buf_append_str(&body, "\r\n");
+        append_persistence(srv, &body);
+    }
+    resp_bulk(r->out, buf_head(&body), buf_size(&body));
+    buf_free(&body);
+}
+
+/* DEBUG DISK-ERROR <n|on|off> [write|fsync|both]: the log's next n (or all)
+ * writes and/or fsyncs fail with EIO. For fault tests only. */
+static void cmd_debug(struct db_server *srv, struct cache_req *r)
+{
+    if (r->argc >= 3 && cache_arg_is(r, 1, "disk-error")) {
+        int n;
+        long long v;
+        if (cache_arg_is(r, 2, "on"))
+            n = -1;
+        else if (cache_arg_is(r, 2, "off"))
+            n = 0;
+        else if (cache_parse_ll(r->argv[2], r->argl[2], &v) == 0 && v >= 0 && v < 1000000)
+            n = (int)v;
+        else
+            return resp_error(r->out, "ERR DEBUG DISK-ERROR takes a count, ON or OFF");
+        int what = WAL_INJECT_WRITE | WAL_INJECT_FSYNC;
+        if (r->argc >= 4 && cache_arg_is(r, 3, "write"))
+            what = WAL_INJECT_WRITE;
+        else if (r->argc >= 4 && cache_arg_is(r, 3, "fsync"))
+            what = WAL_INJECT_FSYNC;
+        wal_inject_errors(&srv->persist.wal, n, what, EIO);
+        log_warn("db %s: DEBUG DISK-ERROR %s: injected log failures %s", srv->base.node,
+                 n < 0 ? "on" : n == 0 ? "off" : "count", n ? "armed" : "cleared");
+        srv->next_retry_ms = 0;
+        return resp_ok(r->out);
+    }
+    resp_error(r->out, "ERR DEBUG subcommands: DISK-ERROR <count|ON|OFF> [WRITE|FSYNC]");
+}
+
+/* Returns 1 when the command was one of the db's own. */
+static int db_own_command(struct db_server *srv, struct cache_req *r)
+{
+    char err[512];
+    int save = is_cmd(r, "save"), bgsave = is_cmd(r, "bgsave"),
+        bgrewrite = is_cmd(r, "bgrewriteaof"), lastsave = is_cmd(r, "lastsave"),
+        debug = is_cmd(r, "debug"), info = is_cmd(r, "info");
+    if (!(save || bgsave || bgrewrite || lastsave || debug || info))
+        return 0;
+    if (info) {
+        cmd_info(srv, r);
+        return 1;
+    }
+    if (srv->cache.has_password && !r->sess->authed) {
+        resp_error(r->out, "NOAUTH Authentication required.");
+        return 1;
+    }
+    if (save) {
+        if (persist_save(&srv->persist, err, sizeof err) < 0) {
+            note_disk_state(srv);
+            resp_errorf(r->out, "ERR %s", err);
+        } else {
+            srv->changes_since_save = 0;
+            resp_ok(r->out);
+        }
+    } else if (bgsave || bgrewrite) {
+        if (start_bgsave(srv, err, sizeof err) < 0)
+            resp_errorf(r->out, "ERR %s", err);
+        else
+            resp_simple(r->out, bgsave ? "Background saving started"
+                                       : "Background append only file rewriting started");
+    } else if (lastsave) {
+        resp_int(r->out, (long long)(srv->persist.last_save_ms / 1000));
+    } else {
+        cmd_debug(srv, r);
+    }
+    return 1;
+}
+
+/* Runs one command for a client: the db's own, a read, or a logged write. */
+static void db_exec(struct db_client *cl, size_t argc, const char **argv, const size_t *argl,
+                    int64_t now)
+{
+    struct db_server *srv = cl->srv;
+    struct cache *cache = &srv->cache;
+    /* Once a reply is held, every later one queues behind it. */
+    struct buf *out = buf_size(&cl->hold) ? &cl->hold : &cl->conn->wbuf;
+    struct cache_req r = {
+        .c = cache, .sess = &cl->sess, .out = out, .argc = argc, .argv = argv, .argl = argl,
+        .now = now,
+    };
+    if (db_own_command(srv, &r))
+        return;
+    const struct cache_command *cmd = cache_command_find(argv[0], argl[0]);
+    int authed = !cache->has_password || cl->sess.authed;
+    if (!cmd || !cache_command_is_write(cmd) || !authed) {
+        if (cmd && authed && is_cmd(&r, "config") && argc >= 3 && cache_arg_is(&r, 1, "set") &&
+            strncasecmp(argv[2], "maxmemory", argl[2] < 9 ? argl[2] : 9) == 0 && argl[2] >= 9) {
+            resp_error(out, "ERR the db never evicts: maxmemory settings do not apply");
+            return;
+        }
+        cache_exec(&r);
+        return;
+    }
+    if (!db_ops_known(argv[0], argl[0])) {
+        resp_errorf(out, "ERR '%.*s' is not supported by the db", (int)(argl[0] < 64 ? argl[0] : 64),
+                    argv[0]);
+        return;
+    }
+    if (!wal_ok(&srv->persist.wal)) {
+        srv->refused_writes++;
+        resp_errorf(out,
+                    "MISCONF the db cannot write its log (%s); writes are refused until the disk "
+                    "works again, reads are served",
+                    srv->persist.wal.errmsg);
+        return;
+    }
+    /* The write's reply waits for its record. */
+    if (out != &cl->hold) {
+        out = r.out = &cl->hold;
+        srv->nholding++;
+    }
+    cache_exec(&r);
+    buf_reset(&srv->effects);
+    if (db_ops_effects(&cache->store, argc, argv, argl, now, &srv->effects) < 0) {
+        /* The keyspace changed and the change cannot be logged: stopping
+         * is the only way not to acknowledge a write the log lacks. */
+        log_error("db %s: out of memory encoding a log record; stopping", srv->base.node);
+        abort();
+    }
+    if (buf_size(&srv->effects)) {
+        uint64_t at = persist_append(&srv->persist, buf_head(&srv->effects),
+                                     buf_size(&srv->effects));
+        if (at == 0) {
+            log_error("db %s: out of memory appending to the log; stopping", srv->base.node);
+            abort();
+        }
+        cl->hold_until = at;
+        srv->changes_since_save++;
+    }
+}
+
+/* ---- clients ---------------------------------------------------------- */
+
+static void client_process(struct db_client *cl)
+{
+    struct net_conn *c = cl->conn;
+    struct cache *cache = &cl->srv->cache;
+    int64_t now = util_now_ms();
+    size_t out_before = buf_size(&c->wbuf);
+    while (buf_size(&c->rbuf) > 0 && !cl->sess.quit &&
+           !(c->flags & (NET_F_CLOSING | NET_F_DEAD))) {
+        /* Output over the high mark, sent or held: wait before running more. */
+        if (buf_size(&c->wbuf) >= c->write_high || buf_size(&cl->hold) >= c->write_high) {
+            cl->stalled = 1;
+            break;
+        }
+        const struct resp_limits *lim =
+            (cache->has_password && !cl->sess.authed) ? &unauth_limits : &cache->limits;
+        ssize_t n = resp_parse(&cl->parser, (char *)buf_head(&c->rbuf), buf_size(&c->rbuf), lim);
+        if (n == -2) {
+            if (buf_size(&c->rbuf) > cache->qbuf_max) {
+                log_warn("db client %s: query buffer over %zu bytes, closing", c->peer,
+                         cache->qbuf_max);
+                net_conn_abort(c, "query buffer limit");
+                return;
+            }
+            break;
+        }
+        if (n < 0) {
+            cache->stats.protocol_errors++;
+            resp_error(buf_size(&cl->hold) ? &cl->hold : &c->wbuf, cl->parser.err);
+            if (!buf_size(&cl->hold))
+                net_conn_close(c, "protocol error");
+            else
+                cl->sess.quit = 1; /* close once the held replies are out */
+            resp_parser_reset(&cl->parser);
+            break;
+        }
+        if (cl->parser.argc > 0)
+            db_exec(cl, cl->parser.argc, cl->parser.argv, cl->parser.argl, now);
+        cache->stats.net_input_bytes += (uint64_t)n;
+        buf_consume(&c->rbuf, (size_t)n);
+    }
+    if (buf_size(&c->wbuf) > out_before)
+        cache->stats.net_output_bytes += buf_size(&c->wbuf) - out_before;
+    if (cl->sess.quit && !buf_size(&cl->hold) && !(c->flags & NET_F_CLOSING))
+        net_conn_close(c, "quit");
+    if (cl->parser.cap > 1024 && !cl->parser.in_multibulk)
+        resp_parser_reset(&cl->parser);
+}
+
+static void client_on_read(struct net_conn *c) { client_process(c->data); }
+
+static void client_on_drain(struct net_conn *c)
+{
+    struct db_client *cl = c->data;
+    /* Only a client that stopped at a high mark: one waiting for the rest
+     * of a command has nothing to do until it arrives. */
+    if (cl && cl->stalled) {
+        cl->stalled = 0;
+        client_process(cl);
+    }
+}
+
+static void client_on_close(struct net_conn *c, const char *why)
+{
+    struct db_client *cl = c->data;
+    (void)why;
+    if (!cl)
+        return;
+    struct db_server *srv = cl->srv;
+    if (cl->prev)
+        cl->prev->next = cl->next;
+    else
+        srv->clients = cl->next;
+    if (cl->next)
+        cl->next->prev = cl->prev;
+    if (buf_size(&cl->hold))
+        srv->nholding--;
+    srv->cache.nclients--;
+    buf_free(&cl->hold);
+    resp_parser_free(&cl->parser);
+    free(cl);
+    c->data = NULL;
+}
+
+static const struct net_conn_ops client_ops = {
+    .on_read = client_on_read,
+    .on_drain = client_on_drain,
+    .on_close = client_on_close,
+};
+
+static int client_on_accept(struct net_conn *c, void *data)
+{
+    struct db_server *srv = data;
+    struct db_client *cl = calloc(1, sizeof *cl);
+    if (!cl) {
+        srv->cache.stats.rejected_connections++;
+        c->data = NULL;
+        return -1;
+    }
+    cl->conn = c;
+    cl->srv = srv;
+    cl->sess.id = srv->cache.next_client_id++;
+    cl->sess.authed = !srv->cache.has_password;
+    cl->sess.created_ms = util_now_ms();
+    resp_parser_init(&cl->parser);
+    buf_init(&cl->hold);
+    cl->next = srv->clients;
+    if (srv->clients)
+        srv->clients->prev = cl;
+    srv->clients = cl;
+    srv->cache.nclients++;
+    srv->cache.stats.connections++;
+    c->data = cl;
+    return 0;
+}
+
+/* ---- cron -------------------------------------------------------------- */
+
+static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct db_server *srv = w->data;
+    int64_t now = util_now_ms();
+    cache_cron(&srv->cache, now);
+    struct persist *p = &srv->persist;
+    if (p->child > 0 && !ev_is_active(&srv->child)) {
+        int st;
+        if (waitpid(p->child, &st, WNOHANG) == p->child)
+            persist_bgsave_done(p, st);
+    }
+    wal_sync_poll(&p->wal);
+    if (srv->policy == WAL_FSYNC_EVERYSEC && now - srv->last_tick_ms >= 1000) {
+        srv->last_tick_ms = now;
+        wal_sync_tick(&p->wal, now);
+    }
+    note_disk_state(srv);
+    if (!srv->draining && wal_ok(&p->wal) && persist_should_compact(p)) {
+        char err[512];
+        log_info("db %s: log is %llu bytes since the last snapshot; compacting", srv->base.node,
+                 (unsigned long long)persist_log_bytes(p));
+        if (start_bgsave(srv, err, sizeof err) < 0)
+            log_error("db %s: compaction could not start: %s", srv->base.node, err);
+    }
+    log_round(srv);
+    size_t bytes = 0;
+    for (struct db_client *cl = srv->clients; cl; cl = cl->next)
+        bytes += cl->conn->rbuf.cap + cl->conn->wbuf.cap + cl->hold.cap;
+    srv->cache.client_buf_bytes = bytes;
+    (void)loop;
+}
+
+/* ---- recovery callbacks ------------------------------------------------- */
+
+static int rec_load(void *arg, const char *k, size_t kl, const char *v, size_t vl, int64_t x,
+                    char *err, size_t errlen)
+{
+    struct db_server *srv = arg;
+    return db_ops_load(&srv->cache.store, k, kl, v, vl, x, srv->recover_now, err, errlen);
+}
+
+static int rec_apply(void *arg, const unsigned char *p, size_t n, char *err, size_t errlen)
+{
+    struct db_server *srv = arg;
+    return db_ops_apply(&srv->cache.store, p, n, srv->recover_now, err, errlen);
+}
+
+static int rec_dump(void *arg, struct snapshot_writer *w)
+{
+    struct db_server *srv = arg;
+    return db_ops_dump(&srv->cache.store, w, util_now_ms());
+}
+
+static const struct persist_ops db_persist_ops = {rec_load, rec_apply, rec_dump};
+
+/* ---- config ----------------------------------------------------------- */
+
+struct db_cfg {
+    char node[64], listen[64], role[16], dir[1024], fsync[16], password[256];
+    int64_t compact_min;
+};
+
+static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (cfg_string(L, idx, "node", "db", cfg->node, sizeof cfg->node, err, errlen) < 0 ||
+        cfg_string(L, idx, "listen", "127.0.0.1:7001", cfg->listen, sizeof cfg->listen, err,
+                   errlen) < 0 ||
+        cfg_string(L, idx, "role", "primary", cfg->role, sizeof cfg->role, err, errlen) < 0 ||
+        cfg_string(L, idx, "dir", "", cfg->dir, sizeof cfg->dir, err, errlen) < 0 ||
+        cfg_string(L, idx, "fsync", "everysec", cfg->fsync, sizeof cfg->fsync, err, errlen) < 0 ||
+        cfg_string(L, idx, "password", "", cfg->password, sizeof cfg->password, err, errlen) < 0 ||
+        cfg_int(L, idx, "compact_min", 0, &cfg->compact_min, err, errlen) < 0)
+        return -1;
+    if (!cfg->dir[0])
+        snprintf(cfg->dir, sizeof cfg->dir, "var/%s", cfg->node);
+    if (wal_fsync_parse(cfg->fsync) < 0) {
+        snprintf(err, errlen, "db %s: fsync must be always, everysec or no, not '%s'", cfg->node,
+                 cfg->fsync);
+        return -1;
+    }
+    if (strcmp(cfg->role, "primary") != 0) {
+        snprintf(err, errlen,
+                 "db %s: role '%s' is not supported yet (replication comes later); only a "
+                 "primary can run",
+                 cfg->node, cfg->role);
+        return -1;
+    }
+    if (cfg->compact_min < 0) {
+        snprintf(err, errlen, "db %s: compact_min must not be negative", cfg->node);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the service kind --------------------------------------------------- */
+
+static void db_srv_free(struct service *s);
+
+static struct service *db_srv_start(struct runtime *rt, lua_State *L, int idx, char *err,
+                                    size_t errlen)
+{
+    struct db_cfg cfg;
+    if (read_cfg(L, idx, &cfg, err, errlen) < 0)
+        return NULL;
+    struct db_server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    srv->base.kind = &db_service_kind;
+    srv->base.rt = rt;
+    srv->loop = rt->loop;
+    srv->policy = wal_fsync_parse(cfg.fsync);
+    snprintf(srv->dir, sizeof srv->dir, "%s", cfg.dir);
+    snprintf(srv->base.node, sizeof srv->base.node, "%s", cfg.node);
+    buf_init(&srv->effects);
+    buf_init(&srv->spare);
+    struct cache *c = &srv->cache;
+    cache_init(c, 0, util_now_ms());
+    c->max_memory = 0; /* never evicts */
+    snprintf(c->node, sizeof c->node, "%s", cfg.node);
+    snprintf(c->topology, sizeof c->topology, "%s", rt->topology_path);
+    if (cfg.password[0]) {
+        c->has_password = 1;
+        snprintf(c->password, sizeof c->password, "%s", cfg.password);
+    }
+    ev_timer_init(&srv->cron, cron_cb, DB_CRON_SECONDS, DB_CRON_SECONDS);
+    srv->cron.data = srv;
+    ev_prepare_init(&srv->flush, flush_cb);
+    srv->flush.data = srv;
+    ev_idle_init(&srv->kick, kick_cb);
+    srv->kick.data = srv;
+    ev_child_init(&srv->child, child_cb, 0, 0);
+    srv->child.data = srv;
+
+    srv->recover_now = util_now_ms();
+    char why[1536];
+    if (persist_open(&srv->persist, cfg.dir, srv->policy, &db_persist_ops, srv, why,
+                     sizeof why) < 0) {
+        snprintf(err, errlen, "db %s: %s", cfg.node, why);
+        db_srv_free(&srv->base);
+        return NULL;
+    }
+    srv->persist_open = 1;
+    if (cfg.compact_min > 0)
+        srv->persist.compact_min = (uint64_t)cfg.compact_min;
+    struct persist *p = &srv->persist;
+    log_info("db %s: recovered %zu keys from %s (snapshot %llu keys, %llu log records, %llu "
+             "torn bytes dropped) in %.3f s",
+             cfg.node, c->store.count, cfg.dir, (unsigned long long)p->loaded_keys,
+             (unsigned long long)p->replayed_records, (unsigned long long)p->truncated_bytes,
+             p->load_seconds);
+    srv->listener = net_listen(rt->loop, cfg.listen, 0, &client_ops, client_on_accept, srv, err,
+                               errlen);
+    if (!srv->listener) {
+        db_srv_free(&srv->base);
+        return NULL;
+    }
+    snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->listener->addr);
+    snprintf(c->listen, sizeof c->listen, "%s", srv->listener->addr);
+    srv->last_tick_ms = util_now_ms();
+    ev_timer_start(rt->loop, &srv->cron);
+    ev_prepare_start(rt->loop, &srv->flush);
+    log_info("db %s listening on %s (dir %s, fsync %s)", cfg.node, srv->listener->addr, cfg.dir,
+             cfg.fsync);
+    return &srv->base;
+}
+
+static void db_srv_drain(struct service *s)
+{
+    struct db_server *srv = (struct db_server *)s;
+    srv->draining = 1;
+    if (srv->listener) {
+        net_listener_close(srv->listener);
+        srv->listener = NULL;
+    }
+    /* Everything executed goes to disk before the held replies go out. */
+    if (srv->persist_open && wal_sync_now(&srv->persist.wal) < 0)
+        log_error("db %s: could not sync the log while stopping: %s", s->node,
+                  srv->persist.wal.errmsg);
+    release_ready(srv);
+    for (struct db_client *cl = srv->clients, *next; cl; cl = next) {
+        next = cl->next;
+        net_conn_close(cl->conn, "shutting down");
+    }
+}
+
+static int db_srv_idle(struct service *s)
+{
+    return ((struct db_server *)s)->clients == NULL;
+}
+
+static void db_srv_free(struct service *s)
+{
+    struct db_server *srv = (struct db_server *)s;
+    ev_timer_stop(srv->loop, &srv->cron);
+    ev_prepare_stop(srv->loop, &srv->flush);
+    ev_idle_stop(srv->loop, &srv->kick);
+    if (ev_is_active(&srv->child))
+        ev_child_stop(srv->loop, &srv->child);
+    if (srv->listener)
+        net_listener_close(srv->listener);
+    while (srv->clients)
+        net_conn_abort(srv->clients->conn, "shutdown"); /* on_close unlinks it */
+    if (srv->persist_open)
+        persist_close(&srv->persist);
+    cache_free(&srv->cache);
+    buf_free(&srv->effects);
+    buf_free(&srv->spare);
+    free(srv);
+}
+
+static void db_srv_describe(struct service *s, struct buf *out)
+{
+    struct db_server *srv = (struct db_server *)s;
+    struct wal *w = &srv->persist.wal;
+    buf_printf(out, "keys=%zu fsync=%s log_offset=%llu disk=%s clients=%zu", srv->cache.store.count,
+               wal_fsync_name(srv->policy), (unsigned long long)w->end,
+               wal_ok(w) ? "ok" : "error", srv->cache.nclients);
+}
+
+static void db_srv_status(struct service *s, struct buf *out)
+{
+    struct db_server *srv = (struct db_server *)s;
+    struct persist *p = &srv->persist;
+    buf_printf(out,
+               "\"role\":\"primary\",\"keys\":%zu,\"connections\":%zu,\"fsync\":\"%s\","
+               "\"log_offset\":%llu,\"log_synced_offset\":%llu,\"snapshot_offset\":%llu,"
+               "\"bgsave_in_progress\":%s,\"disk_ok\":%s,\"writes_refused\":%llu,"
+               "\"commands\":%llu",
+               srv->cache.store.count, srv->cache.nclients, wal_fsync_name(srv->policy),
+               (unsigned long long)p->wal.end, (unsigned long long)p->wal.synced,
+               (unsigned long long)p->snap_offset, p->child > 0 ? "true" : "false",
+               wal_ok(&p->wal) ? "true" : "false", (unsigned long long)srv->refused_writes,
+               (unsigned long long)srv->cache.stats.commands);
+}
+
+static void db_srv_metrics(struct service *s, struct buf *out, const char *labels)
+{
+    struct db_server *srv = (struct db_server *)s;
+    struct persist *p = &srv->persist;
+    struct {
+        const char *name, *type;
+        unsigned long long v;
+    } m[] = {
+        {"strata_db_keys", "gauge", srv->cache.store.count},
+        {"strata_db_connections", "gauge", srv->cache.nclients},
+        {"strata_db_commands_total", "counter", srv->cache.stats.commands},
+        {"strata_db_log_offset_bytes", "counter", p->wal.end},
+        {"strata_db_log_synced_offset_bytes", "counter", p->wal.synced},
+        {"strata_db_log_fsyncs_total", "counter", p->wal.fsyncs},
+        {"strata_db_log_write_errors_total", "counter", p->wal.write_errors},
+        {"strata_db_log_fsync_errors_total", "counter", p->wal.sync_errors},
+        {"strata_db_writes_refused_total", "counter", srv->refused_writes},
+        {"strata_db_disk_ok", "gauge", wal_ok(&p->wal)},
+        {"strata_db_snapshots_total", "counter", p->snapshots},
+        {"strata_db_log_bytes_since_snapshot", "gauge", persist_log_bytes(p)},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        buf_printf(out, "# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].type, m[i].name, labels,
+                   m[i].v);
+}
+
+const struct service_kind db_service_kind = {
+    .name = "db",
+    .start = db_srv_start,
+    .drain = db_srv_drain,
+    .idle = db_srv_idle,
+    .free = db_srv_free,
+    .describe = db_srv_describe,
+    .status_json = db_srv_status,
+    .metrics = db_srv_metrics,
+};

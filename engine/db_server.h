@@ -1,0 +1,30 @@
+/* db_server: the `db` service kind — a durable key-value primary.
+ *
+ * It speaks the cache's RESP command subset over the cache's store and
+ * command code (struct cache), with three differences:
+ *
+ *  - every write command's effects (db_ops.h) are appended to the log
+ *    (wal.h) and its reply is held back until the log has them: written
+ *    to the kernel under fsync everysec/no, written and fdatasync'ed under
+ *    always. Replies that follow a held one on the same connection wait
+ *    behind it, so a client sees its replies in order. The log is flushed
+ *    once per loop iteration (an ev_prepare), which is the group commit:
+ *    all the writes of one iteration share one write and one fsync;
+ *  - nothing is ever evicted (max_memory does not apply) and keys live on
+ *    disk: snapshots and compaction (persist.h), SAVE, BGSAVE, LASTSAVE,
+ *    INFO persistence;
+ *  - when the disk fails (ENOSPC, EIO) write commands are refused with a
+ *    MISCONF error while reads go on; the log retries by itself and writes
+ *    are accepted again as soon as it succeeds. Replies already held for
+ *    writes that were executed but not yet logged stay held until then.
+ *
+ * DEBUG DISK-ERROR makes the log's writes/fsyncs fail on purpose, for the
+ * fault tests. */
+#ifndef STRATA_DB_SERVER_H
+#define STRATA_DB_SERVER_H
+
+#include "service.h"
+
+extern const struct service_kind db_service_kind;
+
+#endif
