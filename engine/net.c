@@ -36,24 +36,44 @@ static void conn_release(struct net_conn *c)
     free(c);
 }
 
-/* Leaves a callback: frees the connection if it died inside it, otherwise
- * writes pending output and re-arms reading. */
-static void conn_leave(struct net_conn *c)
+static void conn_write_out(struct net_conn *c);
+
+/* Leaves the outermost frame that works on a connection: writes pending
+ * output, runs on_drain as long as the output keeps draining (a loop, not
+ * recursion, so a producer that refills from on_drain cannot grow the
+ * stack), then frees the connection if it died, or re-arms reading.
+ * `api` is set when entered from net_conn_flush outside any callback: the
+ * caller may still hold the pointer, so a death is freed on the next turn. */
+static void conn_leave_ex(struct net_conn *c, int api)
 {
-    if (--c->depth > 0)
-        return;
-    if (c->flags & NET_F_DEAD) {
-        conn_release(c);
+    if (c->depth > 1) {
+        c->depth--;
         return;
     }
-    net_conn_flush(c);
+    /* depth stays 1 here, so a teardown below leaves the free to us. */
+    while (!(c->flags & NET_F_DEAD)) {
+        conn_write_out(c);
+        if ((c->flags & (NET_F_DEAD | NET_F_DRAIN_PENDING)) != NET_F_DRAIN_PENDING ||
+            buf_size(&c->wbuf) > 0 || !c->ops->on_drain)
+            break;
+        c->flags &= ~(unsigned)NET_F_DRAIN_PENDING;
+        c->ops->on_drain(c);
+    }
+    c->depth--;
     if (c->flags & NET_F_DEAD) {
-        if (c->depth == 0)
+        if (api) {
+            ev_timer_init(&c->timer, conn_free_cb, 0., 0.);
+            c->timer.data = c;
+            ev_timer_start(c->loop, &c->timer);
+        } else {
             conn_release(c);
+        }
         return;
     }
     net_conn_update(c);
 }
+
+static void conn_leave(struct net_conn *c) { conn_leave_ex(c, 0); }
 
 static void conn_teardown(struct net_conn *c, const char *why)
 {
@@ -116,7 +136,10 @@ void net_conn_update(struct net_conn *c)
         ev_io_stop(c->loop, &c->rio);
 }
 
-void net_conn_flush(struct net_conn *c)
+/* Writes what the socket takes now, without running callbacks. Marks
+ * NET_F_DRAIN_PENDING when bytes went out, so on_drain runs once the buffer
+ * is empty; completes a graceful close. */
+static void conn_write_out(struct net_conn *c)
 {
     if (c->flags & (NET_F_DEAD | NET_F_CONNECTING))
         return;
@@ -141,18 +164,21 @@ void net_conn_flush(struct net_conn *c)
         ev_io_stop(c->loop, &c->wio);
     /* Give back a large idle output block (a big reply was sent). */
     buf_shrink(&c->wbuf, 64 * 1024);
-    if (c->flags & NET_F_CLOSING) {
+    if (c->flags & NET_F_CLOSING)
         conn_teardown(c, "closed");
+}
+
+void net_conn_flush(struct net_conn *c)
+{
+    if (c->flags & (NET_F_DEAD | NET_F_CONNECTING))
+        return;
+    if (c->depth > 0) {
+        /* Inside a callback: the outermost frame runs on_drain. */
+        conn_write_out(c);
         return;
     }
-    /* Report a drain once per emptied buffer: the on_drain callback's own
-     * conn_leave flushes again, and must not report the same drain again. */
-    if (c->ops->on_drain && c->depth == 0 && (c->flags & NET_F_DRAIN_PENDING)) {
-        c->flags &= ~(unsigned)NET_F_DRAIN_PENDING;
-        c->depth++;
-        c->ops->on_drain(c);
-        conn_leave(c);
-    }
+    c->depth++;
+    conn_leave_ex(c, 1);
 }
 
 int net_conn_write(struct net_conn *c, const void *p, size_t n)

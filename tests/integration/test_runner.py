@@ -244,9 +244,12 @@ def test_sighup_reloads(strata, topo):
 
 def test_file_watcher_reloads(strata, tmp_path):
     topo = Topo(tmp_path, watch=True)
-    start(strata, topo, 2)
+    proc = start(strata, topo, 2)
     topo.write(2, eviction="volatile-ttl", watch=True)
-    wait_for(lambda: policy_of(topo.ports[0]) == "volatile-ttl", what="watched reload")
+    try:
+        wait_for(lambda: policy_of(topo.ports[0]) == "volatile-ttl", what="watched reload")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{proc.output()}")
 
 
 def test_one_process_mode_hosts_every_node(strata, topo):
