@@ -689,7 +689,9 @@ function M.describe(topo)
     end
     lines[#lines + 1] = table.concat(cells, "  ")
   end
-  lines[#lines + 1] = string.format("%s: ok (%d nodes, %d services)", topo.file, #topo.nodes, nservices)
+  local function plural(n, word) return n .. " " .. word .. (n == 1 and "" or "s") end
+  lines[#lines + 1] = string.format("%s: ok (%s, %s)", topo.file, plural(#topo.nodes, "node"),
+                                    plural(nservices, "service"))
   return table.concat(lines, "\n") .. "\n"
 end
 
