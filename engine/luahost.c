@@ -270,6 +270,67 @@ int luahost_resolve_path(const char *topology_path, const char *path, char *out,
     return 0;
 }
 
+static int copy_value(lua_State *from, int idx, lua_State *to, int depth, long *budget)
+{
+    if (!lua_checkstack(to, 3) || --*budget < 0) {
+        lua_pushnil(to);
+        return -1;
+    }
+    switch (lua_type(from, idx)) {
+    case LUA_TBOOLEAN:
+        lua_pushboolean(to, lua_toboolean(from, idx));
+        return 0;
+    case LUA_TNUMBER:
+        if (lua_isinteger(from, idx))
+            lua_pushinteger(to, lua_tointeger(from, idx));
+        else
+            lua_pushnumber(to, lua_tonumber(from, idx));
+        return 0;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(from, idx, &n);
+        lua_pushlstring(to, s, n);
+        return 0;
+    }
+    case LUA_TTABLE: {
+        if (depth <= 0) {
+            lua_pushnil(to);
+            return -1;
+        }
+        int rc = 0;
+        idx = lua_absindex(from, idx);
+        lua_newtable(to);
+        lua_checkstack(from, 3);
+        lua_pushnil(from);
+        while (lua_next(from, idx)) {
+            int kt = lua_type(from, -2), vt = lua_type(from, -1);
+            int plain = vt != LUA_TFUNCTION && vt != LUA_TUSERDATA && vt != LUA_TTHREAD &&
+                        vt != LUA_TLIGHTUSERDATA && (kt == LUA_TSTRING || kt == LUA_TNUMBER ||
+                                                     kt == LUA_TBOOLEAN);
+            if (plain) {
+                rc |= copy_value(from, -2, to, depth - 1, budget);
+                rc |= copy_value(from, -1, to, depth - 1, budget);
+                if (lua_isnil(to, -2))
+                    lua_pop(to, 2);
+                else
+                    lua_rawset(to, -3);
+            }
+            lua_pop(from, 1);
+        }
+        return rc;
+    }
+    default:
+        lua_pushnil(to);
+        return 0;
+    }
+}
+
+int luahost_copy_value(lua_State *from, int idx, lua_State *to, int max_depth)
+{
+    long budget = 100000;
+    return copy_value(from, idx, to, max_depth, &budget);
+}
+
 int luahost_has_function(lua_State *L, int idx, const char *fn)
 {
     int t = lua_getfield(L, idx, fn);

@@ -31,6 +31,14 @@ int luahost_load_module(lua_State *L, const char *path, char *err, size_t errlen
  * Returns 0 with the resolved path in out, -1 when neither exists. */
 int luahost_resolve_path(const char *topology_path, const char *path, char *out, size_t outlen);
 
+/* Copies a plain value (nil, boolean, number, string, and tables of those,
+ * up to `max_depth` levels and 100,000 entries in all) from one state to
+ * another, pushing it on `to`. Functions, userdata and threads are left out;
+ * a table seen twice is copied twice (no cycles: a cycle is cut at the depth
+ * limit). Used to hand a policy's state to its next generation (migrate).
+ * Returns 0, or -1 when the limits were hit (what was copied is pushed). */
+int luahost_copy_value(lua_State *from, int idx, lua_State *to, int max_depth);
+
 /* Checks that table at idx has a function named `fn`. */
 int luahost_has_function(lua_State *L, int idx, const char *fn);
 

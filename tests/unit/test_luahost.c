@@ -88,6 +88,27 @@ int main(void)
     ok(strncmp(err, want, strlen(want)) == 0, "at the second declaration (%s)", err);
     is_int(lua_gettop(L), top, "stack balanced");
 
+    /* Plain state crosses from one state to another; functions do not. */
+    lua_State *L2 = luahost_new(NULL);
+    luaL_loadstring(L, "return { n = 3, name = 'x', list = { 1, 2, { deep = true } },"
+                       " f = function() end, [2.5] = 'float key' }");
+    luahost_pcall(L, 0, 1, err, sizeof err);
+    ok(luahost_copy_value(L, -1, L2, 8) == 0, "state copied");
+    lua_setglobal(L2, "s");
+    luaL_loadstring(L2, "return s.n == 3 and s.name == 'x' and #s.list == 3 and s.list[3].deep"
+                        " and s.f == nil and s[2.5] == 'float key'");
+    ok(luahost_pcall(L2, 0, 1, err, sizeof err) == 0 && lua_toboolean(L2, -1),
+       "copied values are equal, functions dropped");
+    lua_pop(L2, 1);
+    lua_pop(L, 1);
+    luaL_loadstring(L, "local t = {} t.self = t return t");
+    luahost_pcall(L, 0, 1, err, sizeof err);
+    ok(luahost_copy_value(L, -1, L2, 4) < 0, "a cycle is cut at the depth limit");
+    lua_pop(L2, 1);
+    lua_pop(L, 1);
+    is_int(lua_gettop(L), top, "source stack balanced");
+    luahost_close(L2);
+
     unlink(p1);
     unlink(p2);
     unlink(p3);
