@@ -60,6 +60,7 @@ struct db_server {
     int reported_error;    /* the current disk error was logged */
     uint64_t changes_since_save;
     uint64_t refused_writes;
+    unsigned last_close_iter; /* loop iteration in which a client last went away */
     int64_t recover_now;   /* wall clock used while recovering */
 };
 
@@ -487,6 +488,7 @@ static void client_on_close(struct net_conn *c, const char *why)
     if (buf_size(&cl->hold))
         srv->nholding--;
     srv->cache.nclients--;
+    srv->last_close_iter = ev_iteration(srv->loop);
     buf_free(&cl->hold);
     resp_parser_free(&cl->parser);
     free(cl);
@@ -701,10 +703,10 @@ static void db_srv_drain(struct service *s)
 {
     struct db_server *srv = (struct db_server *)s;
     srv->draining = 1;
-    if (srv->listener) {
-        net_listener_close(srv->listener);
-        srv->listener = NULL;
-    }
+    /* Stop accepting, but keep the listener until free(): connections that
+     * are still closing point at it. */
+    if (srv->listener)
+        net_listener_pause(srv->listener);
     /* Everything executed goes to disk before the held replies go out. */
     if (srv->persist_open && wal_sync_now(&srv->persist.wal) < 0)
         log_error("db %s: could not sync the log while stopping: %s", s->node,
@@ -718,7 +720,11 @@ static void db_srv_drain(struct service *s)
 
 static int db_srv_idle(struct service *s)
 {
-    return ((struct db_server *)s)->clients == NULL;
+    struct db_server *srv = (struct db_server *)s;
+    /* A connection closed outside its callbacks is freed by the net core on
+     * the next loop turn; idle only after that turn, so a stop does not end
+     * the loop with its memory still pending. */
+    return srv->clients == NULL && ev_iteration(srv->loop) > srv->last_close_iter;
 }
 
 static void db_srv_free(struct service *s)
@@ -729,10 +735,10 @@ static void db_srv_free(struct service *s)
     ev_idle_stop(srv->loop, &srv->kick);
     if (ev_is_active(&srv->child))
         ev_child_stop(srv->loop, &srv->child);
-    if (srv->listener)
-        net_listener_close(srv->listener);
     while (srv->clients)
         net_conn_abort(srv->clients->conn, "shutdown"); /* on_close unlinks it */
+    if (srv->listener)
+        net_listener_close(srv->listener);
     if (srv->persist_open)
         persist_close(&srv->persist);
     cache_free(&srv->cache);
