@@ -435,6 +435,9 @@ static int client_next_request(struct bal_client *cl)
     }
     cl->state = CL_BUSY;
     cl->head_timer = 0;
+    cl->resp_head_done = cl->resp_keep = cl->dechunk = cl->close_after = 0;
+    cl->body_touched = 0;
+    cl->attempts = 0;
     cl->req_done = 1; /* for reply_error: nothing more is read after a bad head */
     if (n < 0) {
         cl->keep_alive = 0;
@@ -449,9 +452,6 @@ static int client_next_request(struct bal_client *cl)
     cl->req_body = m->body;
     cl->req_left = m->content_length;
     cl->req_done = m->body == HTTP_BODY_NONE;
-    cl->body_touched = 0;
-    cl->resp_head_done = cl->resp_keep = cl->dechunk = cl->close_after = 0;
-    cl->attempts = 0;
     if (m->body == HTTP_BODY_CHUNKED)
         http_chunked_init(&cl->req_ck, bal->cfg.lim.max_header_size);
     if (build_request_head(cl, m) < 0) {

@@ -233,6 +233,11 @@ struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_pick);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_req);
     push_list(p);
+    if (p->nlist == 0) { /* nothing to choose from: no need to ask */
+        lua_settop(L, top);
+        snprintf(err, errlen, "no candidate backend");
+        return NULL;
+    }
     p->cur = req;
     p->materialized = 0;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, LB_LUA_BUDGET);

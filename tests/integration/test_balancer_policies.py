@@ -1,0 +1,174 @@
+"""Balancer: how each policy distributes requests, Lua policies deciding,
+and the fallback when a Lua policy fails."""
+import http.client
+import os
+import threading
+
+import pytest
+
+from balancer_util import backends, balancer_topology, get, lb_status  # noqa: F401
+from conftest import ROOT, free_port, wait_for
+
+EXAMPLES = os.path.join(ROOT, "examples", "policies")
+
+
+def start_lb(strata, bl, admin=False, **opts):
+    port = free_port()
+    aport = free_port() if admin else None
+    proc = strata(balancer_topology(port, bl, admin=aport, **opts),
+                  [port] + ([aport] if aport else []))
+    return port, aport, proc
+
+
+def spread(port, n, path="/x", headers=None):
+    """n requests over one keep-alive connection: {backend: count}."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    counts = {}
+    for i in range(n):
+        c.request("GET", path.format(i=i), headers=headers or {})
+        r = c.getresponse()
+        assert r.status == 200
+        r.read()
+        name = r.getheader("X-Backend")
+        counts[name] = counts.get(name, 0) + 1
+    c.close()
+    return counts
+
+
+def test_round_robin_even(strata, backends):
+    bl = backends(3)
+    port, _, _ = start_lb(strata, bl, policy="round_robin")
+    assert spread(port, 300) == {"web1": 100, "web2": 100, "web3": 100}
+
+
+def test_round_robin_weighted(strata, backends):
+    b1, b2 = backends(2)
+    port, _, _ = start_lb(strata, [{"name": "web1", "addr": b1.addr, "weight": 3},
+                                   {"name": "web2", "addr": b2.addr, "weight": 1}])
+    assert spread(port, 400) == {"web1": 300, "web2": 100}
+
+
+def test_first_fills_in_order(strata, backends):
+    bl = backends(3)
+    port, _, _ = start_lb(strata, bl, policy="first")
+    assert spread(port, 50) == {"web1": 50}
+
+
+@pytest.mark.parametrize("policy", ["least_conn", "p2c"])
+def test_busy_backend_avoided(strata, backends, policy):
+    bl = backends(2)
+    port, admin, _ = start_lb(strata, bl, admin=True, policy=policy)
+    slow = threading.Thread(target=get, args=(port, "/sleep?s=2"))
+    slow.start()
+    try:
+        st = wait_for(lambda: [b for b in lb_status(admin)["backends"] if b["active"] == 1],
+                      what="the slow request in flight")
+        busy = st[0]["name"]
+        counts = spread(port, 20)
+        assert busy not in counts and sum(counts.values()) == 20
+    finally:
+        slow.join()
+
+
+def chash_map(port, keys):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    out = {}
+    for k in keys:
+        c.request("GET", f"/k/{k}")
+        r = c.getresponse()
+        r.read()
+        out[k] = r.getheader("X-Backend")
+    c.close()
+    return out
+
+
+def test_chash_stable_when_backend_added(strata, backends):
+    bl = backends(4)
+    keys = list(range(400))
+    port, _, p = start_lb(strata, bl[:3], policy="chash", hash_on="path")
+    before = chash_map(port, keys)
+    assert chash_map(port, keys) == before  # a key keeps its backend
+    assert set(before.values()) == {"web1", "web2", "web3"}
+    p.stop()
+    port, _, _ = start_lb(strata, bl, policy="chash", hash_on="path")
+    after = chash_map(port, keys)
+    moved = [k for k in keys if after[k] != before[k]]
+    # only keys taken over by the new backend move, about 1/4 of them
+    assert all(after[k] == "web4" for k in moved)
+    assert len(keys) // 4 * 0.5 < len(moved) < len(keys) // 4 * 1.5
+
+
+def test_chash_on_header_and_cookie(strata, backends):
+    bl = backends(3)
+    port, _, _ = start_lb(strata, bl, policy="chash", hash_on="header:X-User")
+    for user in ("alice", "bob", "carol", "dave"):
+        counts = spread(port, 10, headers={"X-User": user})
+        assert len(counts) == 1, user  # one user, one backend
+    port2, _, _ = start_lb(strata, bl, policy="chash", hash_on="cookie:sid")
+    seen = set()
+    for sid in range(20):
+        counts = spread(port2, 5, headers={"Cookie": f"a=1; sid=s{sid}; b=2"})
+        assert len(counts) == 1
+        seen |= set(counts)
+    assert len(seen) > 1  # different sessions do spread
+
+
+def test_lua_canary_policy(strata, backends, tmp_path):
+    b1, b2, b3 = backends(3)
+    bl = [{"name": "web1", "addr": b1.addr}, {"name": "web2", "addr": b2.addr},
+          {"name": "canary1", "addr": b3.addr}]
+    port, _, _ = start_lb(strata, bl, policy=os.path.join(EXAMPLES, "canary.lua"))
+    assert spread(port, 20, headers={"X-Canary": "1"}) == {"web3": 20}
+    assert spread(port, 20, headers={"Cookie": "x=2; canary=1"}) == {"web3": 20}
+    assert spread(port, 40) == {"web1": 20, "web2": 20}
+
+
+def test_lua_policy_sees_request(strata, backends, tmp_path):
+    bl = backends(3)
+    (tmp_path / "route.lua").write_text('''
+local M = {}
+function M.pick(req, backends)
+  local want = "web1"
+  if req.method == "POST" then want = "web3"
+  elseif req.path:sub(1, 5) == "/api/" and req.client == "127.0.0.1" then want = "web2"
+  elseif req.headers["x-route"] then want = req.headers["x-route"] end
+  for _, b in ipairs(backends) do
+    assert(b.healthy == true and b.active >= 0 and b.weight == 1 and b.ewma_ms >= 0)
+    if b.name == want then return b end
+  end
+end
+return M
+''')
+    port, admin, _ = start_lb(strata, bl, admin=True, policy="route.lua")
+    assert spread(port, 10, path="/api/{i}") == {"web2": 10}
+    assert spread(port, 10, path="/web/{i}") == {"web1": 10}
+    assert spread(port, 10, headers={"X-Route": "web3"}) == {"web3": 10}
+    st, hdrs, _ = get(port, "/echo", method="POST", body=b"abc")
+    assert st == 200 and hdrs["x-backend"] == "web3"
+    assert lb_status(admin)["lua_fallbacks"] == 0
+
+
+def test_lua_round_robin_with_state(strata, backends):
+    bl = backends(3)
+    port, _, _ = start_lb(strata, bl, policy=os.path.join(EXAMPLES, "round_robin.lua"))
+    assert spread(port, 90) == {"web1": 30, "web2": 30, "web3": 30}
+
+
+@pytest.mark.parametrize("body", [
+    'function M.pick(req, backends) error("boom") end',
+    'function M.pick(req, backends) return nil end',
+    'function M.pick(req, backends) return 42 end',
+    'function M.pick(req, backends) return {} end',
+    'function M.pick(req, backends) while true do end end',
+])
+def test_broken_lua_policy_falls_back(strata, backends, tmp_path, body):
+    bl = backends(2)
+    (tmp_path / "broken.lua").write_text("local M = {}\n" + body + "\nreturn M\n")
+    port, admin, proc = start_lb(strata, bl, admin=True, policy="broken.lua",
+                                 fallback="round_robin")
+    assert spread(port, 20) == {"web1": 10, "web2": 10}
+    assert lb_status(admin)["lua_fallbacks"] == 20
+    out = proc.output()
+    assert "broken.lua" in out and "used round_robin instead" in out
+    # rate limited: far fewer log lines than failures
+    assert out.count("used round_robin instead") <= 3
