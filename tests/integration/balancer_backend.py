@@ -1,11 +1,12 @@
 """A small HTTP/1.1 backend for the balancer tests, run as its own process
-(so a test can kill -9 it): `python3 balancer_backend.py NAME PORT`.
+(so a test can kill -9 it): `python3 balancer_backend.py NAME PORT [POST_ID_LOG]`.
 
 Every response names the backend (body and X-Backend) and the backend-side
 connection it came over (X-Conn), so tests can see distribution and
 keep-alive reuse. Other endpoints:
 
-  GET  /healthz            200 "ok" (counted; /healthz?fail=1 toggles failing)
+  GET  /healthz            200 "ok" (counted); ?fail=1 makes it answer 503,
+                           ?err=1 makes every other request answer 500
   GET  /big?n=N&chunked=1  N pattern bytes, chunked or with Content-Length
   POST /echo               reads the body (Content-Length or chunked) and
                            answers "sha256 length"; X-Req-Id values are logged
@@ -34,8 +35,11 @@ def pattern(n):
 
 
 class State:
-    def __init__(self, name):
+    def __init__(self, name, log_path=None):
         self.name = name
+        # POST ids are also appended to a file, readable after a kill -9
+        self.log = open(log_path, "a", buffering=1) if log_path else None
+        self.erroring = False
         self.lock = threading.Lock()
         self.requests = 0
         self.health = 0
@@ -92,6 +96,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.health += 1
                 if "fail" in q:
                     st.failing = q["fail"][0] == "1"
+                if "err" in q:
+                    st.erroring = q["err"][0] == "1"
                 failing = st.failing
             return self.reply(503 if failing else 200, b"ok\n")
         if url.path == "/stats":
@@ -101,6 +107,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, body)
         with st.lock:
             st.requests += 1
+            erroring = st.erroring
+        if erroring:
+            return self.reply(500, b"error\n")
         if url.path == "/big":
             n = int(q.get("n", ["0"])[0])
             data = pattern(n)
@@ -137,6 +146,8 @@ class Handler(BaseHTTPRequestHandler):
             st.requests += 1
             if rid:
                 st.post_ids.append(rid)
+                if st.log:
+                    st.log.write(rid + "\n")
         digest = hashlib.sha256(body).hexdigest()
         self.reply(200, f"{digest} {len(body)}\n".encode())
 
@@ -152,7 +163,7 @@ class Server(ThreadingHTTPServer):
 def main():
     name, port = sys.argv[1], int(sys.argv[2])
     srv = Server(("127.0.0.1", port), Handler)
-    srv.state = State(name)
+    srv.state = State(name, sys.argv[3] if len(sys.argv) > 3 else None)
     print("ready", flush=True)
     srv.serve_forever(poll_interval=0.05)
 

@@ -16,15 +16,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class Backend:
-    def __init__(self, name, port=None):
+    def __init__(self, name, port=None, log_dir=None):
         self.name = name
         self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.proc = None
+        self.log_path = os.path.join(log_dir, f"{name}.posts") if log_dir else None
 
     def start(self):
+        extra = [self.log_path] if self.log_path else []
         self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "balancer_backend.py"),
-                                      self.name, str(self.port)],
+                                      self.name, str(self.port)] + extra,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: port_open(self.port), what=f"backend {self.name}")
         return self
@@ -47,13 +49,21 @@ class Backend:
         return json.loads(self.get("/stats")[1])
 
 
+    def post_ids(self):
+        """POST ids this backend processed (from its log: works after a kill)."""
+        with open(self.log_path) as f:
+            return f.read().split()
+
+
 @pytest.fixture
-def backends():
-    """backends(n) starts n backends named web1..webN; all are killed at the end."""
+def backends(tmp_path):
+    """backends(n) starts n backends named web1..webN; all are killed at the end.
+    A killed backend starts again on its port with b.start()."""
     started = []
 
     def start(n, first=1):
-        out = [Backend(f"web{i}").start() for i in range(first, first + n)]
+        out = [Backend(f"web{i}", log_dir=str(tmp_path)).start()
+               for i in range(first, first + n)]
         started.extend(out)
         return out
 

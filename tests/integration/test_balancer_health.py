@@ -1,0 +1,164 @@
+"""Balancer: losing backends. Retries hide a killed backend from GETs and
+never send a POST twice; active checks take a backend out and bring it
+back after `rise` checks; passive ejection; panic; clear 502/503."""
+import http.client
+import itertools
+import threading
+
+from balancer_util import backends, balancer_topology, get, lb_status  # noqa: F401
+from conftest import free_port, wait_for
+
+HEALTH = {"path": "/healthz", "interval": "100ms", "timeout": "500ms", "rise": 3, "fall": 2}
+
+
+def start_lb(strata, bl, **opts):
+    port, admin = free_port(), free_port()
+    proc = strata(balancer_topology(port, bl, admin=admin, **opts), [port, admin])
+    return port, admin, proc
+
+
+def backend_state(admin, name):
+    return next(b for b in lb_status(admin)["backends"] if b["name"] == name)
+
+
+def test_killed_backend_invisible_to_gets_and_posts_never_twice(strata, backends):
+    bl = backends(3)
+    port, admin, _ = start_lb(strata, bl, health=HEALTH, retries=2)
+    ids = itertools.count()
+    lock = threading.Lock()
+    results = {"get_ok": 0, "get_bad": [], "post_ok": [], "post_failed": []}
+    killed = threading.Event()
+    after_kill = threading.Semaphore(0)
+
+    def worker():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        for i in range(150):
+            with lock:
+                rid = f"p{next(ids)}"
+            try:
+                if i % 3 == 0:
+                    c.request("POST", "/echo", body=b"payload", headers={"X-Req-Id": rid})
+                    r = c.getresponse()
+                    r.read()
+                    with lock:
+                        (results["post_ok"] if r.status == 200 else results["post_failed"]).append(rid)
+                else:
+                    c.request("GET", f"/g/{i}")
+                    r = c.getresponse()
+                    body = r.read()
+                    with lock:
+                        if r.status == 200 and body.startswith(b"web"):
+                            results["get_ok"] += 1
+                        else:
+                            results["get_bad"].append((r.status, body))
+                if r.getheader("Connection") == "close":
+                    c.close()
+            except (OSError, http.client.HTTPException) as e:
+                with lock:
+                    results["get_bad" if i % 3 else "post_failed"].append(repr(e))
+                c.close()
+            if killed.is_set():
+                after_kill.release()
+        c.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: bl[1].stats()["requests"] >= 20, what="load on web2")
+    bl[1].kill()
+    killed.set()
+    for t in threads:
+        t.join()
+    assert results["get_bad"] == []
+    assert results["get_ok"] == 6 * 100
+    # every POST id was processed at most once, across all backends
+    seen = [rid for b in bl for rid in b.post_ids()]
+    assert len(seen) == len(set(seen))
+    # every POST answered 200 was processed exactly once
+    assert set(results["post_ok"]) <= set(seen)
+    assert len(results["post_ok"]) + len(results["post_failed"]) == 6 * 50
+    wait_for(lambda: not backend_state(admin, "web2")["healthy"], what="web2 marked down")
+
+
+def test_recovery_after_rise_checks(strata, backends):
+    bl = backends(3)
+    port, admin, proc = start_lb(strata, bl, health=HEALTH)
+    bl[1].kill()
+    wait_for(lambda: not backend_state(admin, "web2")["healthy"], what="web2 down")
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(12):
+        c.request("GET", "/x")
+        r = c.getresponse()
+        assert r.status == 200 and r.getheader("X-Backend") != "web2"
+        r.read()
+    bl[1].start()  # a fresh process: its health counter starts at 0
+
+    def up_with_enough_checks():
+        healthy = backend_state(admin, "web2")["healthy"]
+        hits = bl[1].stats()["health"]
+        assert not healthy or hits >= HEALTH["rise"], f"up after only {hits} checks"
+        return healthy
+    wait_for(up_with_enough_checks, what="web2 up again")
+    assert "web2" in proc.output() and "is up: 3 checks passed" in proc.output()
+    counts = {}
+    for _ in range(30):
+        c.request("GET", "/x")
+        r = c.getresponse()
+        r.read()
+        counts[r.getheader("X-Backend")] = counts.get(r.getheader("X-Backend"), 0) + 1
+    assert counts == {"web1": 10, "web2": 10, "web3": 10}
+    c.close()
+
+
+def test_failing_health_check_takes_backend_out(strata, backends):
+    bl = backends(2)
+    port, admin, proc = start_lb(strata, bl, health=HEALTH)
+    bl[0].get("/healthz?fail=1")
+    wait_for(lambda: not backend_state(admin, "web1")["healthy"], what="web1 down")
+    assert "backend web1" in proc.output() and "status 503" in proc.output()
+    assert {get(port, "/x")[1]["x-backend"] for _ in range(10)} == {"web2"}
+
+
+def test_passive_ejection_and_return(strata, backends):
+    bl = backends(2)
+    port, admin, proc = start_lb(strata, bl, passive={"errors": 3, "cooldown": "1s"})
+    bl[0].get("/healthz?err=1")  # web1 now answers 500 to everything
+    statuses = [get(port, "/x")[0] for _ in range(20)]
+    # round robin alternates: web1 fails 3 times in a row, then is ejected
+    assert statuses.count(500) == 3
+    assert backend_state(admin, "web1")["ejected"] is True
+    assert "ejected for 1.0s after 3 consecutive errors" in proc.output()
+    bl[0].get("/healthz?err=0")
+    wait_for(lambda: not backend_state(admin, "web1")["ejected"], what="cool-down over")
+    assert {get(port, "/x")[1]["x-backend"] for _ in range(4)} == {"web1", "web2"}
+
+
+def test_panic_sends_to_all_when_none_healthy(strata, backends):
+    bl = backends(2)
+    port, admin, proc = start_lb(strata, bl, health=HEALTH)
+    for b in bl:
+        b.get("/healthz?fail=1")
+    wait_for(lambda: lb_status(admin)["panic"], what="panic mode")
+    assert "panic mode" in proc.output()
+    assert {get(port, "/x")[1]["x-backend"] for _ in range(4)} == {"web1", "web2"}
+    for b in bl:
+        b.get("/healthz?fail=0")
+    wait_for(lambda: not lb_status(admin)["panic"], what="panic over")
+
+
+def test_all_backends_dead_is_502_not_a_hang(strata, backends):
+    bl = backends(2)
+    port, admin, _ = start_lb(strata, bl, retries=3)
+    for b in bl:
+        b.kill()
+    for method in ("GET", "POST"):
+        status, hdrs, body = get(port, "/x", method=method, body=b"x" if method == "POST" else None)
+        assert status == 502 and body == b"Bad Gateway\n"
+    assert lb_status(admin)["errors_sent"] == 2
+
+
+def test_no_usable_backend_is_503(strata, backends):
+    (b,) = backends(1)
+    port, _, _ = start_lb(strata, [{"name": "web1", "addr": b.addr, "weight": 0}])
+    status, _, body = get(port, "/x")
+    assert status == 503 and body == b"Service Unavailable\n"
