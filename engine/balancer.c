@@ -1237,6 +1237,45 @@ static int read_backends(struct balancer *bal, lua_State *L, int idx, char *err,
     return rc;
 }
 
+static int parse_hash_on(const char *h, int *kind, char *name, size_t namelen, char *err,
+                         size_t errlen)
+{
+    if (strcmp(h, "ip") == 0) {
+        *kind = HASH_IP;
+    } else if (strcmp(h, "path") == 0) {
+        *kind = HASH_PATH;
+    } else if (strncmp(h, "header:", 7) == 0 && h[7]) {
+        *kind = HASH_HEADER;
+        snprintf(name, namelen, "%s", h + 7);
+    } else if (strncmp(h, "cookie:", 7) == 0 && h[7]) {
+        *kind = HASH_COOKIE;
+        snprintf(name, namelen, "%s", h + 7);
+    } else {
+        snprintf(err, errlen, "hash_on must be ip, path, header:NAME or cookie:NAME, not '%s'", h);
+        return -1;
+    }
+    return 0;
+}
+
+/* The built-in policy to run: the policy itself, or a Lua policy's fallback. */
+static const struct lb_ops *policy_ops(const struct bal_cfg *c, char *err, size_t errlen)
+{
+    const char *builtin = c->policy;
+    if (strcmp(c->policy, "lua") == 0) {
+        builtin = c->fallback;
+        if (!c->policy_path[0]) {
+            snprintf(err, errlen, "policy 'lua' needs policy_path");
+            return NULL;
+        }
+    }
+    const struct lb_ops *ops = lb_ops_find(builtin);
+    if (!ops)
+        snprintf(err, errlen,
+                 "unknown %s '%s' (round_robin, least_conn, p2c, chash, first, or a .lua file)",
+                 builtin == c->policy ? "policy" : "fallback", builtin);
+    return ops;
+}
+
 static void health_changed(void *ud)
 {
     struct balancer *bal = ud;
@@ -1300,37 +1339,11 @@ static struct service *bal_start(struct runtime *rt, lua_State *L, int idx, char
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if (strcmp(c->hash_on, "ip") == 0) {
-        bal->hash_kind = HASH_IP;
-    } else if (strcmp(c->hash_on, "path") == 0) {
-        bal->hash_kind = HASH_PATH;
-    } else if (strncmp(c->hash_on, "header:", 7) == 0 && c->hash_on[7]) {
-        bal->hash_kind = HASH_HEADER;
-        snprintf(bal->hash_name, sizeof bal->hash_name, "%s", c->hash_on + 7);
-    } else if (strncmp(c->hash_on, "cookie:", 7) == 0 && c->hash_on[7]) {
-        bal->hash_kind = HASH_COOKIE;
-        snprintf(bal->hash_name, sizeof bal->hash_name, "%s", c->hash_on + 7);
-    } else {
-        snprintf(err, errlen, "hash_on must be ip, path, header:NAME or cookie:NAME, not '%s'",
-                 c->hash_on);
-        goto fail;
-    }
-    const char *builtin = c->policy;
-    if (strcmp(c->policy, "lua") == 0) {
-        builtin = c->fallback;
-        if (!c->policy_path[0]) {
-            snprintf(err, errlen, "policy 'lua' needs policy_path");
-            goto fail;
-        }
-    }
-    const struct lb_ops *ops = lb_ops_find(builtin);
-    if (!ops) {
-        snprintf(err, errlen,
-                 "unknown %s '%s' (round_robin, least_conn, p2c, chash, first, or a .lua file)",
-                 builtin == c->policy ? "policy" : "fallback", builtin);
-        goto fail;
-    }
-    if (lb_init(&bal->lb, ops, bal->targets, bal->nbe, err, errlen) < 0)
+    const struct lb_ops *ops;
+    if (parse_hash_on(c->hash_on, &bal->hash_kind, bal->hash_name, sizeof bal->hash_name, err,
+                      errlen) < 0 ||
+        !(ops = policy_ops(c, err, errlen)) ||
+        lb_init(&bal->lb, ops, bal->targets, bal->nbe, err, errlen) < 0)
         goto fail;
     health_start(&bal->health, bal->loop, &c->health, bal->ht, bal->nbe, health_changed, bal);
     if (strcmp(c->policy, "lua") == 0) {
@@ -1460,6 +1473,123 @@ static void bal_metrics(struct service *s, struct buf *out, const char *labels)
     }
 }
 
+/* Compares the new backend list with the running one: names and addresses
+ * must match (pools, health and in-flight requests hang on them); weights
+ * may change. Returns 0 with the new weights in w[], or -1. */
+static int reload_backends(struct balancer *bal, lua_State *L, int idx, int *w, char *err,
+                           size_t errlen)
+{
+    struct balancer tmp;
+    memset(&tmp, 0, sizeof tmp);
+    int rc = read_backends(&tmp, L, idx, err, errlen);
+    if (rc == 0 && tmp.nbe != bal->nbe) {
+        snprintf(err, errlen, "balancer %s: adding or removing backends needs a restart",
+                 bal->base.listen);
+        rc = -1;
+    }
+    for (int i = 0; rc == 0 && i < bal->nbe; i++) {
+        if (strcmp(tmp.be[i].name, bal->be[i].name) || strcmp(tmp.be[i].addr, bal->be[i].addr)) {
+            snprintf(err, errlen, "balancer %s: changing backend %s needs a restart",
+                     bal->base.listen, bal->be[i].name);
+            rc = -1;
+        }
+        w[i] = tmp.be[i].t.weight;
+    }
+    free(tmp.be);
+    free(tmp.targets);
+    free(tmp.ht);
+    return rc;
+}
+
+/* Hot reload: a new policy (the Lua file is loaded and validated again
+ * even when its path is unchanged), fallback, hash key, retries, timeouts,
+ * limits, health settings and weights. Requests in flight are unaffected:
+ * a pick is synchronous, so the old policy is freed at once. */
+static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, struct buf *changes,
+                      char *err, size_t errlen)
+{
+    struct balancer *bal = (struct balancer *)s;
+    idx = lua_absindex(L, idx);
+    struct bal_cfg c;
+    int hash_kind;
+    char hash_name[96] = "";
+    int *w = calloc((size_t)bal->nbe, sizeof *w);
+    struct lb_lua *lua = NULL;
+    struct lb lb = {0};
+    const struct lb_ops *ops;
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (read_config(L, idx, &c, err, errlen) < 0 ||
+        reload_backends(bal, L, idx, w, err, errlen) < 0 ||
+        parse_hash_on(c.hash_on, &hash_kind, hash_name, sizeof hash_name, err, errlen) < 0 ||
+        !(ops = policy_ops(&c, err, errlen)))
+        goto fail;
+    if (strcmp(c.listen, bal->cfg.listen) != 0) {
+        snprintf(err, errlen, "balancer %s: a new listen address needs a restart",
+                 bal->base.listen);
+        goto fail;
+    }
+    if (strcmp(c.policy, "lua") == 0 &&
+        !(lua = lb_lua_new(c.policy_path, bal->targets, bal->nbe, err, errlen)))
+        goto fail;
+    if (lb_init(&lb, ops, bal->targets, bal->nbe, err, errlen) < 0)
+        goto fail;
+    int new_policy = strcmp(c.policy, bal->cfg.policy) || strcmp(c.policy_path, bal->cfg.policy_path);
+    buf_printf(changes, "node %s: balancer %s: policy %s%s\n", bal->base.node,
+               bal->base.listen, lua ? c.policy_path : c.policy,
+               new_policy ? " (new)" : " (reloaded)");
+    if (dry_run) {
+        lb_lua_free(lua);
+        lb_free(&lb);
+        free(w);
+        return 0;
+    }
+    lb_lua_free(bal->lua);
+    bal->lua = lua;
+    lb_free(&bal->lb);
+    int health_same = memcmp(&c.health, &bal->cfg.health, sizeof c.health) == 0;
+    if (c.lim.max_headers != bal->cfg.lim.max_headers) {
+        struct http_hdr *h = calloc((size_t)c.lim.max_headers + 8, sizeof *h);
+        if (h) {
+            free(bal->msg.hdrs);
+            bal->msg.hdrs = h;
+            bal->msg.max_hdrs = c.lim.max_headers + 8;
+        } else {
+            c.lim.max_headers = bal->cfg.lim.max_headers;
+        }
+    }
+    bal->cfg = c;
+    bal->hash_kind = hash_kind;
+    memcpy(bal->hash_name, hash_name, sizeof hash_name);
+    bal->resp_lim = c.lim;
+    bal->resp_lim.max_header_size = c.lim.max_header_size * 2 + 4096;
+    bal->resp_lim.max_request_line = c.lim.max_request_line + 64;
+    bal->resp_lim.max_headers = bal->msg.max_hdrs;
+    for (int i = 0; i < bal->nbe; i++)
+        bal->be[i].t.weight = w[i];
+    bal->lb = lb; /* after the weights: lb_init built its state from the old ones */
+    if (lb.ops->update)
+        lb.ops->update(&bal->lb);
+    if (!health_same && !bal->draining) {
+        health_stop(&bal->health);
+        health_start(&bal->health, bal->loop, &c.health, bal->ht, bal->nbe, health_changed, bal);
+    } else {
+        health_refresh(&bal->health);
+    }
+    log_info("balancer %s reloaded: policy %s", bal->base.listen,
+             bal->lua ? c.policy_path : c.policy);
+    free(w);
+    return 0;
+fail:
+    lb_lua_free(lua);
+    if (lb.ops)
+        lb_free(&lb);
+    free(w);
+    return -1;
+}
+
 const struct service_kind balancer_service_kind = {
     .name = "balancer",
     .start = bal_start,
@@ -1469,4 +1599,5 @@ const struct service_kind balancer_service_kind = {
     .describe = bal_describe,
     .status_json = bal_status_json,
     .metrics = bal_metrics,
+    .reload = bal_reload,
 };

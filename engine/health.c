@@ -191,9 +191,12 @@ void health_start(struct health *h, struct ev_loop *loop, const struct health_cf
     ev_timer_init(&h->tick, tick_cb, HEALTH_TICK, HEALTH_TICK);
     h->tick.data = h;
     for (int i = 0; i < n; i++) {
+        if (!ht[i].h) { /* first start: healthy until checks say otherwise */
+            ht[i].up = 1;
+            ht[i].t->usable = 1;
+        }
         ht[i].h = h;
-        ht[i].up = 1;
-        ht[i].t->usable = 1;
+        ht[i].ok_streak = ht[i].fail_streak = 0;
         ev_init(&ht[i].timer, check_cb);
         ht[i].timer.data = &ht[i];
         if (cfg->active) {

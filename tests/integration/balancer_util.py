@@ -84,13 +84,16 @@ def lua_value(v):
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def balancer_topology(port, backend_list, admin=None, **opts):
-    """Topology text: one node "lb" with a balancer on `port`."""
+def balancer_topology(port, backend_list, admin=None, sup=None, **opts):
+    """Topology text: one node "lb" with a balancer on `port` (and admin
+    endpoints for the node and the supervisor when given)."""
     bl = [{"name": b.name, "addr": b.addr} if isinstance(b, Backend) else b
           for b in backend_list]
     fields = {"node": "lb", "listen": f"127.0.0.1:{port}", "backends": bl}
     fields.update(opts)
     text = ""
+    if sup:
+        text += f'strata.supervisor {{ admin = "127.0.0.1:{sup}" }}\n'
     if admin:
         text += f'strata.node {{ name = "lb", admin = "127.0.0.1:{admin}" }}\n'
     text += "strata.balancer " + lua_value(fields) + "\n"

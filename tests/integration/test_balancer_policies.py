@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from balancer_util import backends, balancer_topology, get, lb_status  # noqa: F401
-from conftest import ROOT, free_port, wait_for
+from conftest import ROOT, free_port, run_cli, wait_for
 
 EXAMPLES = os.path.join(ROOT, "examples", "policies")
 
@@ -172,3 +172,55 @@ def test_broken_lua_policy_falls_back(strata, backends, tmp_path, body):
     assert "broken.lua" in out and "used round_robin instead" in out
     # rate limited: far fewer log lines than failures
     assert out.count("used round_robin instead") <= 3
+
+
+def test_reload_swaps_policy_under_load(strata, backends, tmp_path):
+    bl = backends(3)
+    port, admin, sup = free_port(), free_port(), free_port()
+    (tmp_path / "only3.lua").write_text('''
+local M = {}
+function M.pick(req, backends)
+  for _, b in ipairs(backends) do if b.name == "web3" then return b end end
+end
+return M
+''')
+    proc = strata(balancer_topology(port, bl, admin=admin, sup=sup), [port, admin, sup])
+    assert spread(port, 30) == {"web1": 10, "web2": 10, "web3": 10}
+    stop = threading.Event()
+    failures, done = [], [0]
+
+    def load():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while not stop.is_set():
+            c.request("GET", "/x")
+            r = c.getresponse()
+            r.read()
+            if r.status != 200:
+                failures.append(r.status)
+            done[0] += 1
+        c.close()
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: done[0] > 50, what="load running")
+        topo = tmp_path / "topo.lua"
+        topo.write_text(balancer_topology(port, bl, admin=admin, sup=sup, policy="only3.lua"))
+        r = run_cli("reload", str(topo))
+        assert r.returncode == 0, r.stderr
+        assert "policy" in r.stdout and "only3.lua" in r.stdout
+        at = done[0]
+        wait_for(lambda: done[0] > at + 50, what="load after the reload")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert spread(port, 20) == {"web3": 20}
+    assert "reloaded: policy" in proc.output()
+    # a broken policy is refused and the running one stays
+    (tmp_path / "bad.lua").write_text("local M = {}\nfunction M.pick( return M\n")
+    topo.write_text(balancer_topology(port, bl, admin=admin, sup=sup, policy="bad.lua"))
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 1 and "bad.lua" in r.stderr
+    assert spread(port, 10) == {"web3": 10}
