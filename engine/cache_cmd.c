@@ -1017,25 +1017,31 @@ const struct cache_command *cache_commands(size_t *n)
 
 int cache_command_is_write(const struct cache_command *c) { return (c->flags & CMD_WRITE) != 0; }
 
+/* Appends up to n bytes of an argument to an error line: binary-safe, but
+ * CR and LF become spaces so the reply stays one line. */
+static void err_bytes(struct buf *b, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i] == '\r' || p[i] == '\n' ? ' ' : p[i];
+        buf_append(b, &ch, 1);
+    }
+}
+
 static void reply_unknown(struct cache_req *r)
 {
-    char name[129], args[160];
-    size_t nl = r->argl[0] < 128 ? r->argl[0] : 128;
-    memcpy(name, r->argv[0], nl);
-    name[nl] = 0;
-    size_t al = 0;
-    args[0] = 0;
-    for (size_t i = 1; i < r->argc && al < 128; i++) {
-        int room = 128 - (int)al;
-        int w = snprintf(args + al, sizeof args - al, "'%.*s' ",
-                         (int)(r->argl[i] < (size_t)room ? r->argl[i] : (size_t)room), r->argv[i]);
-        if (w < 0)
-            break;
-        al += (size_t)w;
-        if (al >= sizeof args)
-            al = sizeof args - 1;
+    struct buf *b = r->out;
+    buf_append_str(b, "-ERR unknown command '");
+    err_bytes(b, r->argv[0], r->argl[0] < 128 ? r->argl[0] : 128);
+    buf_append_str(b, "', with args beginning with: ");
+    size_t shown = 0;
+    for (size_t i = 1; i < r->argc && shown < 128; i++) {
+        size_t n = r->argl[i] < 128 - shown ? r->argl[i] : 128 - shown;
+        buf_append(b, "'", 1);
+        err_bytes(b, r->argv[i], n);
+        buf_append(b, "' ", 2);
+        shown += n + 3;
     }
-    resp_errorf(r->out, "ERR unknown command '%s', with args beginning with: %s", name, args);
+    buf_append(b, "\r\n", 2);
 }
 
 void cache_exec(struct cache_req *r)

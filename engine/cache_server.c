@@ -118,7 +118,10 @@ static void client_on_close(struct net_conn *c, const char *why)
 static void client_on_eof(struct net_conn *c)
 {
     struct cache_client *cl = c->data;
-    if (buf_size(&c->rbuf) > 0 && !cl->sess.quit) {
+    client_process(cl);
+    if (!net_conn_alive(c) || (c->flags & NET_F_CLOSING))
+        return;
+    if (buf_size(&c->rbuf) > 0 && buf_size(&c->wbuf) < c->write_high && !cl->sess.quit) {
         cl->srv->cache.stats.protocol_errors++;
         resp_error(&c->wbuf, "ERR Protocol error: connection closed inside a command");
     }
@@ -291,14 +294,18 @@ static void cache_srv_drain(struct service *s)
 {
     struct cache_server *srv = (struct cache_server *)s;
     srv->draining = 1;
-    if (srv->listener) {
-        net_listener_close(srv->listener);
-        srv->listener = NULL;
-    }
-    /* Finish what each client already sent, then close once replies are out. */
+    /* Paused, not closed: connections refer to their listener until they
+     * are gone, so it is released in free, after them. */
+    if (srv->listener)
+        net_listener_pause(srv->listener);
+    /* Commands run as they arrive, so a client with no output pending has
+     * nothing in flight: close it now. Others close once replies are out. */
     for (struct cache_client *cl = srv->clients, *next; cl; cl = next) {
         next = cl->next;
-        net_conn_close(cl->conn, "shutting down");
+        if (buf_size(&cl->conn->wbuf) == 0)
+            net_conn_abort(cl->conn, "shutting down");
+        else
+            net_conn_close(cl->conn, "shutting down");
     }
 }
 
@@ -311,10 +318,10 @@ static void cache_srv_free(struct service *s)
 {
     struct cache_server *srv = (struct cache_server *)s;
     ev_timer_stop(srv->loop, &srv->cron);
-    if (srv->listener)
-        net_listener_close(srv->listener);
     while (srv->clients)
         net_conn_abort(srv->clients->conn, "shutdown"); /* on_close unlinks it */
+    if (srv->listener)
+        net_listener_close(srv->listener);
     cache_free(&srv->cache);
     free(srv);
 }

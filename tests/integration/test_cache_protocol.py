@@ -1,0 +1,152 @@
+"""Cache node: hostile and malformed input. Each bad input gets a Redis-style
+error; a protocol error closes that connection only, and another client
+keeps working throughout."""
+import os
+import socket
+
+import pytest
+import redis
+
+from cache_util import Raw, enc, start_cache
+from conftest import wait_for
+
+
+@pytest.fixture
+def node(strata):
+    port, proc, r = start_cache(strata)
+    return port, proc, r
+
+
+def still_serving(r):
+    r.set("alive", "yes")
+    assert r.get("alive") == b"yes"
+
+
+@pytest.mark.parametrize("payload,error", [
+    (b"*1\r\n$-5\r\n", b"-ERR Protocol error: invalid bulk length"),
+    (b"*1\r\n$99999999999\r\n", b"-ERR Protocol error: invalid bulk length"),
+    (b"*1\r\n$99999999999999999999999999\r\n", b"-ERR Protocol error: invalid bulk length"),
+    (b"*99999999\r\n", b"-ERR Protocol error: invalid multibulk length"),
+    (b"*-\r\n", b"-ERR Protocol error: invalid multibulk length"),
+    (b"*2\r\nGET\r\n", b"-ERR Protocol error: expected '$', got 'G'"),
+    (b"*1\r\n$3\r\nabcdef\r\n", b"-ERR Protocol error: expected CRLF after bulk data"),
+    (b'SET "unbalanced\r\n', b"-ERR Protocol error: unbalanced quotes in request"),
+    (b"x" * (70 * 1024), b"-ERR Protocol error: too big inline request"),
+    (b"*" + b"1" * (70 * 1024), b"-ERR Protocol error: too big mbulk count string"),
+])
+def test_protocol_errors_close_only_that_client(node, payload, error):
+    port, _, r = node
+    still_serving(r)
+    bad = Raw(port)
+    bad.send(payload)
+    assert bad.line() == error
+    assert bad.closed(), "a protocol error ends the connection"
+    still_serving(r)
+    assert r.info("stats")["total_protocol_errors"] >= 1
+
+
+def test_garbage_bytes_are_an_unknown_command(node):
+    port, _, r = node
+    bad = Raw(port)
+    bad.send(b"\x00\x01\x02garbage\xff here\r\n")
+    assert bad.line().startswith(b"-ERR unknown command '\x00\x01\x02garbage\xff'")
+    bad.send(enc("PING"))
+    assert bad.line() == b"+PONG", "not a protocol error: the connection goes on"
+    bad.send(b"\x00" * 1000 + b"\r\n")
+    assert bad.line().startswith(b"-ERR unknown command")
+    still_serving(r)
+
+
+def test_unterminated_bulk_waits_then_errors_on_close(node):
+    port, _, r = node
+    bad = Raw(port)
+    bad.send(b"*2\r\n$3\r\nGET\r\n$10\r\nabc")
+    # The server waits for the rest; meanwhile everybody else is served.
+    still_serving(r)
+    bad.s.shutdown(socket.SHUT_WR)
+    assert bad.line() == b"-ERR Protocol error: connection closed inside a command"
+    assert bad.closed()
+    still_serving(r)
+
+
+def rss(proc):
+    pid = proc.proc.pid
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_declared_huge_bulk_does_not_allocate(node):
+    port, proc, r = node
+    before = rss(proc)
+    clients = []
+    for _ in range(20):
+        c = Raw(port)
+        c.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$536870000\r\n" + b"x" * 100)
+        clients.append(c)
+    still_serving(r)  # the node has read all of that by now
+    grown = rss(proc) - before
+    assert grown < 16 * 1024 * 1024, f"RSS grew by {grown} bytes for 20 declared 512MB values"
+    for c in clients:
+        c.close()
+    still_serving(r)
+
+
+def test_many_arguments_and_large_values(node):
+    port, _, r = node
+    keys = [f"k{i}" for i in range(20000)]
+    assert r.delete(*keys) == 0
+    assert r.mset({k: "v" for k in keys}) is True
+    assert r.exists(*keys) == 20000
+    value = os.urandom(8 * 1024 * 1024)
+    assert r.set("big", value) is True and r.get("big") == value
+
+
+def test_client_that_never_reads_does_not_stop_others(node):
+    port, _, r = node
+    hog = Raw(port)
+    hog.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    r.set("v", b"x" * 100000)
+    # Ask for ~100MB of replies and never read them: the node stops reading
+    # from this client once its output buffer is full.
+    req = enc("GET", "v") * 1000
+    hog.s.setblocking(False)
+    sent = 0
+    try:
+        while sent < len(req):
+            sent += hog.s.send(req[sent:])
+    except BlockingIOError:
+        pass
+    still_serving(r)
+    info = r.info("memory")
+    assert info["used_memory_rss"] < 200 * 1024 * 1024
+    hog.close()
+    still_serving(r)
+
+
+def test_password(strata):
+    port, _, r = start_cache(strata, password="s3cret")
+    assert r.ping() is True
+    anon = redis.Redis(host="127.0.0.1", port=port)
+    with pytest.raises(redis.AuthenticationError):
+        anon.get("x")
+    raw = Raw(port)
+    raw.send(enc("GET", "x"))
+    assert raw.line() == b"-NOAUTH Authentication required."
+    raw.send(enc("AUTH", "wrong"))
+    assert raw.line() == b"-WRONGPASS invalid username-password pair or user is disabled."
+    # Before AUTH only small commands are accepted.
+    raw.send(b"*100\r\n")
+    assert raw.line() == b"-ERR Protocol error: invalid multibulk length"
+    assert raw.closed()
+    raw = Raw(port)
+    raw.send(enc("AUTH", "default", "s3cret"))
+    assert raw.line() == b"+OK"
+    raw.send(enc("SET", "x", "1"))
+    assert raw.line() == b"+OK"
+    hello = Raw(port)
+    hello.send(enc("HELLO", "2", "AUTH", "default", "s3cret"))
+    assert hello.line() == b"*14"
+    wait_for(lambda: r.get("x") == b"1")
