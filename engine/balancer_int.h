@@ -1,0 +1,124 @@
+/* balancer_int: what the balancer's two files share -- the proxy core
+ * (balancer.c: client and server connections, retries) and the service
+ * around it (balancer_svc.c: configuration, lifecycle, reload, status). */
+#ifndef STRATA_BALANCER_INT_H
+#define STRATA_BALANCER_INT_H
+
+#include <ev.h>
+#include <limits.h>
+
+#include "balancer.h"
+#include "buf.h"
+#include "health.h"
+#include "http_parse.h"
+#include "lb.h"
+#include "net.h"
+
+/* Unsent bytes queued towards one side that make us stop reading the other
+ * side until they drain: the backpressure threshold for streamed bodies. */
+#define BAL_HIGH (256 * 1024)
+#define BAL_MAX_TRIES 16
+#define BAL_MAX_BACKENDS 1024
+#define BAL_POOL_IDLE_TIMEOUT 30.0
+#define BAL_POOL_MAX_IDLE 1024
+#define BAL_VIA "strata"
+
+enum hash_on { HASH_IP, HASH_PATH, HASH_HEADER, HASH_COOKIE };
+
+struct bal_cfg {
+    char listen[64];
+    char policy[32];
+    char policy_path[PATH_MAX];
+    char fallback[32];
+    char hash_on[128];
+    int retries;
+    double connect_timeout, server_timeout, client_timeout, head_timeout;
+    int max_conns;
+    struct http_limits lim;
+    struct health_cfg health;
+};
+
+struct bal_server;
+struct bal_client;
+
+struct bal_backend {
+    struct lb_target t; /* first: a policy's pick converts back by cast */
+    char name[64];
+    char addr[64];
+    struct bal_server *idle; /* pooled keep-alive connections, most recent first */
+    int nidle;
+    int nconns;
+    uint64_t requests, failures;
+};
+
+struct balancer {
+    struct service base;
+    struct ev_loop *loop;
+    struct bal_cfg cfg;
+    struct net_listener *listener;
+    struct bal_backend *be;
+    int nbe;
+    struct lb_target **targets;
+    struct health_target *ht;
+    struct health health;
+    struct lb lb; /* the policy, or the fallback of a Lua policy */
+    struct lb_lua *lua;
+    int hash_kind;
+    char hash_name[96];
+    struct http_limits resp_lim; /* for responses and re-parsed request heads */
+    struct http_msg msg;         /* scratch: one head is parsed at a time */
+    struct buf out;              /* scratch: bytes gathered for one write */
+    struct bal_client *clients;
+    int nclients;
+    /* connections closed while a caller may still hold them: freed on the
+     * next loop turn (ev_prepare), when no callback is on the stack */
+    struct bal_client *dead_clients;
+    struct bal_server *dead_servers;
+    ev_prepare reap;
+    int draining;
+    uint64_t requests, retries, errors_sent, lua_fallbacks, lua_suppressed;
+    double lua_logged_at;
+};
+
+enum cl_state { CL_HEAD, CL_BUSY, CL_CLOSING };
+
+struct bal_client {
+    struct balancer *bal;
+    struct net_conn *c;
+    struct bal_server *srv;
+    struct bal_backend *be; /* backend of the current attempt */
+    struct bal_client *prev, *next;
+    struct buf head; /* the rewritten request head, kept for retries */
+    char ip[48];
+    int state;
+    unsigned dead : 1, eof : 1, head_timer : 1, in_pump : 1;
+    unsigned keep_alive : 1, http10 : 1, is_head : 1, idempotent : 1;
+    unsigned req_done : 1, body_touched : 1;
+    unsigned resp_head_done : 1, resp_keep : 1, dechunk : 1, close_after : 1;
+    unsigned paused_by_srv : 1;
+    int req_body, resp_body;
+    uint64_t req_left, resp_left;
+    struct http_chunked req_ck, resp_ck;
+    int attempts;
+    int tried[BAL_MAX_TRIES];
+    uint64_t hash;
+    double t_sent;
+};
+
+struct bal_server {
+    struct balancer *bal;
+    struct bal_backend *be;
+    struct net_conn *c;
+    struct bal_client *cl;
+    struct bal_server *prev, *next; /* the backend's idle list */
+    unsigned dead : 1, connected : 1, wrote : 1, in_pool : 1, paused_by_client : 1;
+    int conn_err;
+};
+
+extern const struct net_conn_ops bal_client_ops;
+/* net_listen's accept hook: c->data becomes the new client. */
+int bal_client_accept(struct net_conn *c, void *data);
+/* Frees connections closed earlier in this loop turn (an ev_prepare). */
+void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents);
+
+#endif

@@ -1,0 +1,563 @@
+/* balancer_svc: the balancer as a service -- configuration, start, drain,
+ * free, hot reload, status and metrics. The proxying is in balancer.c. */
+#include "balancer_int.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "runtime.h"
+#include "util.h"
+
+/* ---- configuration -------------------------------------------------------- */
+
+static int cfg_seconds(lua_State *L, int idx, const char *field, double def, double *out,
+                       char *err, size_t errlen)
+{
+    if (cfg_number(L, idx, field, def, out, err, errlen) < 0)
+        return -1;
+    if (*out <= 0) {
+        snprintf(err, errlen, "%s must be positive", field);
+        return -1;
+    }
+    return 0;
+}
+
+static int cfg_range(lua_State *L, int idx, const char *field, int64_t def, int64_t lo,
+                     int64_t hi, int *out, char *err, size_t errlen)
+{
+    int64_t v;
+    if (cfg_int(L, idx, field, def, &v, err, errlen) < 0)
+        return -1;
+    if (v < lo || v > hi) {
+        snprintf(err, errlen, "%s must be in %lld..%lld", field, (long long)lo, (long long)hi);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int read_health(lua_State *L, int idx, struct health_cfg *h, char *err, size_t errlen)
+{
+    memset(h, 0, sizeof *h);
+    h->passive_errors = 5;
+    h->passive_cooldown = 10;
+    idx = lua_absindex(L, idx);
+    int t = lua_getfield(L, idx, "health");
+    if (t == LUA_TTABLE) {
+        int hi = lua_gettop(L);
+        h->active = 1;
+        if (cfg_string(L, hi, "path", "/healthz", h->path, sizeof h->path, err, errlen) < 0 ||
+            cfg_seconds(L, hi, "interval", 2, &h->interval, err, errlen) < 0 ||
+            cfg_range(L, hi, "rise", 2, 1, 1000, &h->rise, err, errlen) < 0 ||
+            cfg_range(L, hi, "fall", 3, 1, 1000, &h->fall, err, errlen) < 0)
+            goto fail;
+        if (cfg_seconds(L, hi, "timeout", h->interval < 2 ? h->interval : 2, &h->timeout, err,
+                        errlen) < 0)
+            goto fail;
+        if (h->path[0] != '/') {
+            snprintf(err, errlen, "health.path must start with '/'");
+            goto fail;
+        }
+    } else if (t != LUA_TNIL && !(t == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+        snprintf(err, errlen, "health must be a table");
+        goto fail;
+    }
+    lua_pop(L, 1);
+    t = lua_getfield(L, idx, "passive");
+    if (t == LUA_TTABLE) {
+        int pi = lua_gettop(L);
+        if (cfg_range(L, pi, "errors", 5, 0, 1000000, &h->passive_errors, err, errlen) < 0 ||
+            cfg_seconds(L, pi, "cooldown", 10, &h->passive_cooldown, err, errlen) < 0)
+            goto fail;
+    } else if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        h->passive_errors = 0;
+    } else if (t != LUA_TNIL) {
+        snprintf(err, errlen, "passive must be a table");
+        goto fail;
+    }
+    lua_pop(L, 1);
+    if (cfg_number(L, idx, "slow_start", 0, &h->slow_start, err, errlen) < 0)
+        return -1;
+    return 0;
+fail:
+    lua_pop(L, 1);
+    return -1;
+}
+
+static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    int64_t mh;
+    if (cfg_string(L, idx, "listen", "127.0.0.1:8080", c->listen, sizeof c->listen, err,
+                   errlen) < 0 ||
+        cfg_string(L, idx, "policy", "round_robin", c->policy, sizeof c->policy, err, errlen) <
+            0 ||
+        cfg_string(L, idx, "policy_path", "", c->policy_path, sizeof c->policy_path, err,
+                   errlen) < 0 ||
+        cfg_string(L, idx, "fallback", "round_robin", c->fallback, sizeof c->fallback, err,
+                   errlen) < 0 ||
+        cfg_string(L, idx, "hash_on", "ip", c->hash_on, sizeof c->hash_on, err, errlen) < 0 ||
+        cfg_range(L, idx, "retries", 2, 0, BAL_MAX_TRIES - 1, &c->retries, err, errlen) < 0 ||
+        cfg_seconds(L, idx, "connect_timeout", 2, &c->connect_timeout, err, errlen) < 0 ||
+        cfg_seconds(L, idx, "server_timeout", 30, &c->server_timeout, err, errlen) < 0 ||
+        cfg_seconds(L, idx, "client_timeout", 60, &c->client_timeout, err, errlen) < 0 ||
+        cfg_seconds(L, idx, "head_timeout", 10, &c->head_timeout, err, errlen) < 0 ||
+        cfg_range(L, idx, "max_conns", 10000, 1, 10000000, &c->max_conns, err, errlen) < 0 ||
+        cfg_int(L, idx, "max_header_size", 16384, &mh, err, errlen) < 0 ||
+        cfg_range(L, idx, "max_headers", 100, 1, 10000, &c->lim.max_headers, err, errlen) < 0)
+        return -1;
+    int64_t rl;
+    if (cfg_int(L, idx, "max_request_line", 8192, &rl, err, errlen) < 0)
+        return -1;
+    if (mh < 256 || mh > 1024 * 1024 || rl < 64 || rl > 1024 * 1024) {
+        snprintf(err, errlen, "max_header_size and max_request_line must be in 256..1mb");
+        return -1;
+    }
+    c->lim.max_header_size = (size_t)mh;
+    c->lim.max_request_line = (size_t)rl;
+    return read_health(L, idx, &c->health, err, errlen);
+}
+
+/* backends = { { name=, addr=, weight=, max_active= } | "host:port", ... } */
+static int read_backends(struct balancer *bal, lua_State *L, int idx, char *err, size_t errlen)
+{
+    if (lua_getfield(L, idx, "backends") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        snprintf(err, errlen, "backends must be a list of addresses or backend tables");
+        return -1;
+    }
+    int n = (int)lua_rawlen(L, -1);
+    if (n < 1 || n > BAL_MAX_BACKENDS) {
+        lua_pop(L, 1);
+        snprintf(err, errlen, "backends must list 1..%d backends, not %d", BAL_MAX_BACKENDS, n);
+        return -1;
+    }
+    bal->be = calloc((size_t)n, sizeof *bal->be);
+    bal->targets = calloc((size_t)n, sizeof *bal->targets);
+    bal->ht = calloc((size_t)n, sizeof *bal->ht);
+    if (!bal->be || !bal->targets || !bal->ht) {
+        lua_pop(L, 1);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    bal->nbe = n;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct bal_backend *be = &bal->be[i];
+        int64_t w = 1, ma = 0;
+        int t = lua_rawgeti(L, -1, i + 1);
+        if (t == LUA_TSTRING) {
+            snprintf(be->addr, sizeof be->addr, "%s", lua_tostring(L, -1));
+        } else if (t == LUA_TTABLE) {
+            int bi = lua_gettop(L);
+            if (cfg_string(L, bi, "addr", "", be->addr, sizeof be->addr, err, errlen) < 0 ||
+                cfg_string(L, bi, "name", "", be->name, sizeof be->name, err, errlen) < 0 ||
+                cfg_int(L, bi, "weight", 1, &w, err, errlen) < 0 ||
+                cfg_int(L, bi, "max_active", 0, &ma, err, errlen) < 0)
+                rc = -1;
+        } else {
+            snprintf(err, errlen, "backends[%d] must be an address or a table", i + 1);
+            rc = -1;
+        }
+        lua_pop(L, 1);
+        if (rc)
+            break;
+        if (!be->addr[0]) {
+            snprintf(err, errlen, "backends[%d] has no addr", i + 1);
+            rc = -1;
+        } else if (w < 0 || w > 1000 || ma < 0 || ma > 10000000) {
+            snprintf(err, errlen, "backends[%d]: weight must be 0..1000, max_active >= 0", i + 1);
+            rc = -1;
+        } else if (util_parse_addr(be->addr, &bal->ht[i].sa, &bal->ht[i].salen, err, errlen) <
+                   0) {
+            rc = -1;
+        }
+        if (!be->name[0])
+            snprintf(be->name, sizeof be->name, "%s", be->addr);
+        be->t.name = be->name;
+        be->t.addr = be->addr;
+        be->t.weight = (int)w;
+        be->t.eff_weight = (int)w * LB_EFF_SCALE;
+        be->t.max_active = (int)ma;
+        be->t.index = i;
+        bal->targets[i] = &be->t;
+        bal->ht[i].t = &be->t;
+    }
+    lua_pop(L, 1);
+    for (int i = 0; i < n && rc == 0; i++)
+        for (int j = 0; j < i; j++)
+            if (strcmp(bal->be[i].name, bal->be[j].name) == 0) {
+                snprintf(err, errlen, "two backends are named '%s'", bal->be[i].name);
+                rc = -1;
+                break;
+            }
+    return rc;
+}
+
+static int parse_hash_on(const char *h, int *kind, char *name, size_t namelen, char *err,
+                         size_t errlen)
+{
+    if (strcmp(h, "ip") == 0) {
+        *kind = HASH_IP;
+    } else if (strcmp(h, "path") == 0) {
+        *kind = HASH_PATH;
+    } else if (strncmp(h, "header:", 7) == 0 && h[7]) {
+        *kind = HASH_HEADER;
+        snprintf(name, namelen, "%s", h + 7);
+    } else if (strncmp(h, "cookie:", 7) == 0 && h[7]) {
+        *kind = HASH_COOKIE;
+        snprintf(name, namelen, "%s", h + 7);
+    } else {
+        snprintf(err, errlen, "hash_on must be ip, path, header:NAME or cookie:NAME, not '%s'", h);
+        return -1;
+    }
+    return 0;
+}
+
+/* The built-in policy to run: the policy itself, or a Lua policy's fallback. */
+static const struct lb_ops *policy_ops(const struct bal_cfg *c, char *err, size_t errlen)
+{
+    const char *builtin = c->policy;
+    if (strcmp(c->policy, "lua") == 0) {
+        builtin = c->fallback;
+        if (!c->policy_path[0]) {
+            snprintf(err, errlen, "policy 'lua' needs policy_path");
+            return NULL;
+        }
+    }
+    const struct lb_ops *ops = lb_ops_find(builtin);
+    if (!ops)
+        snprintf(err, errlen,
+                 "unknown %s '%s' (round_robin, least_conn, p2c, chash, first, or a .lua file)",
+                 builtin == c->policy ? "policy" : "fallback", builtin);
+    return ops;
+}
+
+static void health_changed(void *ud)
+{
+    struct balancer *bal = ud;
+    (void)bal; /* policies read the live fields; nothing is cached here */
+}
+
+/* ---- service operations ------------------------------------------------- */
+
+static void bal_free_all(struct balancer *bal)
+{
+    health_stop(&bal->health);
+    while (bal->clients)
+        net_conn_abort(bal->clients->c, "shutdown");
+    for (int i = 0; i < bal->nbe; i++)
+        while (bal->be[i].idle)
+            net_conn_abort(bal->be[i].idle->c, "shutdown");
+    if (bal->listener)
+        net_listener_close(bal->listener);
+    bal->listener = NULL;
+    if (bal->loop)
+        ev_prepare_stop(bal->loop, &bal->reap);
+    bal_reap(bal->loop, &bal->reap, 0);
+    lb_lua_free(bal->lua);
+    if (bal->lb.ops)
+        lb_free(&bal->lb);
+    buf_free(&bal->out);
+    free(bal->msg.hdrs);
+    free(bal->be);
+    free(bal->targets);
+    free(bal->ht);
+    free(bal);
+}
+
+static struct service *bal_start(struct runtime *rt, lua_State *L, int idx, char *err,
+                                 size_t errlen)
+{
+    idx = lua_absindex(L, idx);
+    struct balancer *bal = calloc(1, sizeof *bal);
+    if (!bal) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    bal->base.kind = &balancer_service_kind;
+    bal->base.rt = rt;
+    bal->loop = rt->loop;
+    ev_prepare_init(&bal->reap, bal_reap);
+    bal->reap.data = bal;
+    buf_init(&bal->out);
+    struct bal_cfg *c = &bal->cfg;
+    if (cfg_string(L, idx, "node", "", bal->base.node, sizeof bal->base.node, err, errlen) < 0 ||
+        read_config(L, idx, c, err, errlen) < 0 || read_backends(bal, L, idx, err, errlen) < 0)
+        goto fail;
+    bal->resp_lim = c->lim;
+    /* responses and our own rewritten heads get more room than clients */
+    bal->resp_lim.max_header_size = c->lim.max_header_size * 2 + 4096;
+    bal->resp_lim.max_request_line = c->lim.max_request_line + 64;
+    bal->resp_lim.max_headers = c->lim.max_headers + 8;
+    bal->msg.max_hdrs = bal->resp_lim.max_headers;
+    bal->msg.hdrs = calloc((size_t)bal->msg.max_hdrs, sizeof *bal->msg.hdrs);
+    if (!bal->msg.hdrs) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    const struct lb_ops *ops;
+    if (parse_hash_on(c->hash_on, &bal->hash_kind, bal->hash_name, sizeof bal->hash_name, err,
+                      errlen) < 0 ||
+        !(ops = policy_ops(c, err, errlen)) ||
+        lb_init(&bal->lb, ops, bal->targets, bal->nbe, err, errlen) < 0)
+        goto fail;
+    health_start(&bal->health, bal->loop, &c->health, bal->ht, bal->nbe, health_changed, bal);
+    if (strcmp(c->policy, "lua") == 0) {
+        bal->lua = lb_lua_new(c->policy_path, bal->targets, bal->nbe, err, errlen);
+        if (!bal->lua)
+            goto fail;
+    }
+    bal->listener = net_listen(bal->loop, c->listen, 0, &bal_client_ops, bal_client_accept, bal, err,
+                               errlen);
+    if (!bal->listener)
+        goto fail;
+    bal->listener->max_conns = c->max_conns;
+    snprintf(bal->base.listen, sizeof bal->base.listen, "%s", bal->listener->addr);
+    log_info("balancer listening on %s: %d backends, policy %s%s%s", bal->base.listen, bal->nbe,
+             c->policy, bal->lua ? " " : "", bal->lua ? c->policy_path : "");
+    return &bal->base;
+fail:
+    bal_free_all(bal);
+    return NULL;
+}
+
+static void bal_drain(struct service *s)
+{
+    struct balancer *bal = (struct balancer *)s;
+    bal->draining = 1;
+    if (bal->listener) {
+        net_listener_close(bal->listener);
+        bal->listener = NULL;
+    }
+    health_stop(&bal->health);
+    for (int i = 0; i < bal->nbe; i++)
+        while (bal->be[i].idle)
+            net_conn_abort(bal->be[i].idle->c, "draining");
+    /* idle clients go now; busy ones after their response */
+    struct bal_client *cl = bal->clients, *next;
+    for (; cl; cl = next) {
+        next = cl->next;
+        if (cl->state == CL_HEAD && buf_size(&cl->c->rbuf) == 0)
+            net_conn_abort(cl->c, "draining");
+        else
+            cl->keep_alive = 0;
+    }
+}
+
+static int bal_idle(struct service *s) { return ((struct balancer *)s)->nclients == 0; }
+
+static void bal_free(struct service *s) { bal_free_all((struct balancer *)s); }
+
+static void bal_describe(struct service *s, struct buf *out)
+{
+    struct balancer *bal = (struct balancer *)s;
+    int up = 0;
+    for (int i = 0; i < bal->nbe; i++)
+        up += bal->be[i].t.healthy;
+    buf_printf(out, "balancer %s: %d/%d backends healthy%s, %d clients, %llu requests",
+               bal->base.listen, up, bal->nbe, bal->health.panic ? " (panic)" : "",
+               bal->nclients, (unsigned long long)bal->requests);
+}
+
+static void json_str(struct buf *out, const char *s)
+{
+    buf_append(out, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            buf_printf(out, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            buf_printf(out, "\\u%04x", *s);
+        else
+            buf_append(out, s, 1);
+    }
+    buf_append(out, "\"", 1);
+}
+
+static void bal_status_json(struct service *s, struct buf *out)
+{
+    struct balancer *bal = (struct balancer *)s;
+    buf_printf(out,
+               "\"policy\":\"%s\",\"clients\":%d,\"requests\":%llu,\"retries\":%llu,"
+               "\"errors_sent\":%llu,\"lua_fallbacks\":%llu,\"panic\":%s,\"backends\":[",
+               bal->cfg.policy, bal->nclients, (unsigned long long)bal->requests,
+               (unsigned long long)bal->retries, (unsigned long long)bal->errors_sent,
+               (unsigned long long)bal->lua_fallbacks, bal->health.panic ? "true" : "false");
+    for (int i = 0; i < bal->nbe; i++) {
+        struct bal_backend *be = &bal->be[i];
+        buf_append_str(out, i ? ",{\"name\":" : "{\"name\":");
+        json_str(out, be->name);
+        buf_append_str(out, ",\"addr\":");
+        json_str(out, be->addr);
+        buf_printf(out,
+                   ",\"healthy\":%s,\"usable\":%s,\"ejected\":%s,\"weight\":%d,"
+                   "\"active\":%d,\"requests\":%llu,\"failures\":%llu,\"ewma_ms\":%.3f,"
+                   "\"connections\":%d,\"idle\":%d,\"checks\":%llu,\"checks_failed\":%llu}",
+                   be->t.healthy ? "true" : "false", be->t.usable ? "true" : "false",
+                   bal->ht[i].ejected_until > 0 ? "true" : "false", be->t.weight, be->t.active,
+                   (unsigned long long)be->requests, (unsigned long long)be->failures,
+                   be->t.ewma_ms, be->nconns, be->nidle, (unsigned long long)bal->ht[i].checks,
+                   (unsigned long long)bal->ht[i].checks_failed);
+    }
+    buf_append_str(out, "]");
+}
+
+static void bal_metrics(struct service *s, struct buf *out, const char *labels)
+{
+    struct balancer *bal = (struct balancer *)s;
+    buf_printf(out, "strata_balancer_requests_total{%s} %llu\n", labels,
+               (unsigned long long)bal->requests);
+    buf_printf(out, "strata_balancer_retries_total{%s} %llu\n", labels,
+               (unsigned long long)bal->retries);
+    buf_printf(out, "strata_balancer_errors_sent_total{%s} %llu\n", labels,
+               (unsigned long long)bal->errors_sent);
+    buf_printf(out, "strata_balancer_lua_fallbacks_total{%s} %llu\n", labels,
+               (unsigned long long)bal->lua_fallbacks);
+    buf_printf(out, "strata_balancer_clients{%s} %d\n", labels, bal->nclients);
+    buf_printf(out, "strata_balancer_panic{%s} %d\n", labels, bal->health.panic);
+    for (int i = 0; i < bal->nbe; i++) {
+        struct bal_backend *be = &bal->be[i];
+        buf_printf(out, "strata_balancer_backend_up{%s,backend=\"%s\"} %d\n", labels, be->name,
+                   be->t.healthy);
+        buf_printf(out, "strata_balancer_backend_requests_total{%s,backend=\"%s\"} %llu\n",
+                   labels, be->name, (unsigned long long)be->requests);
+        buf_printf(out, "strata_balancer_backend_failures_total{%s,backend=\"%s\"} %llu\n",
+                   labels, be->name, (unsigned long long)be->failures);
+        buf_printf(out, "strata_balancer_backend_active{%s,backend=\"%s\"} %d\n", labels,
+                   be->name, be->t.active);
+        buf_printf(out, "strata_balancer_backend_latency_ewma_ms{%s,backend=\"%s\"} %.3f\n",
+                   labels, be->name, be->t.ewma_ms);
+    }
+}
+
+/* Compares the new backend list with the running one: names and addresses
+ * must match (pools, health and in-flight requests hang on them); weights
+ * may change. Returns 0 with the new weights in w[], or -1. */
+static int reload_backends(struct balancer *bal, lua_State *L, int idx, int *w, char *err,
+                           size_t errlen)
+{
+    struct balancer tmp;
+    memset(&tmp, 0, sizeof tmp);
+    int rc = read_backends(&tmp, L, idx, err, errlen);
+    if (rc == 0 && tmp.nbe != bal->nbe) {
+        snprintf(err, errlen, "balancer %s: adding or removing backends needs a restart",
+                 bal->base.listen);
+        rc = -1;
+    }
+    for (int i = 0; rc == 0 && i < bal->nbe; i++) {
+        if (strcmp(tmp.be[i].name, bal->be[i].name) || strcmp(tmp.be[i].addr, bal->be[i].addr)) {
+            snprintf(err, errlen, "balancer %s: changing backend %s needs a restart",
+                     bal->base.listen, bal->be[i].name);
+            rc = -1;
+        }
+        w[i] = tmp.be[i].t.weight;
+    }
+    free(tmp.be);
+    free(tmp.targets);
+    free(tmp.ht);
+    return rc;
+}
+
+/* Hot reload: a new policy (the Lua file is loaded and validated again
+ * even when its path is unchanged), fallback, hash key, retries, timeouts,
+ * limits, health settings and weights. Requests in flight are unaffected:
+ * a pick is synchronous, so the old policy is freed at once. */
+static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, struct buf *changes,
+                      char *err, size_t errlen)
+{
+    struct balancer *bal = (struct balancer *)s;
+    idx = lua_absindex(L, idx);
+    struct bal_cfg c;
+    int hash_kind;
+    char hash_name[96] = "";
+    int *w = calloc((size_t)bal->nbe, sizeof *w);
+    struct lb_lua *lua = NULL;
+    struct lb lb = {0};
+    const struct lb_ops *ops;
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (read_config(L, idx, &c, err, errlen) < 0 ||
+        reload_backends(bal, L, idx, w, err, errlen) < 0 ||
+        parse_hash_on(c.hash_on, &hash_kind, hash_name, sizeof hash_name, err, errlen) < 0 ||
+        !(ops = policy_ops(&c, err, errlen)))
+        goto fail;
+    if (strcmp(c.listen, bal->cfg.listen) != 0) {
+        snprintf(err, errlen, "balancer %s: a new listen address needs a restart",
+                 bal->base.listen);
+        goto fail;
+    }
+    if (strcmp(c.policy, "lua") == 0 &&
+        !(lua = lb_lua_new(c.policy_path, bal->targets, bal->nbe, err, errlen)))
+        goto fail;
+    if (lb_init(&lb, ops, bal->targets, bal->nbe, err, errlen) < 0)
+        goto fail;
+    int new_policy = strcmp(c.policy, bal->cfg.policy) || strcmp(c.policy_path, bal->cfg.policy_path);
+    buf_printf(changes, "node %s: balancer %s: policy %s%s\n", bal->base.node,
+               bal->base.listen, lua ? c.policy_path : c.policy,
+               new_policy ? " (new)" : " (reloaded)");
+    if (dry_run) {
+        lb_lua_free(lua);
+        lb_free(&lb);
+        free(w);
+        return 0;
+    }
+    lb_lua_free(bal->lua);
+    bal->lua = lua;
+    lb_free(&bal->lb);
+    int health_same = memcmp(&c.health, &bal->cfg.health, sizeof c.health) == 0;
+    if (c.lim.max_headers != bal->cfg.lim.max_headers) {
+        struct http_hdr *h = calloc((size_t)c.lim.max_headers + 8, sizeof *h);
+        if (h) {
+            free(bal->msg.hdrs);
+            bal->msg.hdrs = h;
+            bal->msg.max_hdrs = c.lim.max_headers + 8;
+        } else {
+            c.lim.max_headers = bal->cfg.lim.max_headers;
+        }
+    }
+    bal->cfg = c;
+    bal->hash_kind = hash_kind;
+    memcpy(bal->hash_name, hash_name, sizeof hash_name);
+    bal->resp_lim = c.lim;
+    bal->resp_lim.max_header_size = c.lim.max_header_size * 2 + 4096;
+    bal->resp_lim.max_request_line = c.lim.max_request_line + 64;
+    bal->resp_lim.max_headers = bal->msg.max_hdrs;
+    for (int i = 0; i < bal->nbe; i++)
+        bal->be[i].t.weight = w[i];
+    bal->lb = lb; /* after the weights: lb_init built its state from the old ones */
+    if (lb.ops->update)
+        lb.ops->update(&bal->lb);
+    if (!health_same && !bal->draining) {
+        health_stop(&bal->health);
+        health_start(&bal->health, bal->loop, &c.health, bal->ht, bal->nbe, health_changed, bal);
+    } else {
+        health_refresh(&bal->health);
+    }
+    log_info("balancer %s reloaded: policy %s", bal->base.listen,
+             bal->lua ? c.policy_path : c.policy);
+    free(w);
+    return 0;
+fail:
+    lb_lua_free(lua);
+    if (lb.ops)
+        lb_free(&lb);
+    free(w);
+    return -1;
+}
+
+const struct service_kind balancer_service_kind = {
+    .name = "balancer",
+    .start = bal_start,
+    .drain = bal_drain,
+    .idle = bal_idle,
+    .free = bal_free,
+    .describe = bal_describe,
+    .status_json = bal_status_json,
+    .metrics = bal_metrics,
+    .reload = bal_reload,
+};
