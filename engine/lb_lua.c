@@ -216,6 +216,13 @@ static void push_list(struct lb_lua *p)
         p->list_valid = 1;
     } else {
         lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_list);
+        if ((int)lua_rawlen(L, -1) != p->nlist) {
+            /* the policy shortened or grew the list it was given */
+            lua_pop(L, 2);
+            p->list_valid = 0;
+            push_list(p);
+            return;
+        }
     }
     for (int k = 0; k < p->nlist; k++) {
         lua_rawgeti(L, -2, p->list_idx[k] + 1);
@@ -267,9 +274,14 @@ struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *
         else
             snprintf(err, errlen, "pick returned a table that is not a backend");
     } else if (type == LUA_TNUMBER && lua_isinteger(L, -1)) {
+        /* an index into the list as the policy sees it now (it may have
+         * reordered it): look the entry up rather than trusting our order */
         lua_Integer i = lua_tointeger(L, -1);
-        if (i >= 1 && i <= p->nlist)
-            t = p->t[p->list_idx[i - 1]];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_rev);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_list);
+        if (i >= 1 && i <= p->nlist && lua_rawgeti(L, -1, i) == LUA_TTABLE &&
+            lua_rawget(L, -3) == LUA_TNUMBER)
+            t = p->t[lua_tointeger(L, -1)];
         else
             snprintf(err, errlen, "pick returned index %lld, not in 1..%d", (long long)i,
                      p->nlist);
