@@ -87,8 +87,13 @@ static void conn_teardown(struct net_conn *c, const char *why)
         close(c->fd);
         c->fd = -1;
     }
-    if (c->listener)
-        c->listener->nconns--;
+    if (c->listener) {
+        struct net_listener *l = c->listener;
+        c->listener = NULL;
+        /* A closed listener lives on until its last connection is gone. */
+        if (--l->nconns == 0 && l->fd < 0)
+            free(l);
+    }
     c->depth++;
     if (c->ops->on_close)
         c->ops->on_close(c, why);
@@ -438,13 +443,21 @@ struct net_listener *net_listen(struct ev_loop *loop, const char *addr, int reus
 }
 
 void net_listener_pause(struct net_listener *l) { ev_io_stop(l->loop, &l->io); }
-void net_listener_resume(struct net_listener *l) { ev_io_start(l->loop, &l->io); }
+void net_listener_resume(struct net_listener *l)
+{
+    if (l->fd >= 0)
+        ev_io_start(l->loop, &l->io);
+}
 
 void net_listener_close(struct net_listener *l)
 {
     if (!l)
         return;
     ev_io_stop(l->loop, &l->io);
-    close(l->fd);
-    free(l);
+    if (l->fd >= 0)
+        close(l->fd);
+    l->fd = -1;
+    /* Connections it accepted still point at it: the last one frees it. */
+    if (l->nconns == 0)
+        free(l);
 }

@@ -90,6 +90,8 @@ struct net_listener {
 struct net_listener *net_listen(struct ev_loop *loop, const char *addr, int reuseport,
                                 const struct net_conn_ops *ops, net_accept_fn on_accept,
                                 void *data, char *err, size_t errlen);
+/* Stops listening. Connections it accepted stay open (close them too, or let
+ * them finish); the struct is freed with the last of them. */
 void net_listener_close(struct net_listener *l);
 /* Stop/start accepting (draining, or past max_conns). */
 void net_listener_pause(struct net_listener *l);

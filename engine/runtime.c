@@ -596,6 +596,9 @@ int runtime_run(struct runtime *rt)
     /* The signal watchers keep the loop alive; it ends with ev_break once a
      * stop has drained every service. */
     ev_run(rt->loop, 0);
+    /* Connections closed outside their callbacks are freed on the next loop
+     * turn: give them that turn. */
+    ev_run(rt->loop, EVRUN_NOWAIT);
     return 0;
 }
 
@@ -615,6 +618,7 @@ void runtime_free(struct runtime *rt)
         if (rt->retiring[i]->kind->free)
             rt->retiring[i]->kind->free(rt->retiring[i]);
     rt->nretiring = 0;
+    ev_run(rt->loop, EVRUN_NOWAIT); /* deferred frees from the services' own */
     ev_check_stop(rt->loop, &rt->drain_check);
     ev_timer_stop(rt->loop, &rt->drain_timer);
     ev_timer_stop(rt->loop, &rt->retire_timer);

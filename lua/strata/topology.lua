@@ -309,7 +309,7 @@ local function build_dsl(ctx)
   function strata.db(spec)
     local where = ctx.where()
     ctx.check_fields(where, "strata.db", spec, {
-      primary = true, replicas = true, reads = true, password = true,
+      primary = true, replicas = true, reads = true, password = true, compact_min = true,
     })
     if type(spec.primary) ~= "table" then
       fail(where, "strata.db needs primary = { node = ..., listen = ..., dir = ... }")
@@ -327,6 +327,7 @@ local function build_dsl(ctx)
         listen = ctx.addr(where, what .. " listen", t.listen),
         dir = ctx.string(where, what .. " dir", t.dir) or ("var/" .. node),
         fsync = fsync, password = ctx.string(where, "password", spec.password),
+        compact_min = ctx.size(where, "compact_min", spec.compact_min),
       }
     end
     local primary = one(spec.primary, "db primary", "primary")
