@@ -177,3 +177,29 @@ return M
         r.config_set("maxmemory-policy", broken)
     assert r.config_get("maxmemory-policy")["maxmemory-policy"] == pick, "old policy kept"
     assert r.config_set("maxmemory-policy", "allkeys-lru") is True
+
+
+def test_reload_swaps_in_a_lua_policy(strata, tmp_path):
+    import signal
+    from cache_util import cache_topology
+    pick = write_policy(tmp_path, "pick.lua", """
+local M = {}
+function M.choose(cands)
+  for _, c in ipairs(cands) do
+    if c.key:sub(1, 6) == "victim" then return c end
+  end
+  return 1
+end
+return M
+""")
+    port, proc, r = start_cache(strata, max_memory=LIMIT, eviction="lru")
+    fill(r, 100, prefix="keep", value=b"k" * 100)
+    topo = tmp_path / "topo.lua"
+    topo.write_text(cache_topology(port, max_memory=LIMIT, eviction="pick.lua",
+                                   eviction_samples=20))
+    proc.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: r.config_get("maxmemory-policy")["maxmemory-policy"] == pick,
+             what="reloaded policy")
+    assert r.dbsize() == 100, "a reload keeps the data"
+    fill(r, 6000, prefix="victim")
+    assert r.exists(*[f"keep{i}" for i in range(100)]) == 100, "the new policy decides"
