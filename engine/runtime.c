@@ -427,7 +427,7 @@ int runtime_reload(struct runtime *rt, int dry_run, struct buf *changes, char *e
         lua_checkstack(L, RUNTIME_MAX_SERVICES * 2 + 20);
         rc = plan ? plan_reload(rt, L, lua_gettop(L), plan, changes, err, errlen) : -1;
     }
-    if (rc == 0 && !dry_run) {
+    if (rc == 0 && !dry_run && buf_size(changes) > 0) {
         apply_reload(rt, L, plan);
         rt->generation++;
     }

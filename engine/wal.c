@@ -208,7 +208,9 @@ int wal_list(const char *dir, struct wal_seg **out, size_t *n, char *err, size_t
             *out = nv;
         }
         (*out)[*n].start = start;
-        snprintf((*out)[*n].name, sizeof (*out)[*n].name, "%s", de->d_name);
+        /* parse_seg_name accepted it, so it fits; the precision says so. */
+        snprintf((*out)[*n].name, sizeof (*out)[*n].name, "%.*s",
+                 (int)sizeof (*out)[*n].name - 1, de->d_name);
         (*n)++;
     }
     closedir(d);

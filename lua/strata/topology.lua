@@ -635,9 +635,21 @@ local function details(s)
 end
 
 -- A canonical text of a service config, to tell whether a reload changed
--- it. The declaration's line is left out: moving a block is no change.
+-- it. The declaration's line is left out: moving a block is no change. The
+-- policy and app files a config names count with their contents: editing a
+-- policy is a change even when the topology stays the same.
+local FILE_FIELDS = { eviction_path = true, policy_path = true, app = true }
+
 function M.fingerprint(cfg)
   local out = {}
+  for k in pairs(FILE_FIELDS) do
+    local path = type(cfg) == "table" and cfg[k]
+    if type(path) == "string" then
+      local f = io.open(path, "rb")
+      out[#out + 1] = k .. "#" .. (f and f:read("a") or "(unreadable)") .. "#"
+      if f then f:close() end
+    end
+  end
   local function put(v)
     local t = type(v)
     if t == "table" then

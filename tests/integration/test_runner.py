@@ -263,3 +263,23 @@ def test_node_mode_runs_one_node(strata, topo):
     wait_for(lambda: port_open(topo.ports[1]), what="node c2")
     assert not port_open(topo.ports[0])
     assert node_pid(topo, 1) == proc.proc.pid
+
+
+def test_reload_picks_up_an_edited_policy_file(strata, topo, tmp_path):
+    pol = tmp_path / "evict.lua"
+    pol.write_text("local M = {}\nfunction M.choose(c) return 1 end\nreturn M\n")
+    topo.write(1, eviction="evict.lua")
+    start(strata, topo, 1)
+    r = run_cli("reload", str(topo.path))
+    assert r.returncode == 0 and "node c1: no changes" in r.stdout, r.stdout + r.stderr
+    # Same topology, edited policy: a change, validated before it is applied.
+    pol.write_text("local M = {}\nfunction M.choose(c) return #c end\n"
+                   "function M.validate() error('refused on purpose') end\nreturn M\n")
+    r = run_cli("reload", str(topo.path))
+    assert r.returncode == 1 and "refused on purpose" in r.stderr
+    assert topo.status(0)["generation"] == 1
+    pol.write_text("local M = {}\nfunction M.choose(c) return #c end\nreturn M\n")
+    r = run_cli("reload", str(topo.path))
+    assert r.returncode == 0, r.stderr
+    assert "node c1: generation 2" in r.stdout
+    assert topo.status(0)["generation"] == 2
