@@ -521,6 +521,8 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
         }
     }
     bal->cfg = c;
+    if (bal->listener)
+        bal->listener->max_conns = c.max_conns;
     bal->hash_kind = hash_kind;
     memcpy(bal->hash_name, hash_name, sizeof hash_name);
     bal->resp_lim = c.lim;
