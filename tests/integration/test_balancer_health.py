@@ -26,57 +26,59 @@ def test_killed_backend_invisible_to_gets_and_posts_never_twice(strata, backends
     port, admin, _ = start_lb(strata, bl, health=HEALTH, retries=2)
     ids = itertools.count()
     lock = threading.Lock()
-    results = {"get_ok": 0, "get_bad": [], "post_ok": [], "post_failed": []}
+    res = {"gets": 0, "get_ok": 0, "get_bad": [], "post_ok": [], "post_failed": []}
     killed = threading.Event()
-    after_kill = threading.Semaphore(0)
 
     def worker():
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-        for i in range(150):
+        after = 0
+        for i in range(3000):  # bounded; normally ends 60 requests after the kill
+            if killed.is_set():
+                after += 1
+                if after > 60:
+                    break
             with lock:
                 rid = f"p{next(ids)}"
+            post = i % 3 == 0
             try:
-                if i % 3 == 0:
+                if post:
                     c.request("POST", "/echo", body=b"payload", headers={"X-Req-Id": rid})
-                    r = c.getresponse()
-                    r.read()
-                    with lock:
-                        (results["post_ok"] if r.status == 200 else results["post_failed"]).append(rid)
                 else:
-                    c.request("GET", f"/g/{i}")
-                    r = c.getresponse()
-                    body = r.read()
                     with lock:
-                        if r.status == 200 and body.startswith(b"web"):
-                            results["get_ok"] += 1
-                        else:
-                            results["get_bad"].append((r.status, body))
+                        res["gets"] += 1
+                    c.request("GET", f"/g/{i}")
+                r = c.getresponse()
+                body = r.read()
+                with lock:
+                    if post:
+                        (res["post_ok"] if r.status == 200 else res["post_failed"]).append(rid)
+                    elif r.status == 200 and body.startswith(b"web"):
+                        res["get_ok"] += 1
+                    else:
+                        res["get_bad"].append((r.status, body))
                 if r.getheader("Connection") == "close":
                     c.close()
             except (OSError, http.client.HTTPException) as e:
                 with lock:
-                    results["get_bad" if i % 3 else "post_failed"].append(repr(e))
+                    (res["post_failed"] if post else res["get_bad"]).append(repr(e))
                 c.close()
-            if killed.is_set():
-                after_kill.release()
         c.close()
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
     for t in threads:
         t.start()
-    wait_for(lambda: bl[1].stats()["requests"] >= 20, what="load on web2")
+    wait_for(lambda: bl[1].stats()["requests"] >= 30, what="load on web2")
     bl[1].kill()
     killed.set()
     for t in threads:
         t.join()
-    assert results["get_bad"] == []
-    assert results["get_ok"] == 6 * 100
+    assert res["get_bad"] == []
+    assert res["get_ok"] == res["gets"] > 0
     # every POST id was processed at most once, across all backends
     seen = [rid for b in bl for rid in b.post_ids()]
     assert len(seen) == len(set(seen))
-    # every POST answered 200 was processed exactly once
-    assert set(results["post_ok"]) <= set(seen)
-    assert len(results["post_ok"]) + len(results["post_failed"]) == 6 * 50
+    # and every POST answered 200 was processed
+    assert set(res["post_ok"]) <= set(seen)
     wait_for(lambda: not backend_state(admin, "web2")["healthy"], what="web2 marked down")
 
 

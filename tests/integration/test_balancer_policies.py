@@ -2,6 +2,7 @@
 and the fallback when a Lua policy fails."""
 import http.client
 import os
+import socket
 import threading
 
 import pytest
@@ -58,16 +59,14 @@ def test_first_fills_in_order(strata, backends):
 def test_busy_backend_avoided(strata, backends, policy):
     bl = backends(2)
     port, admin, _ = start_lb(strata, bl, admin=True, policy=policy)
-    slow = threading.Thread(target=get, args=(port, "/sleep?s=2"))
-    slow.start()
-    try:
+    # a request that stays in flight until we hang up
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+        slow.sendall(b"GET /sleep?s=60 HTTP/1.1\r\nHost: x\r\n\r\n")
         st = wait_for(lambda: [b for b in lb_status(admin)["backends"] if b["active"] == 1],
                       what="the slow request in flight")
         busy = st[0]["name"]
         counts = spread(port, 20)
         assert busy not in counts and sum(counts.values()) == 20
-    finally:
-        slow.join()
 
 
 def chash_map(port, keys):
