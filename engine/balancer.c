@@ -469,6 +469,8 @@ static void client_on_close(struct net_conn *c, const char *why)
 {
     (void)why;
     struct bal_client *cl = c->data;
+    if (!cl)
+        return; /* refused in bal_client_accept */
     struct balancer *bal = cl->bal;
     if (cl->srv)
         server_detach(cl, 0);
@@ -497,6 +499,7 @@ const struct net_conn_ops bal_client_ops = {
 int bal_client_accept(struct net_conn *c, void *data)
 {
     struct balancer *bal = data;
+    c->data = NULL; /* until it is a client: on_close then has nothing to do */
     if (bal->draining)
         return -1;
     struct bal_client *cl = calloc(1, sizeof *cl);
