@@ -37,8 +37,10 @@ class Db:
         self.start()
 
     def start(self):
+        # --node: the process is the db node itself, so kill -9 hits the db
+        # (not a supervisor whose node would then stop gracefully).
         self.proc = self.strata(db_topology(self.port, self.dir, self.fsync, self.password),
-                                [self.port])
+                                [self.port], args=["--node", "db1"])
         return self
 
     def client(self, **kw):

@@ -4,25 +4,54 @@ never collides with anything else on the machine."""
 import glob
 import http.server
 import os
+import random
 import re
+import socket
 import threading
 import urllib.request
 
 import pytest
 import redis
 
-from conftest import ROOT, free_port, run_cli, wait_for
+from conftest import ROOT, run_cli, wait_for
 
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.lua")))
 
 
+def free_block(n):
+    """A run of n ports that are free now, below the kernel's ephemeral range
+    (so no client socket takes one meanwhile): examples derive admin ports
+    from the supervisor's (+1, +2, ...)."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - n)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no free block of ports")
+
+
 def localize(text, tmp_path):
-    """Maps every fixed port in the example to a free one and var/ into tmp."""
+    """Maps every fixed port in the example into one free block, keeping
+    their order (so derived admin ports stay free too), and var/ into tmp."""
+    base = free_block(64)
     mapping = {}
 
     def port(m):
-        mapping.setdefault(m.group(1), str(free_port()))
-        return "127.0.0.1:" + mapping[m.group(1)]
+        orig = int(m.group(1))
+        if orig not in mapping:
+            # The supervisor's admin port gets room for its nodes after it.
+            mapping[orig] = base + (0 if "strata.supervisor" in m.string[max(0, m.start() - 40):m.start()]
+                                    else 20 + len(mapping))
+        return "127.0.0.1:%d" % mapping[orig]
 
     text = re.sub(r"127\.0\.0\.1:(\d+)", port, text)
     text = text.replace('"var/', f'"{tmp_path}/var/')
