@@ -75,10 +75,19 @@ void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents)
         bal->dead_servers = s->next;
         free(s);
     }
+    for (struct bal_gen **gp = &bal->retired; *gp;) {
+        struct bal_gen *g = *gp;
+        if (g->refs == 0) {
+            *gp = g->next;
+            bal_gen_free(g);
+        } else {
+            gp = &g->next;
+        }
+    }
     ev_prepare_stop(loop, w);
 }
 
-static void reap_start(struct balancer *bal)
+void bal_reap_start(struct balancer *bal)
 {
     if (!ev_is_active(&bal->reap))
         ev_prepare_start(bal->loop, &bal->reap);
@@ -134,26 +143,29 @@ static uint64_t request_hash(struct bal_client *cl, const struct http_msg *m)
 static struct bal_backend *pick_backend(struct bal_client *cl, const struct http_msg *m)
 {
     struct balancer *bal = cl->bal;
-    for (int i = 0; i < cl->attempts; i++)
-        bal->targets[cl->tried[i]]->skip = 1;
+    struct bal_gen *g = bal->gen;
+    /* backends tried in an older generation are not in this one's arrays */
+    int ntried = cl->tried_gen == g ? cl->ntried : 0;
+    for (int i = 0; i < ntried; i++)
+        g->targets[cl->tried[i]]->skip = 1;
     struct lb_req r = {.hash = cl->hash, .msg = m, .client = cl->c->peer};
     struct lb_target *t = NULL;
-    if (bal->lua) {
+    if (g->lua) {
         char err[256];
-        t = lb_lua_pick(bal->lua, &r, err, sizeof err);
+        t = lb_lua_pick(g->lua, &r, err, sizeof err);
         if (!t) {
             /* nil is a fine answer when nothing is left to try */
             int any = 0;
-            for (int i = 0; i < bal->nbe && !any; i++)
-                any = lb_candidate(bal->targets[i]);
+            for (int i = 0; i < g->nbe && !any; i++)
+                any = lb_candidate(g->targets[i]);
             if (any)
                 lua_fallback_log(bal, err);
         }
     }
     if (!t)
-        t = bal->lb.ops->pick(&bal->lb, &r);
-    for (int i = 0; i < cl->attempts; i++)
-        bal->targets[cl->tried[i]]->skip = 0;
+        t = g->lb.ops->pick(&g->lb, &r);
+    for (int i = 0; i < ntried; i++)
+        g->targets[cl->tried[i]]->skip = 0;
     return (struct bal_backend *)t;
 }
 
@@ -330,7 +342,7 @@ static int client_next_request(struct bal_client *cl)
     cl->head_timer = 0;
     cl->resp_head_done = cl->resp_keep = cl->dechunk = cl->close_after = 0;
     cl->body_touched = 0;
-    cl->attempts = 0;
+    cl->attempts = cl->ntried = 0;
     cl->req_done = 1; /* for reply_error: nothing more is read after a bad head */
     if (n < 0) {
         cl->keep_alive = 0;
@@ -351,7 +363,7 @@ static int client_next_request(struct bal_client *cl)
         net_conn_abort(c, "out of memory");
         return 0;
     }
-    cl->hash = bal->lb.ops == &lb_chash_ops ? request_hash(cl, m) : 0;
+    cl->hash = bal->gen->lb.ops == &lb_chash_ops ? request_hash(cl, m) : 0;
     bal->requests++;
     struct bal_backend *be = pick_backend(cl, m);
     buf_consume(&c->rbuf, (size_t)n);
@@ -485,7 +497,7 @@ static void client_on_close(struct net_conn *c, const char *why)
     bal->nclients--;
     cl->next = bal->dead_clients;
     bal->dead_clients = cl;
-    reap_start(bal);
+    bal_reap_start(bal);
 }
 
 const struct net_conn_ops bal_client_ops = {
@@ -526,6 +538,18 @@ int bal_client_accept(struct net_conn *c, void *data)
 
 static void server_on_close(struct net_conn *c, const char *why);
 
+/* The attempt is over (answered or failed): the backend has one request
+ * less in flight, and its generation one reference less. */
+static void attempt_end(struct bal_client *cl)
+{
+    struct bal_backend *be = cl->be;
+    if (!be)
+        return;
+    cl->be = NULL;
+    be->t.active--;
+    bal_gen_unref(cl->bal, be->gen);
+}
+
 /* Ends the current attempt's use of its server connection: back to the pool
  * when it can carry another request, closed otherwise. */
 static void server_detach(struct bal_client *cl, int reusable)
@@ -535,10 +559,7 @@ static void server_detach(struct bal_client *cl, int reusable)
     struct bal_backend *be = srv->be;
     cl->srv = NULL;
     srv->cl = NULL;
-    if (cl->be) {
-        cl->be->t.active--;
-        cl->be = NULL;
-    }
+    attempt_end(cl);
     if (cl->paused_by_srv) {
         cl->paused_by_srv = 0;
         cl->c->flags &= ~(unsigned)NET_F_PAUSED;
@@ -548,7 +569,7 @@ static void server_detach(struct bal_client *cl, int reusable)
         srv->paused_by_client = 0;
         srv->c->flags &= ~(unsigned)NET_F_PAUSED;
     }
-    if (reusable && !bal->draining && be->nidle < BAL_POOL_MAX_IDLE &&
+    if (reusable && !bal->draining && be->gen == bal->gen && be->nidle < BAL_POOL_MAX_IDLE &&
         buf_size(&srv->c->rbuf) == 0) {
         srv->in_pool = 1;
         srv->next = be->idle;
@@ -587,7 +608,7 @@ static void attempt_failed(struct bal_client *cl, struct bal_backend *be, int st
     struct balancer *bal = cl->bal;
     be->failures++;
     be->t.errors++;
-    health_report(&bal->health, be->t.index, 0);
+    health_report(&be->gen->health, be->t.index, 0);
     int may_retry = !cl->body_touched && (cl->idempotent || !sent) &&
                     cl->attempts <= bal->cfg.retries && cl->attempts < BAL_MAX_TRIES &&
                     !cl->resp_head_done;
@@ -714,7 +735,7 @@ static void server_on_read(struct net_conn *c)
             log_warn("backend %s sent an invalid response head", be->name);
             be->failures++;
             be->t.errors++;
-            health_report(&bal->health, be->t.index, 0);
+            health_report(&be->gen->health, be->t.index, 0);
             cl->keep_alive = 0;
             reply_error(cl, 502);
             return;
@@ -730,7 +751,7 @@ static void server_on_read(struct net_conn *c)
         cl->resp_head_done = 1;
         double ms = (ev_now(c->loop) - cl->t_sent) * 1000.0;
         be->t.ewma_ms = be->t.ewma_ms == 0 ? ms : be->t.ewma_ms * 0.8 + ms * 0.2;
-        health_report(&bal->health, be->t.index, m->status < 500);
+        health_report(&be->gen->health, be->t.index, m->status < 500);
         if (m->status >= 500) {
             be->failures++;
             be->t.errors++;
@@ -840,7 +861,7 @@ static void server_on_timeout(struct net_conn *c)
     log_warn("backend %s did not answer within %.1fs", be->name, bal->cfg.server_timeout);
     be->failures++;
     be->t.errors++;
-    health_report(&bal->health, be->t.index, 0);
+    health_report(&be->gen->health, be->t.index, 0);
     cl->keep_alive = cl->keep_alive && cl->req_done;
     /* no retry: the backend may be processing it */
     reply_error(cl, 504);
@@ -856,19 +877,17 @@ static void server_on_close(struct net_conn *c, const char *why)
     srv->dead = 1;
     srv->c = NULL;
     be->nconns--;
+    bal_gen_unref(bal, be->gen);
     struct bal_client *cl = srv->cl;
     srv->next = bal->dead_servers;
     bal->dead_servers = srv;
-    reap_start(bal);
+    bal_reap_start(bal);
     if (!cl)
         return;
     /* the attempt failed before its response completed */
     cl->srv = NULL;
     srv->cl = NULL;
-    if (cl->be) {
-        cl->be->t.active--;
-        cl->be = NULL;
-    }
+    attempt_end(cl);
     if (cl->paused_by_srv) {
         cl->paused_by_srv = 0;
         cl->c->flags &= ~(unsigned)NET_F_PAUSED;
@@ -901,7 +920,7 @@ static struct bal_server *server_open(struct balancer *bal, struct bal_backend *
     struct bal_server *srv = calloc(1, sizeof *srv);
     if (!srv)
         return NULL;
-    struct health_target *ht = &bal->ht[be->t.index];
+    struct health_target *ht = &be->gen->ht[be->t.index];
     srv->bal = bal;
     srv->be = be;
     srv->c = net_connect(bal->loop, (struct sockaddr *)&ht->sa, ht->salen, &server_ops, srv);
@@ -912,14 +931,21 @@ static struct bal_server *server_open(struct balancer *bal, struct bal_backend *
     /* A response head must fit; bodies are consumed as they come. */
     srv->c->read_max = bal->resp_lim.max_header_size + 64 * 1024;
     be->nconns++;
+    be->gen->refs++;
     return srv;
 }
 
 static void attempt_start(struct bal_client *cl, struct bal_backend *be)
 {
     struct balancer *bal = cl->bal;
-    cl->tried[cl->attempts++] = be->t.index;
+    if (cl->tried_gen != be->gen) {
+        cl->tried_gen = be->gen;
+        cl->ntried = 0;
+    }
+    cl->tried[cl->ntried++] = be->t.index;
+    cl->attempts++;
     cl->be = be;
+    be->gen->refs++;
     be->t.active++;
     be->requests++;
     struct bal_server *srv = be->idle;
@@ -935,8 +961,7 @@ static void attempt_start(struct bal_client *cl, struct bal_backend *be)
     }
     srv = server_open(bal, be);
     if (!srv) {
-        cl->be = NULL;
-        be->t.active--;
+        attempt_end(cl);
         attempt_failed(cl, be, 502, 0, strerror(errno));
         return;
     }

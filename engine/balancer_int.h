@@ -41,21 +41,24 @@ struct bal_cfg {
 struct bal_server;
 struct bal_client;
 
+struct bal_gen;
+
 struct bal_backend {
     struct lb_target t; /* first: a policy's pick converts back by cast */
     char name[64];
     char addr[64];
+    struct bal_gen *gen;
     struct bal_server *idle; /* pooled keep-alive connections, most recent first */
     int nidle;
     int nconns;
     uint64_t requests, failures;
 };
 
-struct balancer {
-    struct service base;
-    struct ev_loop *loop;
-    struct bal_cfg cfg;
-    struct net_listener *listener;
+/* One backend set with its policy and health checks. A reload that changes
+ * the set builds a new generation; the old one serves its requests in
+ * flight and is freed when the last of them and of its connections is
+ * gone (refs), so no pointer into it ever dangles. */
+struct bal_gen {
     struct bal_backend *be;
     int nbe;
     struct lb_target **targets;
@@ -63,6 +66,18 @@ struct balancer {
     struct health health;
     struct lb lb; /* the policy, or the fallback of a Lua policy */
     struct lb_lua *lua;
+    int refs; /* attempts in flight and open server connections */
+    int retired;
+    struct bal_gen *next; /* the retired list */
+};
+
+struct balancer {
+    struct service base;
+    struct ev_loop *loop;
+    struct bal_cfg cfg;
+    struct net_listener *listener;
+    struct bal_gen *gen;     /* current */
+    struct bal_gen *retired; /* older, waiting for their last reference */
     int hash_kind;
     char hash_name[96];
     struct http_limits resp_lim; /* for responses and re-parsed request heads */
@@ -100,7 +115,9 @@ struct bal_client {
     uint64_t req_left, resp_left;
     struct http_chunked req_ck, resp_ck;
     int attempts;
-    int tried[BAL_MAX_TRIES];
+    int ntried;
+    int tried[BAL_MAX_TRIES];  /* backend indexes in tried_gen */
+    struct bal_gen *tried_gen;
     uint64_t hash;
     double t_sent;
 };
@@ -118,7 +135,16 @@ struct bal_server {
 extern const struct net_conn_ops bal_client_ops;
 /* net_listen's accept hook: c->data becomes the new client. */
 int bal_client_accept(struct net_conn *c, void *data);
-/* Frees connections closed earlier in this loop turn (an ev_prepare). */
+/* Frees connections closed earlier in this loop turn and retired
+ * generations nothing refers to any more (an ev_prepare). */
 void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents);
+void bal_reap_start(struct balancer *bal);
+void bal_gen_free(struct bal_gen *g);
+
+static inline void bal_gen_unref(struct balancer *bal, struct bal_gen *g)
+{
+    if (--g->refs == 0 && g->retired)
+        bal_reap_start(bal);
+}
 
 #endif

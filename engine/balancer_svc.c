@@ -122,7 +122,7 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
 }
 
 /* backends = { { name=, addr=, weight=, max_active= } | "host:port", ... } */
-static int read_backends(struct balancer *bal, lua_State *L, int idx, char *err, size_t errlen)
+static int read_backends(struct bal_gen *bal, lua_State *L, int idx, char *err, size_t errlen)
 {
     if (lua_getfield(L, idx, "backends") != LUA_TTABLE) {
         lua_pop(L, 1);
@@ -183,6 +183,7 @@ static int read_backends(struct balancer *bal, lua_State *L, int idx, char *err,
         be->t.eff_weight = (int)w * LB_EFF_SCALE;
         be->t.max_active = (int)ma;
         be->t.index = i;
+        be->gen = bal;
         bal->targets[i] = &be->t;
         bal->ht[i].t = &be->t;
     }
@@ -238,35 +239,156 @@ static const struct lb_ops *policy_ops(const struct bal_cfg *c, char *err, size_
 
 static void health_changed(void *ud)
 {
-    struct balancer *bal = ud;
-    (void)bal; /* policies read the live fields; nothing is cached here */
+    (void)ud; /* policies read the live fields; nothing is cached here */
+}
+
+/* ---- generations -------------------------------------------------------- */
+
+void bal_gen_free(struct bal_gen *g)
+{
+    if (!g)
+        return;
+    health_stop(&g->health);
+    lb_lua_free(g->lua);
+    if (g->lb.ops)
+        lb_free(&g->lb);
+    free(g->be);
+    free(g->targets);
+    free(g->ht);
+    free(g);
+}
+
+/* Builds a generation from the config at idx: backends, the policy (and a
+ * Lua policy loaded and validated), health not started yet. */
+static struct bal_gen *gen_new(lua_State *L, int idx, const struct bal_cfg *c, char *err,
+                               size_t errlen)
+{
+    struct bal_gen *g = calloc(1, sizeof *g);
+    if (!g) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const struct lb_ops *ops;
+    if (read_backends(g, L, idx, err, errlen) < 0 || !(ops = policy_ops(c, err, errlen)) ||
+        lb_init(&g->lb, ops, g->targets, g->nbe, err, errlen) < 0) {
+        bal_gen_free(g);
+        return NULL;
+    }
+    if (strcmp(c->policy, "lua") == 0 &&
+        !(g->lua = lb_lua_new(c->policy_path, g->targets, g->nbe, err, errlen))) {
+        bal_gen_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* Same backends (names and addresses, in order) as the running set? */
+static int gen_same_backends(const struct bal_gen *a, const struct bal_gen *b)
+{
+    if (a->nbe != b->nbe)
+        return 0;
+    for (int i = 0; i < a->nbe; i++)
+        if (strcmp(a->be[i].name, b->be[i].name) || strcmp(a->be[i].addr, b->be[i].addr))
+            return 0;
+    return 1;
+}
+
+/* Swaps in a generation with a different backend set. Backends kept (same
+ * name and address) carry their health, statistics and idle connections
+ * over; the old generation stops checking and waits for its last request. */
+static void gen_swap(struct balancer *bal, struct bal_gen *g, const struct health_cfg *hc)
+{
+    struct bal_gen *old = bal->gen;
+    health_stop(&old->health);
+    health_start(&g->health, bal->loop, hc, g->ht, g->nbe, health_changed, bal);
+    for (int i = 0; i < g->nbe; i++) {
+        struct bal_backend *nb = &g->be[i];
+        for (int j = 0; j < old->nbe; j++) {
+            struct bal_backend *ob = &old->be[j];
+            if (strcmp(nb->name, ob->name) || strcmp(nb->addr, ob->addr))
+                continue;
+            struct health_target *nh = &g->ht[i], *oh = &old->ht[j];
+            nh->up = oh->up;
+            nh->ejected_until = oh->ejected_until;
+            nh->consec_errors = oh->consec_errors;
+            nh->back_since = oh->back_since;
+            nh->checks = oh->checks;
+            nh->checks_failed = oh->checks_failed;
+            nb->t.ewma_ms = ob->t.ewma_ms;
+            nb->t.errors = ob->t.errors;
+            nb->requests = ob->requests;
+            nb->failures = ob->failures;
+            while (ob->idle) { /* idle connections move with their backend */
+                struct bal_server *srv = ob->idle;
+                ob->idle = srv->next;
+                ob->nidle--;
+                ob->nconns--;
+                old->refs--;
+                srv->be = nb;
+                srv->prev = NULL;
+                srv->next = nb->idle;
+                if (nb->idle)
+                    nb->idle->prev = srv;
+                nb->idle = srv;
+                nb->nidle++;
+                nb->nconns++;
+                g->refs++;
+            }
+            break;
+        }
+    }
+    for (int j = 0; j < old->nbe; j++) /* removed backends: idle ones close now */
+        while (old->be[j].idle)
+            net_conn_abort(old->be[j].idle->c, "backend removed");
+    health_refresh(&g->health);
+    bal->gen = g;
+    old->retired = 1;
+    old->next = bal->retired;
+    bal->retired = old;
+    bal_reap_start(bal);
 }
 
 /* ---- service operations ------------------------------------------------- */
 
+static void bal_close_idle(struct bal_gen *g, const char *why)
+{
+    for (int i = 0; i < g->nbe; i++)
+        while (g->be[i].idle)
+            net_conn_abort(g->be[i].idle->c, why);
+}
+
 static void bal_free_all(struct balancer *bal)
 {
-    health_stop(&bal->health);
+    if (bal->gen)
+        health_stop(&bal->gen->health);
     while (bal->clients)
         net_conn_abort(bal->clients->c, "shutdown");
-    for (int i = 0; i < bal->nbe; i++)
-        while (bal->be[i].idle)
-            net_conn_abort(bal->be[i].idle->c, "shutdown");
+    if (bal->gen)
+        bal_close_idle(bal->gen, "shutdown");
     if (bal->listener)
         net_listener_close(bal->listener);
     bal->listener = NULL;
     if (bal->loop)
         ev_prepare_stop(bal->loop, &bal->reap);
     bal_reap(bal->loop, &bal->reap, 0);
-    lb_lua_free(bal->lua);
-    if (bal->lb.ops)
-        lb_free(&bal->lb);
+    while (bal->retired) { /* normally gone already; nothing refers to them now */
+        struct bal_gen *g = bal->retired;
+        bal->retired = g->next;
+        bal_gen_free(g);
+    }
+    bal_gen_free(bal->gen);
     buf_free(&bal->out);
     free(bal->msg.hdrs);
-    free(bal->be);
-    free(bal->targets);
-    free(bal->ht);
     free(bal);
+}
+
+static void set_limits(struct balancer *bal, const struct bal_cfg *c)
+{
+    bal->resp_lim = c->lim;
+    /* responses and our own rewritten heads get more room than clients */
+    bal->resp_lim.max_header_size = c->lim.max_header_size * 2 + 4096;
+    bal->resp_lim.max_request_line = c->lim.max_request_line + 64;
+    bal->resp_lim.max_headers = bal->msg.max_hdrs;
 }
 
 static struct service *bal_start(struct runtime *rt, lua_State *L, int idx, char *err,
@@ -286,39 +408,28 @@ static struct service *bal_start(struct runtime *rt, lua_State *L, int idx, char
     buf_init(&bal->out);
     struct bal_cfg *c = &bal->cfg;
     if (cfg_string(L, idx, "node", "", bal->base.node, sizeof bal->base.node, err, errlen) < 0 ||
-        read_config(L, idx, c, err, errlen) < 0 || read_backends(bal, L, idx, err, errlen) < 0)
+        read_config(L, idx, c, err, errlen) < 0 ||
+        parse_hash_on(c->hash_on, &bal->hash_kind, bal->hash_name, sizeof bal->hash_name, err,
+                      errlen) < 0 ||
+        !(bal->gen = gen_new(L, idx, c, err, errlen)))
         goto fail;
-    bal->resp_lim = c->lim;
-    /* responses and our own rewritten heads get more room than clients */
-    bal->resp_lim.max_header_size = c->lim.max_header_size * 2 + 4096;
-    bal->resp_lim.max_request_line = c->lim.max_request_line + 64;
-    bal->resp_lim.max_headers = c->lim.max_headers + 8;
-    bal->msg.max_hdrs = bal->resp_lim.max_headers;
+    bal->msg.max_hdrs = c->lim.max_headers + 8;
     bal->msg.hdrs = calloc((size_t)bal->msg.max_hdrs, sizeof *bal->msg.hdrs);
     if (!bal->msg.hdrs) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    const struct lb_ops *ops;
-    if (parse_hash_on(c->hash_on, &bal->hash_kind, bal->hash_name, sizeof bal->hash_name, err,
-                      errlen) < 0 ||
-        !(ops = policy_ops(c, err, errlen)) ||
-        lb_init(&bal->lb, ops, bal->targets, bal->nbe, err, errlen) < 0)
-        goto fail;
-    health_start(&bal->health, bal->loop, &c->health, bal->ht, bal->nbe, health_changed, bal);
-    if (strcmp(c->policy, "lua") == 0) {
-        bal->lua = lb_lua_new(c->policy_path, bal->targets, bal->nbe, err, errlen);
-        if (!bal->lua)
-            goto fail;
-    }
-    bal->listener = net_listen(bal->loop, c->listen, 0, &bal_client_ops, bal_client_accept, bal, err,
-                               errlen);
+    set_limits(bal, c);
+    struct bal_gen *g = bal->gen;
+    health_start(&g->health, bal->loop, &c->health, g->ht, g->nbe, health_changed, bal);
+    bal->listener = net_listen(bal->loop, c->listen, 0, &bal_client_ops, bal_client_accept, bal,
+                               err, errlen);
     if (!bal->listener)
         goto fail;
     bal->listener->max_conns = c->max_conns;
     snprintf(bal->base.listen, sizeof bal->base.listen, "%s", bal->listener->addr);
-    log_info("balancer listening on %s: %d backends, policy %s%s%s", bal->base.listen, bal->nbe,
-             c->policy, bal->lua ? " " : "", bal->lua ? c->policy_path : "");
+    log_info("balancer listening on %s: %d backends, policy %s%s%s", bal->base.listen, g->nbe,
+             c->policy, g->lua ? " " : "", g->lua ? c->policy_path : "");
     return &bal->base;
 fail:
     bal_free_all(bal);
@@ -333,10 +444,8 @@ static void bal_drain(struct service *s)
         net_listener_close(bal->listener);
         bal->listener = NULL;
     }
-    health_stop(&bal->health);
-    for (int i = 0; i < bal->nbe; i++)
-        while (bal->be[i].idle)
-            net_conn_abort(bal->be[i].idle->c, "draining");
+    health_stop(&bal->gen->health);
+    bal_close_idle(bal->gen, "draining");
     /* idle clients go now; busy ones after their response */
     struct bal_client *cl = bal->clients, *next;
     for (; cl; cl = next) {
@@ -355,11 +464,12 @@ static void bal_free(struct service *s) { bal_free_all((struct balancer *)s); }
 static void bal_describe(struct service *s, struct buf *out)
 {
     struct balancer *bal = (struct balancer *)s;
+    struct bal_gen *g = bal->gen;
     int up = 0;
-    for (int i = 0; i < bal->nbe; i++)
-        up += bal->be[i].t.healthy;
+    for (int i = 0; i < g->nbe; i++)
+        up += g->be[i].t.healthy;
     buf_printf(out, "balancer %s: %d/%d backends healthy%s, %d clients, %llu requests",
-               bal->base.listen, up, bal->nbe, bal->health.panic ? " (panic)" : "",
+               bal->base.listen, up, g->nbe, g->health.panic ? " (panic)" : "",
                bal->nclients, (unsigned long long)bal->requests);
 }
 
@@ -380,14 +490,15 @@ static void json_str(struct buf *out, const char *s)
 static void bal_status_json(struct service *s, struct buf *out)
 {
     struct balancer *bal = (struct balancer *)s;
+    struct bal_gen *g = bal->gen;
     buf_printf(out,
                "\"policy\":\"%s\",\"clients\":%d,\"requests\":%llu,\"retries\":%llu,"
                "\"errors_sent\":%llu,\"lua_fallbacks\":%llu,\"panic\":%s,\"backends\":[",
                bal->cfg.policy, bal->nclients, (unsigned long long)bal->requests,
                (unsigned long long)bal->retries, (unsigned long long)bal->errors_sent,
-               (unsigned long long)bal->lua_fallbacks, bal->health.panic ? "true" : "false");
-    for (int i = 0; i < bal->nbe; i++) {
-        struct bal_backend *be = &bal->be[i];
+               (unsigned long long)bal->lua_fallbacks, g->health.panic ? "true" : "false");
+    for (int i = 0; i < g->nbe; i++) {
+        struct bal_backend *be = &g->be[i];
         buf_append_str(out, i ? ",{\"name\":" : "{\"name\":");
         json_str(out, be->name);
         buf_append_str(out, ",\"addr\":");
@@ -397,10 +508,10 @@ static void bal_status_json(struct service *s, struct buf *out)
                    "\"active\":%d,\"requests\":%llu,\"failures\":%llu,\"ewma_ms\":%.3f,"
                    "\"connections\":%d,\"idle\":%d,\"checks\":%llu,\"checks_failed\":%llu}",
                    be->t.healthy ? "true" : "false", be->t.usable ? "true" : "false",
-                   bal->ht[i].ejected_until > 0 ? "true" : "false", be->t.weight, be->t.active,
+                   g->ht[i].ejected_until > 0 ? "true" : "false", be->t.weight, be->t.active,
                    (unsigned long long)be->requests, (unsigned long long)be->failures,
-                   be->t.ewma_ms, be->nconns, be->nidle, (unsigned long long)bal->ht[i].checks,
-                   (unsigned long long)bal->ht[i].checks_failed);
+                   be->t.ewma_ms, be->nconns, be->nidle, (unsigned long long)g->ht[i].checks,
+                   (unsigned long long)g->ht[i].checks_failed);
     }
     buf_append_str(out, "]");
 }
@@ -408,6 +519,7 @@ static void bal_status_json(struct service *s, struct buf *out)
 static void bal_metrics(struct service *s, struct buf *out, const char *labels)
 {
     struct balancer *bal = (struct balancer *)s;
+    struct bal_gen *g = bal->gen;
     buf_printf(out, "strata_balancer_requests_total{%s} %llu\n", labels,
                (unsigned long long)bal->requests);
     buf_printf(out, "strata_balancer_retries_total{%s} %llu\n", labels,
@@ -417,9 +529,9 @@ static void bal_metrics(struct service *s, struct buf *out, const char *labels)
     buf_printf(out, "strata_balancer_lua_fallbacks_total{%s} %llu\n", labels,
                (unsigned long long)bal->lua_fallbacks);
     buf_printf(out, "strata_balancer_clients{%s} %d\n", labels, bal->nclients);
-    buf_printf(out, "strata_balancer_panic{%s} %d\n", labels, bal->health.panic);
-    for (int i = 0; i < bal->nbe; i++) {
-        struct bal_backend *be = &bal->be[i];
+    buf_printf(out, "strata_balancer_panic{%s} %d\n", labels, g->health.panic);
+    for (int i = 0; i < g->nbe; i++) {
+        struct bal_backend *be = &g->be[i];
         buf_printf(out, "strata_balancer_backend_up{%s,backend=\"%s\"} %d\n", labels, be->name,
                    be->t.healthy);
         buf_printf(out, "strata_balancer_backend_requests_total{%s,backend=\"%s\"} %llu\n",
@@ -433,38 +545,12 @@ static void bal_metrics(struct service *s, struct buf *out, const char *labels)
     }
 }
 
-/* Compares the new backend list with the running one: names and addresses
- * must match (pools, health and in-flight requests hang on them); weights
- * may change. Returns 0 with the new weights in w[], or -1. */
-static int reload_backends(struct balancer *bal, lua_State *L, int idx, int *w, char *err,
-                           size_t errlen)
-{
-    struct balancer tmp;
-    memset(&tmp, 0, sizeof tmp);
-    int rc = read_backends(&tmp, L, idx, err, errlen);
-    if (rc == 0 && tmp.nbe != bal->nbe) {
-        snprintf(err, errlen, "balancer %s: adding or removing backends needs a restart",
-                 bal->base.listen);
-        rc = -1;
-    }
-    for (int i = 0; rc == 0 && i < bal->nbe; i++) {
-        if (strcmp(tmp.be[i].name, bal->be[i].name) || strcmp(tmp.be[i].addr, bal->be[i].addr)) {
-            snprintf(err, errlen, "balancer %s: changing backend %s needs a restart",
-                     bal->base.listen, bal->be[i].name);
-            rc = -1;
-        }
-        w[i] = tmp.be[i].t.weight;
-    }
-    free(tmp.be);
-    free(tmp.targets);
-    free(tmp.ht);
-    return rc;
-}
-
-/* Hot reload: a new policy (the Lua file is loaded and validated again
- * even when its path is unchanged), fallback, hash key, retries, timeouts,
- * limits, health settings and weights. Requests in flight are unaffected:
- * a pick is synchronous, so the old policy is freed at once. */
+/* Hot reload. Policy (a Lua policy is loaded and validated again even when
+ * its path is unchanged), fallback, hash key, retries, timeouts, limits and
+ * health settings apply in place; so do new weights for the same backends.
+ * A different backend set becomes a new generation (gen_swap). Requests in
+ * flight are unaffected: a pick is synchronous, so an old policy is freed
+ * at once, and an old backend set lives until its last request is done. */
 static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, struct buf *changes,
                       char *err, size_t errlen)
 {
@@ -473,83 +559,78 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     struct bal_cfg c;
     int hash_kind;
     char hash_name[96] = "";
-    int *w = calloc((size_t)bal->nbe, sizeof *w);
-    struct lb_lua *lua = NULL;
-    struct lb lb = {0};
-    const struct lb_ops *ops;
-    if (!w) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     if (read_config(L, idx, &c, err, errlen) < 0 ||
-        reload_backends(bal, L, idx, w, err, errlen) < 0 ||
-        parse_hash_on(c.hash_on, &hash_kind, hash_name, sizeof hash_name, err, errlen) < 0 ||
-        !(ops = policy_ops(&c, err, errlen)))
-        goto fail;
+        parse_hash_on(c.hash_on, &hash_kind, hash_name, sizeof hash_name, err, errlen) < 0)
+        return -1;
     if (strcmp(c.listen, bal->cfg.listen) != 0) {
         snprintf(err, errlen, "balancer %s: a new listen address needs a restart",
                  bal->base.listen);
-        goto fail;
+        return -1;
     }
-    if (strcmp(c.policy, "lua") == 0 &&
-        !(lua = lb_lua_new(c.policy_path, bal->targets, bal->nbe, err, errlen)))
-        goto fail;
-    if (lb_init(&lb, ops, bal->targets, bal->nbe, err, errlen) < 0)
-        goto fail;
+    struct bal_gen *g = gen_new(L, idx, &c, err, errlen);
+    if (!g)
+        return -1;
+    struct bal_gen *cur = bal->gen;
+    int same = gen_same_backends(g, cur);
     int new_policy = strcmp(c.policy, bal->cfg.policy) || strcmp(c.policy_path, bal->cfg.policy_path);
-    buf_printf(changes, "node %s: balancer %s: policy %s%s\n", bal->base.node,
-               bal->base.listen, lua ? c.policy_path : c.policy,
-               new_policy ? " (new)" : " (reloaded)");
-    if (dry_run) {
-        lb_lua_free(lua);
-        lb_free(&lb);
-        free(w);
+    buf_printf(changes, "node %s: balancer %s: policy %s%s\n", bal->base.node, bal->base.listen,
+               g->lua ? c.policy_path : c.policy, new_policy ? " (new)" : " (reloaded)");
+    if (!same)
+        buf_printf(changes, "node %s: balancer %s: backends %d -> %d\n", bal->base.node,
+                   bal->base.listen, cur->nbe, g->nbe);
+    if (dry_run || bal->draining) {
+        bal_gen_free(g);
         return 0;
     }
-    lb_lua_free(bal->lua);
-    bal->lua = lua;
-    lb_free(&bal->lb);
-    int health_same = memcmp(&c.health, &bal->cfg.health, sizeof c.health) == 0;
-    if (c.lim.max_headers != bal->cfg.lim.max_headers) {
+    if (c.lim.max_headers + 8 > bal->msg.max_hdrs) {
         struct http_hdr *h = calloc((size_t)c.lim.max_headers + 8, sizeof *h);
-        if (h) {
-            free(bal->msg.hdrs);
-            bal->msg.hdrs = h;
-            bal->msg.max_hdrs = c.lim.max_headers + 8;
-        } else {
-            c.lim.max_headers = bal->cfg.lim.max_headers;
+        if (!h) {
+            bal_gen_free(g);
+            snprintf(err, errlen, "out of memory");
+            return -1;
         }
+        free(bal->msg.hdrs);
+        bal->msg.hdrs = h;
+        bal->msg.max_hdrs = c.lim.max_headers + 8;
+    }
+    int health_same = memcmp(&c.health, &bal->cfg.health, sizeof c.health) == 0;
+    if (same) {
+        /* keep the running set (pools, health state); take the new policy */
+        lb_lua_free(cur->lua);
+        cur->lua = NULL;
+        if (g->lua) {
+            /* the Lua policy was built over g's targets: build it again */
+            lb_lua_free(g->lua);
+            g->lua = NULL;
+            cur->lua = lb_lua_new(c.policy_path, cur->targets, cur->nbe, err, errlen);
+            if (!cur->lua)
+                log_error("balancer %s: policy %s failed on reload: %s; using %s", bal->base.listen,
+                          c.policy_path, err, c.fallback);
+        }
+        for (int i = 0; i < cur->nbe; i++)
+            cur->be[i].t.weight = g->be[i].t.weight;
+        lb_free(&cur->lb);
+        lb_init(&cur->lb, g->lb.ops, cur->targets, cur->nbe, err, errlen);
+        bal_gen_free(g);
+        if (!health_same) {
+            health_stop(&cur->health);
+            health_start(&cur->health, bal->loop, &c.health, cur->ht, cur->nbe, health_changed,
+                         bal);
+        } else {
+            health_refresh(&cur->health);
+        }
+    } else {
+        gen_swap(bal, g, &c.health);
     }
     bal->cfg = c;
     if (bal->listener)
         bal->listener->max_conns = c.max_conns;
     bal->hash_kind = hash_kind;
     memcpy(bal->hash_name, hash_name, sizeof hash_name);
-    bal->resp_lim = c.lim;
-    bal->resp_lim.max_header_size = c.lim.max_header_size * 2 + 4096;
-    bal->resp_lim.max_request_line = c.lim.max_request_line + 64;
-    bal->resp_lim.max_headers = bal->msg.max_hdrs;
-    for (int i = 0; i < bal->nbe; i++)
-        bal->be[i].t.weight = w[i];
-    bal->lb = lb; /* after the weights: lb_init built its state from the old ones */
-    if (lb.ops->update)
-        lb.ops->update(&bal->lb);
-    if (!health_same && !bal->draining) {
-        health_stop(&bal->health);
-        health_start(&bal->health, bal->loop, &c.health, bal->ht, bal->nbe, health_changed, bal);
-    } else {
-        health_refresh(&bal->health);
-    }
-    log_info("balancer %s reloaded: policy %s", bal->base.listen,
-             bal->lua ? c.policy_path : c.policy);
-    free(w);
+    set_limits(bal, &c);
+    log_info("balancer %s reloaded: policy %s, %d backends", bal->base.listen,
+             bal->gen->lua ? c.policy_path : c.policy, bal->gen->nbe);
     return 0;
-fail:
-    lb_lua_free(lua);
-    if (lb.ops)
-        lb_free(&lb);
-    free(w);
-    return -1;
 }
 
 const struct service_kind balancer_service_kind = {

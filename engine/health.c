@@ -119,6 +119,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void health_refresh(struct health *h)
 {
+    if (h->stopping)
+        return; /* a retired set: nothing routes by it any more */
     double now = ev_now(h->loop);
     int healthy_n = 0, busy = 0;
     for (int i = 0; i < h->n; i++) {
@@ -223,7 +225,7 @@ void health_stop(struct health *h)
 void health_report(struct health *h, int i, int ok)
 {
     struct health_target *ht = &h->ht[i];
-    if (h->cfg.passive_errors <= 0)
+    if (h->cfg.passive_errors <= 0 || h->stopping)
         return;
     if (ok) {
         ht->consec_errors = 0;

@@ -223,3 +223,62 @@ return M
     r = run_cli("reload", str(topo))
     assert r.returncode == 1 and "bad.lua" in r.stderr
     assert spread(port, 10) == {"web3": 10}
+
+
+def test_reload_adds_and_removes_backends(strata, backends, tmp_path):
+    bl = backends(3)
+    port, admin, sup = free_port(), free_port(), free_port()
+    strata(balancer_topology(port, bl[:2], admin=admin, sup=sup), [port, admin, sup])
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/sleep?s=1")  # in flight across the reload
+    topo = tmp_path / "topo.lua"
+    topo.write_text(balancer_topology(port, bl, admin=admin, sup=sup))
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 0, r.stderr
+    assert "backends 2 -> 3" in r.stdout
+    assert c.getresponse().read() == b"slept\n"
+    c.close()
+    assert spread(port, 30) == {"web1": 10, "web2": 10, "web3": 10}
+    names = [b["name"] for b in lb_status(admin)["backends"]]
+    assert names == ["web1", "web2", "web3"]
+    topo.write_text(balancer_topology(port, [bl[0], bl[2]], admin=admin, sup=sup))
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 0, r.stderr
+    assert spread(port, 20) == {"web1": 10, "web3": 10}
+
+
+def test_backend_set_reloads_under_load(strata, backends, tmp_path):
+    bl = backends(3)
+    port, admin, sup = free_port(), free_port(), free_port()
+    strata(balancer_topology(port, bl, admin=admin, sup=sup), [port, admin, sup])
+    topo = tmp_path / "topo.lua"
+    stop = threading.Event()
+    failures, done = [], [0]
+
+    def load(method):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while not stop.is_set():
+            c.request(method, "/echo" if method == "POST" else "/x",
+                      body=b"abc" if method == "POST" else None)
+            r = c.getresponse()
+            r.read()
+            if r.status != 200:
+                failures.append(r.status)
+            done[0] += 1
+        c.close()
+    threads = [threading.Thread(target=load, args=(m,)) for m in ("GET", "GET", "POST")]
+    for t in threads:
+        t.start()
+    try:
+        for sets in ([0, 1], [1, 2], [0, 1, 2], [2], [0, 2], [0, 1, 2]):
+            topo.write_text(balancer_topology(port, [bl[i] for i in sets], admin=admin, sup=sup))
+            r = run_cli("reload", str(topo))
+            assert r.returncode == 0, r.stderr
+            at = done[0]
+            wait_for(lambda: done[0] > at + 30, what="load after a reload")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert [b["name"] for b in lb_status(admin)["backends"]] == ["web1", "web2", "web3"]
