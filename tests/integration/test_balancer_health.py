@@ -3,6 +3,7 @@ never send a POST twice; active checks take a backend out and bring it
 back after `rise` checks; passive ejection; panic; clear 502/503."""
 import http.client
 import itertools
+import socket
 import threading
 
 from balancer_util import backends, balancer_topology, get, lb_status  # noqa: F401
@@ -164,3 +165,45 @@ def test_no_usable_backend_is_503(strata, backends):
     port, _, _ = start_lb(strata, [{"name": "web1", "addr": b.addr, "weight": 0}])
     status, _, body = get(port, "/x")
     assert status == 503 and body == b"Service Unavailable\n"
+
+
+def stuck_listener():
+    """A port whose accept queue is full: connects to it hang (SYNs dropped)."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    fill = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(lst.getsockname())
+        except BlockingIOError:
+            pass
+        fill.append(s)
+    return lst, fill
+
+
+def test_connect_timeout_retried_elsewhere_then_504(strata, backends):
+    (b,) = backends(1)
+    lst, fill = stuck_listener()
+    stuck = {"name": "stuck", "addr": "127.0.0.1:%d" % lst.getsockname()[1]}
+    try:
+        port, admin, _ = start_lb(strata, [stuck, b], policy="first", connect_timeout="200ms",
+                                  passive={"errors": 1000, "cooldown": "1s"})
+        st, hdrs, _ = get(port, "/x")
+        assert st == 200 and hdrs["x-backend"] == "web1"
+        # nothing of a POST was sent on a connect that never completed: retried too
+        st, hdrs, _ = get(port, "/echo", method="POST", body=b"once")
+        assert st == 200 and hdrs["x-backend"] == "web1"
+        assert b.stats()["requests"] == 2  # the GET and the POST, each exactly once
+        status = lb_status(admin)
+        assert status["retries"] == 2
+        assert backend_state(admin, "stuck")["failures"] == 2
+        port2, _, _ = start_lb(strata, [stuck], connect_timeout="200ms")
+        st, _, body = get(port2, "/x")
+        assert st == 504 and body == b"Gateway Timeout\n"
+    finally:
+        for s in fill:
+            s.close()
+        lst.close()
