@@ -525,6 +525,9 @@ int bal_client_accept(struct net_conn *c, void *data)
     /* Room for one full head: pipelined requests beyond it wait in the
      * kernel, which is what bounds a client that never reads. */
     c->read_max = bal->cfg.lim.max_request_line + bal->cfg.lim.max_header_size + 4096;
+    /* and a client that pipelines without reading stops being read once
+     * this much output waits for it */
+    c->write_high = 4 * BAL_HIGH;
     cl->next = bal->clients;
     if (bal->clients)
         bal->clients->prev = cl;
