@@ -498,6 +498,7 @@ static void on_watch_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct supervisor *sup = w->data;
+    ev_timer_stop(loop, w);
     log_info("watch: a topology or policy file changed; reloading");
     on_hup(loop, &sup->sighup, 0);
 }
@@ -506,9 +507,11 @@ static void on_stat(struct ev_loop *loop, ev_stat *w, int revents)
 {
     (void)revents;
     struct supervisor *sup = w->data;
-    /* Editors write in several steps: reload once things settle. */
-    ev_timer_set(&sup->watch_timer, 0.2, 0.);
-    ev_timer_start(loop, &sup->watch_timer);
+    /* Editors write in several steps: reload once things settle. The timer
+     * may be running already (a second event): restart it, never re-set it
+     * while active. */
+    sup->watch_timer.repeat = 0.2;
+    ev_timer_again(loop, &sup->watch_timer);
 }
 
 static void watch_files(struct supervisor *sup, const struct topo_nodes *t)

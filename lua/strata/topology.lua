@@ -448,11 +448,13 @@ local function build_dsl(ctx)
         cfg.backends[i] = { name = a, addr = a, weight = 1 }
       elseif type(e) == "table" then
         if not ctx.objects[b] then
-          ctx.check_fields(where, what, e, { addr = true, weight = true, name = true })
+          ctx.check_fields(where, what, e, { addr = true, weight = true, name = true,
+                                             max_active = true })
         end
         local a = ctx.addr(where, what .. " addr", e.addr)
         cfg.backends[i] = { name = e.name or a, addr = a,
-                            weight = ctx.int(where, what .. " weight", e.weight, 0, 1000) or 1 }
+                            weight = ctx.int(where, what .. " weight", e.weight, 0, 1000) or 1,
+                            max_active = ctx.int(where, what .. " max_active", e.max_active, 0) }
       else
         fail(where, "%s must be \"host:port\" or a table, not %s", what, type(e))
       end
@@ -492,10 +494,12 @@ local function build_dsl(ctx)
         fall = ctx.int(where, "health fall", h.fall, 1, 100) or 3,
       }
     end
-    if spec.passive ~= nil then
+    if spec.passive == false then
+      cfg.passive = false   -- no passive ejection: only active checks decide
+    elseif spec.passive ~= nil then
       ctx.check_fields(where, "passive", spec.passive, { errors = true, cooldown = true })
       cfg.passive = {
-        errors = ctx.int(where, "passive errors", spec.passive.errors, 1, 1000) or 5,
+        errors = ctx.int(where, "passive errors", spec.passive.errors, 0, 1000) or 5,
         cooldown = ctx.duration(where, "passive cooldown", spec.passive.cooldown) or 10,
       }
     end
