@@ -3,6 +3,7 @@
 
 local host = require "strata.host"
 local cjson = require "cjson.safe"
+local text = require "strata.text"
 
 local M = {}
 
@@ -123,22 +124,6 @@ local function service_row(node, st, s)
   }
 end
 
-local function render(rows)
-  local w = {}
-  for _, r in ipairs(rows) do
-    for i, c in ipairs(r) do w[i] = math.max(w[i] or 0, #c) end
-  end
-  local lines = {}
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for i, c in ipairs(r) do
-      cells[i] = i < #r and (c .. string.rep(" ", w[i] - #c)) or c
-    end
-    lines[#lines + 1] = table.concat(cells, "  ")
-  end
-  return table.concat(lines, "\n") .. "\n"
-end
-
 -- One snapshot of every node's /status as a table; returns text, all_up.
 function M.snapshot(topo, only)
   local rows = { COLUMNS }
@@ -160,7 +145,7 @@ function M.snapshot(topo, only)
       end
     end
   end
-  return render(rows), all_up
+  return text.table(rows), all_up
 end
 
 function M.status(topo, opts)

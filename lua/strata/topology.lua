@@ -694,22 +694,10 @@ function M.describe(topo)
     rows[#rows + 1] = { "(supervisor)", "admin", topo.supervisor.admin,
                         topo.supervisor.watch and "watch" or "" }
   end
-  local w = {}
-  for _, r in ipairs(rows) do
-    for i, c in ipairs(r) do w[i] = math.max(w[i] or 0, #c) end
-  end
-  local lines = {}
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for i, c in ipairs(r) do
-      cells[i] = i < #r and (c .. string.rep(" ", w[i] - #c)) or c
-    end
-    lines[#lines + 1] = table.concat(cells, "  ")
-  end
+  local out = require("strata.text").table(rows)
   local function plural(n, word) return n .. " " .. word .. (n == 1 and "" or "s") end
-  lines[#lines + 1] = string.format("%s: ok (%s, %s)", topo.file, plural(#topo.nodes, "node"),
-                                    plural(nservices, "service"))
-  return table.concat(lines, "\n") .. "\n"
+  return out .. string.format("%s: ok (%s, %s)\n", topo.file, plural(#topo.nodes, "node"),
+                             plural(nservices, "service"))
 end
 
 return M
