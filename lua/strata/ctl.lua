@@ -103,10 +103,24 @@ end
 local COLUMNS = { "NODE", "SERVICE", "LISTEN", "UP", "GEN", "CONNS", "RPS", "P99MS", "ERRORS",
                   "HIT%", "MEMORY", "LAG", "HEALTH" }
 
-local function service_row(node, st, s)
+-- Services name their counters after their trade (a balancer counts
+-- requests and clients, a cache commands and connections); the table maps
+-- them onto common columns.
+local function first_number(...)
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if type(v) == "number" then return v end
+  end
+end
+
+local function service_row(node, st, s, rate)
   local health = "-"
-  if type(s.backends_healthy) == "number" then
-    health = string.format("%d/%d", s.backends_healthy, s.backends_total or 0)
+  if type(s.backends) == "table" and #s.backends > 0 then
+    local up = 0
+    for _, b in ipairs(s.backends) do
+      if b.healthy then up = up + 1 end
+    end
+    health = string.format("%d/%d", up, #s.backends)
   end
   local lag = "-"
   if type(s.lag_ms) == "number" then lag = string.format("%.1fms", s.lag_ms) end
@@ -114,38 +128,68 @@ local function service_row(node, st, s)
     node, s.kind or "?", s.listen or "?",
     string.format("%ds", math.floor(st.uptime_s or 0)),
     num(st.generation),
-    num(s.connections),
-    num(s.requests_per_sec or s.ops_per_sec),
+    num(first_number(s.connections, s.clients)),
+    num(rate),
     num(s.p99_ms, "%.1f"),
-    num(s.errors),
+    num(first_number(s.errors, s.errors_sent, s.writes_refused, s.protocol_errors)),
     type(s.hit_ratio) == "number" and string.format("%.1f", s.hit_ratio * 100) or "-",
     human_bytes(s.used_memory),
     lag, health,
   }
 end
 
--- One snapshot of every node's /status as a table; returns text, all_up.
-function M.snapshot(topo, only)
+local function work_done(s)
+  return first_number(s.requests, s.commands)
+end
+
+-- Every node's /status, as { node = { ok = bool, st = doc, at = time } }.
+local function sample(topo, only)
+  local out = {}
+  for _, n in ipairs(node_list(topo, only)) do
+    local entry = { at = host.monotime() }
+    if n.admin then
+      local status, body = host.http_request("GET", n.admin, "/status", "", 2)
+      local st = status == 200 and cjson.decode(body)
+      if type(st) == "table" then entry.st = st end
+    end
+    out[n.name] = entry
+  end
+  return out
+end
+
+-- The table for one sample; rates come from the previous sample. Returns
+-- text, all_up.
+local function render_sample(topo, only, cur, prev)
   local rows = { COLUMNS }
   local all_up = true
   for _, n in ipairs(node_list(topo, only)) do
+    local e = cur[n.name]
     if not n.admin then
       rows[#rows + 1] = { n.name, "-", "-", "no admin address" }
       all_up = false
+    elseif not e.st then
+      rows[#rows + 1] = { n.name, "-", n.admin, "DOWN" }
+      all_up = false
     else
-      local status, body = host.http_request("GET", n.admin, "/status", "", 2)
-      local st = status == 200 and cjson.decode(body)
-      if type(st) ~= "table" then
-        rows[#rows + 1] = { n.name, "-", n.admin, "DOWN" }
-        all_up = false
-      else
-        for _, s in ipairs(st.services or {}) do
-          rows[#rows + 1] = service_row(n.name, st, s)
+      local p = prev and prev[n.name]
+      for i, s in ipairs(e.st.services or {}) do
+        local rate
+        local ps = p and p.st and p.st.services and p.st.services[i]
+        if ps and ps.listen == s.listen and work_done(s) and work_done(ps) and e.at > p.at then
+          rate = math.max(0, work_done(s) - work_done(ps)) / (e.at - p.at)
         end
+        rows[#rows + 1] = service_row(n.name, e.st, s, rate)
       end
     end
   end
   return text.table(rows), all_up
+end
+
+-- One table (two samples half a second apart, for the rates).
+function M.snapshot(topo, only)
+  local first = sample(topo, only)
+  host.sleep(0.5)
+  return render_sample(topo, only, sample(topo, only), first)
 end
 
 function M.status(topo, opts)
@@ -156,10 +200,13 @@ function M.status(topo, opts)
   end
   local tty = host.isatty(1)
   local left = opts.count or math.huge
+  local prev
   while left > 0 do
-    local text = M.snapshot(topo, opts.node)
+    local cur = sample(topo, opts.node)
+    local out = render_sample(topo, opts.node, cur, prev)
+    prev = cur
     if tty then io.stdout:write("\27[H\27[2J") end
-    io.stdout:write(os.date("%H:%M:%S  ") .. topo.file .. "\n" .. text)
+    io.stdout:write(os.date("%H:%M:%S  ") .. topo.file .. "\n" .. out)
     io.stdout:flush()
     left = left - 1
     if left > 0 then host.sleep(opts.interval or 1) end
