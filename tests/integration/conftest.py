@@ -17,11 +17,19 @@ SANITIZED = os.environ.get("STRATA_SANITIZE", "0") in ("1", "ON", "TRUE", "true"
 SLOW = 4.0 if SANITIZED else 1.0
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A port that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago (the kernel picks it), and never the
+    same twice in one test run: a test asks for several before using any."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for(cond, timeout=10.0, interval=0.01, what="condition"):
