@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <xxhash.h>
 
 #include "log.h"
@@ -68,6 +69,7 @@ void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents)
         struct bal_client *cl = bal->dead_clients;
         bal->dead_clients = cl->next;
         buf_free(&cl->head);
+        buf_free(&cl->held);
         free(cl);
     }
     while (bal->dead_servers) {
@@ -269,10 +271,13 @@ static void reply_error(struct bal_client *cl, int status)
     struct balancer *bal = cl->bal;
     if (cl->srv)
         server_detach(cl, 0);
-    if (cl->resp_head_done) { /* part of a response is out: only closing can tell */
+    if (cl->resp_sent) { /* part of a response is out: only closing can tell */
         net_conn_abort(cl->c, "response failed midway");
         return;
     }
+    /* a held response is dropped: the client gets only this error */
+    cl->holding = 0;
+    buf_reset(&cl->held);
     bal->errors_sent++;
     int keep = cl->keep_alive && cl->req_done && !cl->eof && !bal->draining &&
                cl->state == CL_BUSY && status >= 500;
@@ -341,6 +346,7 @@ static int client_next_request(struct bal_client *cl)
     cl->state = CL_BUSY;
     cl->head_timer = 0;
     cl->resp_head_done = cl->resp_keep = cl->dechunk = cl->close_after = 0;
+    cl->resp_sent = cl->holding = 0;
     cl->body_touched = 0;
     cl->attempts = cl->ntried = 0;
     cl->req_done = 1; /* for reply_error: nothing more is read after a bad head */
@@ -469,7 +475,7 @@ static void client_on_timeout(struct net_conn *c)
         cl->keep_alive = 0;
         log_debug("%s: request head not complete in time", c->peer);
         reply_error(cl, 408);
-    } else if (cl->state == CL_BUSY && !cl->req_done && !cl->resp_head_done) {
+    } else if (cl->state == CL_BUSY && !cl->req_done && !cl->resp_sent) {
         cl->keep_alive = 0;
         reply_error(cl, 408);
     } else {
@@ -520,6 +526,7 @@ int bal_client_accept(struct net_conn *c, void *data)
     cl->bal = bal;
     cl->c = c;
     buf_init(&cl->head);
+    buf_init(&cl->held);
     peer_ip(c->peer, cl->ip, sizeof cl->ip);
     c->data = cl;
     /* Room for one full head: pipelined requests beyond it wait in the
@@ -614,7 +621,7 @@ static void attempt_failed(struct bal_client *cl, struct bal_backend *be, int st
     health_report(&be->gen->health, be->t.index, 0);
     int may_retry = !cl->body_touched && (cl->idempotent || !sent) &&
                     cl->attempts <= bal->cfg.retries && cl->attempts < BAL_MAX_TRIES &&
-                    !cl->resp_head_done;
+                    !cl->resp_sent;
     log_debug("%s: %s via %s failed: %s%s", cl->c->peer, cl->idempotent ? "request" : "unsafe request",
               be->name, why, may_retry ? ", retrying" : "");
     if (may_retry) {
@@ -694,6 +701,55 @@ static void build_response_head(struct bal_client *cl, const struct http_msg *m,
 
 static void dechunk_cb(void *ud, const char *p, size_t n) { buf_append(ud, p, n); }
 
+/* Whether a response is held back instead of relayed as it arrives: every
+ * final response, until it is complete or passes BAL_HOLD_MAX. A backend
+ * that fails before then has sent the client nothing, so the request is
+ * retried elsewhere when the retry rules allow (attempt_failed: never a
+ * POST that reached it) and otherwise answered with a clean 502/504 rather
+ * than a truncated response. Holding costs no extra copy: the bytes are
+ * gathered in `held` instead of the shared scratch buffer and written once.
+ * Event streams are open-ended by nature and are relayed at once; they are
+ * never Content-Length framed, so the header lookup stays off the common
+ * path. */
+static int response_holdable(const struct http_msg *m)
+{
+    if (m->body == HTTP_BODY_NONE || m->body == HTTP_BODY_LENGTH)
+        return 1;
+    const struct http_hdr *h = http_msg_find(m, "content-type");
+    static const char es[] = "text/event-stream";
+    return !(h && h->value_len >= sizeof es - 1 && strncasecmp(h->value, es, sizeof es - 1) == 0);
+}
+
+/* Relays the held response; from now on it streams, and the request can no
+ * longer be retried. Returns -1 when the client or the attempt went away
+ * while writing. */
+static int held_release(struct bal_client *cl)
+{
+    struct bal_server *srv = cl->srv;
+    cl->holding = 0;
+    cl->resp_sent = 1;
+    if (buf_size(&cl->held) == 0)
+        return 0;
+    net_conn_write(cl->c, buf_head(&cl->held), buf_size(&cl->held));
+    if (cl->dead)
+        return -1;
+    buf_reset(&cl->held);
+    /* most responses are small: do not keep a large block per client */
+    buf_shrink(&cl->held, 16 * 1024);
+    return cl->srv != srv ? -1 : 0;
+}
+
+/* A backend answered with something unusable (bad head or framing). */
+static void response_invalid(struct bal_client *cl, struct bal_backend *be, const char *what)
+{
+    log_warn("backend %s sent %s", be->name, what);
+    be->failures++;
+    be->t.errors++;
+    health_report(&be->gen->health, be->t.index, 0);
+    cl->keep_alive = 0;
+    reply_error(cl, 502);
+}
+
 /* The response is complete: release the server, then serve the next
  * request of this client (or close). */
 static void response_done(struct bal_client *cl)
@@ -724,8 +780,11 @@ static void server_on_read(struct net_conn *c)
     struct balancer *bal = cl->bal;
     struct bal_backend *be = srv->be;
     struct buf *rb = &c->rbuf;
-    struct buf *out = &bal->out;
-    buf_reset(out);
+    /* `pass` goes to the client as this callback ends; the final response
+     * is gathered in `out`: pass itself, or the held buffer */
+    struct buf *pass = &bal->out;
+    buf_reset(pass);
+    struct buf *out = cl->holding ? &cl->held : pass;
     int done = 0;
     while (!cl->resp_head_done) {
         struct http_msg *m = &bal->msg;
@@ -735,23 +794,24 @@ static void server_on_read(struct net_conn *c)
         if (n == -2)
             goto flush;
         if (n < 0 || m->status == 101) {
-            log_warn("backend %s sent an invalid response head", be->name);
-            be->failures++;
-            be->t.errors++;
-            health_report(&be->gen->health, be->t.index, 0);
-            cl->keep_alive = 0;
-            reply_error(cl, 502);
+            response_invalid(cl, be, "an invalid response head");
             return;
         }
         if (m->status < 200) {
-            /* interim (100 Continue): pass on to HTTP/1.1 clients */
+            /* interim (100 Continue): pass on to HTTP/1.1 clients at once,
+             * never held -- the client may be waiting for it to send its
+             * body. A retry may send the client a second one; HTTP allows
+             * any number of interim responses. */
             if (!cl->http10)
-                buf_printf(out, "HTTP/1.1 %d %.*s\r\n\r\n", m->status, (int)m->reason_len,
+                buf_printf(pass, "HTTP/1.1 %d %.*s\r\n\r\n", m->status, (int)m->reason_len,
                            m->reason ? m->reason : "");
             buf_consume(rb, (size_t)n);
             continue;
         }
         cl->resp_head_done = 1;
+        cl->holding = response_holdable(m);
+        cl->resp_sent = !cl->holding;
+        out = cl->holding ? &cl->held : pass;
         double ms = (ev_now(c->loop) - cl->t_sent) * 1000.0;
         be->t.ewma_ms = be->t.ewma_ms == 0 ? ms : be->t.ewma_ms * 0.8 + ms * 0.2;
         health_report(&be->gen->health, be->t.index, m->status < 500);
@@ -791,6 +851,10 @@ static void server_on_read(struct net_conn *c)
             ssize_t k = http_chunked_scan(&cl->resp_ck, buf_head(rb), avail, &done,
                                           cl->dechunk ? dechunk_cb : NULL, out);
             if (k < 0) {
+                if (cl->holding) { /* nothing is out yet: a clean 502 */
+                    response_invalid(cl, be, "bad chunked framing");
+                    return;
+                }
                 log_warn("backend %s sent bad chunked framing", be->name);
                 net_conn_write(cl->c, buf_head(out), buf_size(out));
                 if (!cl->dead)
@@ -806,11 +870,13 @@ static void server_on_read(struct net_conn *c)
         }
     }
 flush:
-    if (buf_size(out) > 0) {
-        net_conn_write(cl->c, buf_head(out), buf_size(out));
+    if (buf_size(pass) > 0) {
+        net_conn_write(cl->c, buf_head(pass), buf_size(pass));
         if (cl->dead || srv->cl != cl)
             return;
     }
+    if (cl->holding && (done || buf_size(&cl->held) > BAL_HOLD_MAX) && held_release(cl) < 0)
+        return;
     if (done) {
         response_done(cl);
         return;
@@ -830,7 +896,10 @@ static void server_on_eof(struct net_conn *c)
     struct bal_server *srv = c->data;
     struct bal_client *cl = srv->cl;
     if (cl && cl->resp_head_done && cl->resp_body == HTTP_BODY_CLOSE) {
+        /* the close ends the response: a held one is complete now */
         cl->resp_keep = 0;
+        if (cl->holding && held_release(cl) < 0)
+            return;
         response_done(cl);
         return;
     }
@@ -857,8 +926,16 @@ static void server_on_timeout(struct net_conn *c)
     }
     struct balancer *bal = cl->bal;
     struct bal_backend *be = srv->be;
-    if (cl->resp_head_done) {
+    if (cl->resp_sent) {
         net_conn_abort(cl->c, "backend stalled mid-response");
+        return;
+    }
+    if (cl->resp_head_done) {
+        /* stalled inside a held response: the backend did answer, nothing
+         * reached the client, and the request may be retried -- a failed
+         * attempt like a reset (504 when no retry is left) */
+        server_detach(cl, 0);
+        attempt_failed(cl, be, 504, 1, "stalled mid-response");
         return;
     }
     log_warn("backend %s did not answer within %.1fs", be->name, bal->cfg.server_timeout);
@@ -896,7 +973,7 @@ static void server_on_close(struct net_conn *c, const char *why)
         cl->c->flags &= ~(unsigned)NET_F_PAUSED;
         net_conn_update(cl->c);
     }
-    if (cl->resp_head_done) {
+    if (cl->resp_sent) {
         net_conn_abort(cl->c, "backend closed mid-response");
         return;
     }
@@ -947,6 +1024,11 @@ static void attempt_start(struct bal_client *cl, struct bal_backend *be)
     }
     cl->tried[cl->ntried++] = be->t.index;
     cl->attempts++;
+    /* a retry starts its response afresh: what a failed attempt had held is
+     * dropped (only held responses are ever retried) */
+    cl->resp_head_done = cl->resp_keep = cl->dechunk = cl->close_after = 0;
+    cl->holding = 0;
+    buf_reset(&cl->held);
     cl->be = be;
     be->gen->refs++;
     be->t.active++;

@@ -17,6 +17,11 @@
 /* Unsent bytes queued towards one side that make us stop reading the other
  * side until they drain: the backpressure threshold for streamed bodies. */
 #define BAL_HIGH (256 * 1024)
+/* A response to a request that could still be retried is held back until
+ * it is complete or grows past this many bytes: a backend that dies before
+ * then is retried elsewhere, invisibly. Beyond it the response streams and
+ * the request is no longer retryable (see docs/balancer.md, Retries). */
+#define BAL_HOLD_MAX (64 * 1024)
 #define BAL_MAX_TRIES 16
 #define BAL_MAX_BACKENDS 1024
 #define BAL_POOL_IDLE_TIMEOUT 30.0
@@ -104,6 +109,7 @@ struct bal_client {
     struct bal_backend *be; /* backend of the current attempt */
     struct bal_client *prev, *next;
     struct buf head; /* the rewritten request head, kept for retries */
+    struct buf held; /* the response so far, while it is being held */
     char ip[48];
     int state;
     unsigned dead : 1, eof : 1, head_timer : 1, in_pump : 1;
@@ -111,6 +117,10 @@ struct bal_client {
     unsigned req_done : 1, body_touched : 1;
     unsigned resp_head_done : 1, resp_keep : 1, dechunk : 1, close_after : 1;
     unsigned paused_by_srv : 1;
+    /* holding: the current attempt's response is gathered in `held`, not
+     * relayed; resp_sent: bytes of the final response reached the client,
+     * after which nothing can be retried */
+    unsigned holding : 1, resp_sent : 1;
     int req_body, resp_body;
     uint64_t req_left, resp_left;
     struct http_chunked req_ck, resp_ck;

@@ -13,11 +13,17 @@ keep-alive reuse. Other endpoints:
   GET  /status/CODE        answers CODE
   GET  /sleep?s=SECONDS     answers after a while
   GET  /headers            the request headers, one "name: value" a line
+  GET|POST /die-after-head?on=NAME[&n=N]
+                           on backend NAME: sends a 200 head announcing N
+                           body bytes (default 1000), then N/2 of them, then
+                           closes the connection; other backends answer as
+                           usual (a POST after logging its X-Req-Id)
   GET  /stats              JSON counters (requests, health hits, POST ids)
 """
 import hashlib
 import itertools
 import json
+import socket
 import sys
 import threading
 import time
@@ -70,6 +76,24 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def die_after_head(self, q):
+        """The head and half the body, then the connection ends: a backend
+        dying mid-response. The close comes after the bytes, in order, so
+        the balancer has seen the head when the connection fails."""
+        n = int(q.get("n", ["1000"])[0])
+        self.send_response(200)
+        self.send_header("Content-Length", str(n))
+        self.send_header("X-Backend", self.server.state.name)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(pattern(n)[:n // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def dies_here(self, url, q):
+        return url.path == "/die-after-head" and self.server.state.name in q.get("on", [])
 
     def read_body(self):
         te = self.headers.get("Transfer-Encoding", "")
@@ -128,6 +152,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/sleep":
             time.sleep(float(q.get("s", ["1"])[0]))
             return self.reply(200, b"slept\n")
+        if self.dies_here(url, q):
+            return self.die_after_head(q)
+        if url.path == "/die-after-head":
+            return self.reply(200, pattern(int(q.get("n", ["1000"])[0])))
         if url.path.startswith("/status/"):
             return self.reply(int(url.path[8:]), b"status\n")
         if url.path == "/headers":
@@ -148,6 +176,10 @@ class Handler(BaseHTTPRequestHandler):
                 st.post_ids.append(rid)
                 if st.log:
                     st.log.write(rid + "\n")
+        url = urlparse(self.path)
+        q = parse_qs(url.query)
+        if self.dies_here(url, q):
+            return self.die_after_head(q)
         digest = hashlib.sha256(body).hexdigest()
         self.reply(200, f"{digest} {len(body)}\n".encode())
 

@@ -6,6 +6,9 @@ import itertools
 import socket
 import threading
 
+import pytest
+
+from balancer_backend import pattern
 from balancer_util import backends, balancer_topology, get, lb_status  # noqa: F401
 from conftest import free_port, wait_for
 
@@ -207,3 +210,53 @@ def test_connect_timeout_retried_elsewhere_then_504(strata, backends):
         for s in fill:
             s.close()
         lst.close()
+
+
+def test_backend_dying_after_head_retried_for_gets_never_for_posts(strata, backends):
+    bl = backends(2)
+    # `first` sends every request to web1 first; /die-after-head?on=web1 makes
+    # web1 send a 200 head and half its body, then close the connection
+    port, admin, _ = start_lb(strata, bl, policy="first", retries=2)
+    st, hdrs, body = get(port, "/die-after-head?on=web1&n=5000")
+    assert st == 200 and hdrs["x-backend"] == "web2" and body == pattern(5000)
+    assert lb_status(admin)["retries"] == 1
+    assert backend_state(admin, "web1")["failures"] == 1
+    # a POST reached web1 before it died: a clean 502, and never sent again
+    st, hdrs, body = get(port, "/die-after-head?on=web1", method="POST", body=b"x",
+                         headers={"X-Req-Id": "once"})
+    assert st == 502 and body == b"Bad Gateway\n"
+    assert bl[0].post_ids() == ["once"] and bl[1].post_ids() == []
+    assert lb_status(admin)["retries"] == 1
+    # over one keep-alive connection: each dying response is replaced by
+    # web2's, and the connection goes on serving web1's good ones
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    for i in range(10):
+        path = "/x" if i % 2 else "/die-after-head?on=web1&n=3000"
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        want = (200, "web1", b"web1\n") if i % 2 else (200, "web2", pattern(3000))
+        assert (r.status, r.getheader("X-Backend"), body) == want
+    # a HEAD response is complete at its head: nothing to retry
+    c.request("HEAD", "/die-after-head?on=web1")
+    r = c.getresponse()
+    assert (r.status, r.getheader("X-Backend"), r.read()) == (200, "web1", b"")
+    c.close()
+    assert lb_status(admin)["retries"] == 6
+
+
+def test_response_past_the_hold_bound_streams_and_is_not_retried(strata, backends):
+    bl = backends(2)
+    port, admin, _ = start_lb(strata, bl, policy="first", retries=2)
+    # web1 relays 100 KB of a 200 KB body, more than the balancer holds back
+    # (64 KiB): that part reached the client, so only closing can tell it
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    c.request("GET", "/die-after-head?on=web1&n=200000")
+    r = c.getresponse()
+    assert r.status == 200 and r.getheader("X-Backend") == "web1"
+    with pytest.raises(http.client.IncompleteRead) as e:
+        r.read()
+    assert e.value.partial == pattern(200000)[:100000]
+    c.close()
+    assert lb_status(admin)["retries"] == 0
+    assert bl[1].stats()["requests"] == 0
