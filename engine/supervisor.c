@@ -345,6 +345,10 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
     describe_status(status, how, sizeof how);
     nd->pid = 0;
     int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    /* A node that had not yet set up its handlers when our SIGTERM came
+     * dies of it: that is the stop we asked for, not a failure. */
+    if ((sup->stopping || nd->removed) && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM)
+        clean = 1;
     /* kill -9 is how operators (and the OOM killer) stop things: we restart
      * the node but do not count it as the node's own failure. */
     int killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;

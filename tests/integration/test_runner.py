@@ -127,6 +127,7 @@ def test_node_that_cannot_start_fails_the_run(tmp_path):
 
 
 def test_admin_endpoints(strata, topo):
+    topo.write(1)
     start(strata, topo, 1)
     st = topo.status(0)
     assert st["node"] == "c1" and st["generation"] == 1
