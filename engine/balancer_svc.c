@@ -258,10 +258,11 @@ void bal_gen_free(struct bal_gen *g)
     free(g);
 }
 
-/* Builds a generation from the config at idx: backends, the policy (and a
- * Lua policy loaded and validated), health not started yet. */
-static struct bal_gen *gen_new(lua_State *L, int idx, const struct bal_cfg *c, char *err,
-                               size_t errlen)
+/* Builds a generation from the config at idx: backends, the policy (and,
+ * when `with_lua`, a Lua policy loaded and validated), health not started
+ * yet. A reload builds the Lua policy itself, over the set it will serve. */
+static struct bal_gen *gen_new(lua_State *L, int idx, const struct bal_cfg *c, int with_lua,
+                               char *err, size_t errlen)
 {
     struct bal_gen *g = calloc(1, sizeof *g);
     if (!g) {
@@ -274,8 +275,8 @@ static struct bal_gen *gen_new(lua_State *L, int idx, const struct bal_cfg *c, c
         bal_gen_free(g);
         return NULL;
     }
-    if (strcmp(c->policy, "lua") == 0 &&
-        !(g->lua = lb_lua_new(c->policy_path, g->targets, g->nbe, err, errlen))) {
+    if (with_lua && strcmp(c->policy, "lua") == 0 &&
+        !(g->lua = lb_lua_new(c->policy_path, g->targets, g->nbe, NULL, err, errlen))) {
         bal_gen_free(g);
         return NULL;
     }
@@ -411,7 +412,7 @@ static struct service *bal_start(struct runtime *rt, lua_State *L, int idx, char
         read_config(L, idx, c, err, errlen) < 0 ||
         parse_hash_on(c->hash_on, &bal->hash_kind, bal->hash_name, sizeof bal->hash_name, err,
                       errlen) < 0 ||
-        !(bal->gen = gen_new(L, idx, c, err, errlen)))
+        !(bal->gen = gen_new(L, idx, c, 1, err, errlen)))
         goto fail;
     bal->msg.max_hdrs = c->lim.max_headers + 8;
     bal->msg.hdrs = calloc((size_t)bal->msg.max_hdrs, sizeof *bal->msg.hdrs);
@@ -550,7 +551,13 @@ static void bal_metrics(struct service *s, struct buf *out, const char *labels)
  * health settings apply in place; so do new weights for the same backends.
  * A different backend set becomes a new generation (gen_swap). Requests in
  * flight are unaffected: a pick is synchronous, so an old policy is freed
- * at once, and an old backend set lives until its last request is done. */
+ * at once, and an old backend set lives until its last request is done.
+ *
+ * A Lua policy is built in both passes, over the backend set it will serve,
+ * and takes over the running one's M.state when it has migrate(): in the
+ * dry run too, so a migrate that fails fails the reload before any service
+ * changed. Nothing runs between the two passes, so the apply pass migrates
+ * the same state again. */
 static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, struct buf *changes,
                       char *err, size_t errlen)
 {
@@ -567,24 +574,37 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
                  bal->base.listen);
         return -1;
     }
-    struct bal_gen *g = gen_new(L, idx, &c, err, errlen);
+    struct bal_gen *g = gen_new(L, idx, &c, 0, err, errlen);
     if (!g)
         return -1;
     struct bal_gen *cur = bal->gen;
     int same = gen_same_backends(g, cur);
+    struct lb_lua *lua = NULL;
+    if (strcmp(c.policy, "lua") == 0) {
+        struct bal_gen *over = same ? cur : g;
+        lua = lb_lua_new(c.policy_path, over->targets, over->nbe, cur->lua, err, errlen);
+        if (!lua) {
+            bal_gen_free(g);
+            return -1;
+        }
+    }
     int new_policy = strcmp(c.policy, bal->cfg.policy) || strcmp(c.policy_path, bal->cfg.policy_path);
-    buf_printf(changes, "node %s: balancer %s: policy %s%s\n", bal->base.node, bal->base.listen,
-               g->lua ? c.policy_path : c.policy, new_policy ? " (new)" : " (reloaded)");
+    buf_printf(changes, "node %s: balancer %s: policy %s%s%s\n", bal->base.node,
+               bal->base.listen, lua ? c.policy_path : c.policy,
+               new_policy ? " (new)" : " (reloaded)",
+               lua && lb_lua_migrated(lua) ? " (state migrated)" : "");
     if (!same)
         buf_printf(changes, "node %s: balancer %s: backends %d -> %d\n", bal->base.node,
                    bal->base.listen, cur->nbe, g->nbe);
     if (dry_run || bal->draining) {
+        lb_lua_free(lua);
         bal_gen_free(g);
         return 0;
     }
     if (c.lim.max_headers + 8 > bal->msg.max_hdrs) {
         struct http_hdr *h = calloc((size_t)c.lim.max_headers + 8, sizeof *h);
         if (!h) {
+            lb_lua_free(lua);
             bal_gen_free(g);
             snprintf(err, errlen, "out of memory");
             return -1;
@@ -595,18 +615,10 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     }
     int health_same = memcmp(&c.health, &bal->cfg.health, sizeof c.health) == 0;
     if (same) {
-        /* keep the running set (pools, health state); take the new policy */
+        /* keep the running set (pools, health state); take the new policy,
+         * built over it above */
         lb_lua_free(cur->lua);
-        cur->lua = NULL;
-        if (g->lua) {
-            /* the Lua policy was built over g's targets: build it again */
-            lb_lua_free(g->lua);
-            g->lua = NULL;
-            cur->lua = lb_lua_new(c.policy_path, cur->targets, cur->nbe, err, errlen);
-            if (!cur->lua)
-                log_error("balancer %s: policy %s failed on reload: %s; using %s", bal->base.listen,
-                          c.policy_path, err, c.fallback);
-        }
+        cur->lua = lua;
         for (int i = 0; i < cur->nbe; i++)
             cur->be[i].t.weight = g->be[i].t.weight;
         lb_free(&cur->lb);
@@ -620,6 +632,7 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
             health_refresh(&cur->health);
         }
     } else {
+        g->lua = lua;
         gen_swap(bal, g, &c.health);
     }
     bal->cfg = c;

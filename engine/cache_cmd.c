@@ -1144,7 +1144,7 @@ int cache_set_policy(struct cache *c, const char *name, int64_t now_ms, char *er
         snprintf(err, errlen, "eviction policy %s: no such file", name);
         return -1;
     }
-    struct evict_lua *el = evict_lua_new(path, err, errlen);
+    struct evict_lua *el = evict_lua_new(path, c->evict.lua, err, errlen);
     if (!el)
         return -1;
     evict_set_lua(&c->evict, &c->store, el, now_ms);

@@ -404,7 +404,7 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
                      cfg.eviction_path);
             return -1;
         }
-        struct evict_lua *el = evict_lua_new(path, why, sizeof why);
+        struct evict_lua *el = evict_lua_new(path, c->evict.lua, why, sizeof why);
         if (!el) {
             snprintf(err, errlen, "cache %s: %s", cfg.node, why);
             return -1;

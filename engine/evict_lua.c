@@ -8,6 +8,7 @@
 
 #include "evict.h"
 #include "luahost.h"
+#include "policy_migrate.h"
 
 /* A policy that loops forever must not hang the node: each call gets this
  * many VM instructions (checked every 1000). */
@@ -16,6 +17,7 @@
 struct evict_lua {
     lua_State *L;
     int module_ref;
+    int migrated; /* migrate() took over a previous policy's state */
     char path[1024];
 };
 
@@ -27,7 +29,8 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
         luaL_error(L, "eviction policy ran past its instruction budget");
 }
 
-struct evict_lua *evict_lua_new(const char *path, char *err, size_t errlen)
+struct evict_lua *evict_lua_new(const char *path, const struct evict_lua *prev, char *err,
+                                size_t errlen)
 {
     struct evict_lua *el = calloc(1, sizeof *el);
     if (!el) {
@@ -65,6 +68,14 @@ struct evict_lua *evict_lua_new(const char *path, char *err, size_t errlen)
         }
     }
     lua_pop(L, 1);
+    if (prev) {
+        lua_rawgeti(prev->L, LUA_REGISTRYINDEX, prev->module_ref);
+        int rc = policy_migrate(prev->L, -1, L, -1, path, err, errlen);
+        lua_pop(prev->L, 1);
+        if (rc < 0)
+            goto fail;
+        el->migrated = rc;
+    }
     el->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return el;
 fail:
@@ -82,6 +93,8 @@ void evict_lua_free(struct evict_lua *el)
 }
 
 const char *evict_lua_path(const struct evict_lua *el) { return el->path; }
+
+int evict_lua_migrated(const struct evict_lua *el) { return el->migrated; }
 
 static void push_candidate(lua_State *L, const struct evict *ev, struct store *s,
                            struct store_entry *e, int64_t now_ms)

@@ -11,6 +11,9 @@
  *   function M.choose(candidates) ... end
  *   -- optional: called once at load; an error rejects the policy
  *   function M.validate() end
+ *   -- optional: replacing a running Lua policy, takes over its M.state
+ *   -- (a copy); returns the new state or sets M.state (policy_migrate.h)
+ *   function M.migrate(old_state) end
  *   return M
  *
  * The C core samples the candidates and frees the victim; Lua only decides.
@@ -26,8 +29,13 @@
 struct evict;
 struct evict_lua;
 
-/* Loads and validates the module; NULL with a message in err. */
-struct evict_lua *evict_lua_new(const char *path, char *err, size_t errlen);
+/* Loads and validates the module and, when it replaces `prev` (NULL:
+ * none), runs its migrate() on a copy of prev's M.state. NULL with a
+ * "file:line: message" in err; prev is never changed. */
+struct evict_lua *evict_lua_new(const char *path, const struct evict_lua *prev, char *err,
+                                size_t errlen);
+/* 1 when the module took over its predecessor's state through migrate(). */
+int evict_lua_migrated(const struct evict_lua *el);
 void evict_lua_free(struct evict_lua *el);
 const char *evict_lua_path(const struct evict_lua *el);
 /* Returns the chosen index in [0, n), or -1 with a message in err (a Lua

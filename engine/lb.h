@@ -111,9 +111,13 @@ struct lb_target *lb_least_loaded(struct lb *lb, int start);
 struct lb_lua;
 
 /* Loads the policy at `path` over targets t[0..n); runs its optional
- * validate(). NULL with a "file:line: message" in err on failure. */
-struct lb_lua *lb_lua_new(const char *path, struct lb_target **t, int n, char *err,
-                          size_t errlen);
+ * validate(), then -- when it replaces `prev` (NULL: none) -- its optional
+ * migrate() on a copy of prev's M.state (policy_migrate.h). NULL with a
+ * "file:line: message" in err on failure; prev is never changed. */
+struct lb_lua *lb_lua_new(const char *path, struct lb_target **t, int n,
+                          const struct lb_lua *prev, char *err, size_t errlen);
+/* 1 when the policy took over its predecessor's state through migrate(). */
+int lb_lua_migrated(const struct lb_lua *p);
 /* Asks the policy. Returns a candidate, or NULL with the reason in err (the
  * policy raised an error, returned nil, or returned a non-candidate); the
  * caller then falls back to a built-in policy. */

@@ -9,7 +9,10 @@
  * policy therefore costs one protected call and a few table writes.
  *
  * A runaway policy is stopped by an instruction budget (count hook); its
- * error, like a nil return, makes the caller fall back to a built-in. */
+ * error, like a nil return, makes the caller fall back to a built-in.
+ *
+ * On a reload the new module may take over the old one's M.state through
+ * migrate(old_state) (policy_migrate.h). */
 #include <lauxlib.h>
 #include <limits.h>
 #include <lualib.h>
@@ -20,6 +23,7 @@
 #include "http_parse.h"
 #include "lb.h"
 #include "luahost.h"
+#include "policy_migrate.h"
 
 /* VM instructions one pick may run: generous for any sane policy, and
  * still a few milliseconds at most. */
@@ -46,6 +50,7 @@ struct lb_lua {
     struct lb_lua_cache *cache; /* last values written into backend tables */
     const struct lb_req *cur;   /* the request during a pick, else NULL */
     unsigned materialized;      /* REQ_* fields set on req during this pick */
+    int migrated;               /* migrate() took over a previous state */
 };
 
 static void budget_hook(lua_State *L, lua_Debug *ar)
@@ -298,8 +303,8 @@ struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *
     return t;
 }
 
-struct lb_lua *lb_lua_new(const char *path, struct lb_target **t, int n, char *err,
-                          size_t errlen)
+struct lb_lua *lb_lua_new(const char *path, struct lb_target **t, int n,
+                          const struct lb_lua *prev, char *err, size_t errlen)
 {
     struct lb_lua *p = calloc(1, sizeof *p);
     if (!p) {
@@ -352,6 +357,16 @@ struct lb_lua *lb_lua_new(const char *path, struct lb_target **t, int n, char *e
         }
         lua_pop(L, 2);
     }
+    if (prev) {
+        lua_rawgeti(prev->L, LUA_REGISTRYINDEX, prev->ref_mod);
+        int rc = policy_migrate(prev->L, -1, L, -1, path, err, errlen);
+        lua_pop(prev->L, 1);
+        if (rc < 0) {
+            lb_lua_free(p);
+            return NULL;
+        }
+        p->migrated = rc;
+    }
     p->ref_mod = luaL_ref(L, LUA_REGISTRYINDEX);
     /* req: empty table whose fields appear on first read */
     lua_newtable(L);
@@ -366,6 +381,8 @@ struct lb_lua *lb_lua_new(const char *path, struct lb_target **t, int n, char *e
     build_backends(p);
     return p;
 }
+
+int lb_lua_migrated(const struct lb_lua *p) { return p->migrated; }
 
 void lb_lua_free(struct lb_lua *p)
 {

@@ -1,6 +1,7 @@
 """Balancer: how each policy distributes requests, Lua policies deciding,
 and the fallback when a Lua policy fails."""
 import http.client
+import json
 import os
 import socket
 import threading
@@ -282,3 +283,80 @@ def test_backend_set_reloads_under_load(strata, backends, tmp_path):
             t.join()
     assert failures == []
     assert [b["name"] for b in lb_status(admin)["backends"]] == ["web1", "web2", "web3"]
+
+
+COUNTING_POLICY = '''
+local M = { state = { n = 0 } }
+-- Counts the picks in M.state; "/count-is/N" goes to web2 exactly when this
+-- is the Nth pick, everything else to web1: the route shows the count.
+function M.pick(req, backends)
+  M.state.n = M.state.n + 1
+  local want = req.path == "/count-is/" .. M.state.n and "web2" or "web1"
+  for _, b in ipairs(backends) do if b.name == want then return b end end
+end
+'''
+
+
+def routed(port, path):
+    st, hdrs, _ = get(port, path)
+    assert st == 200
+    return hdrs["x-backend"]
+
+
+def test_reload_migrates_policy_state(strata, backends, tmp_path):
+    bl = backends(3)
+    port, admin, sup = free_port(), free_port(), free_port()
+    policy = tmp_path / "count.lua"
+    policy.write_text(COUNTING_POLICY + "return M\n")
+    topo_text = balancer_topology(port, bl[:2], admin=admin, sup=sup, policy="count.lua")
+    proc = strata(topo_text, [port, admin, sup])
+    topo = tmp_path / "topo.lua"
+    assert spread(port, 10) == {"web1": 10}
+    assert routed(port, "/count-is/11") == "web2"
+
+    # a new version with migrate: the count carries over
+    policy.write_text(COUNTING_POLICY + "function M.migrate(old) return old end\nreturn M\n")
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 0, r.stderr
+    assert "count.lua (reloaded) (state migrated)" in r.stdout
+    assert routed(port, "/count-is/12") == "web2"
+
+    # also when the backend set changes (a new generation); a dry run
+    # first migrates a copy, and the running count is untouched
+    topo.write_text(balancer_topology(port, bl, admin=admin, sup=sup, policy="count.lua"))
+    r = run_cli("reload", "--dry-run", str(topo))
+    assert r.returncode == 0 and "state migrated" in r.stdout, r.stderr
+    assert routed(port, "/count-is/13") == "web2"
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 0, r.stderr
+    assert "backends 2 -> 3" in r.stdout and "state migrated" in r.stdout
+    assert routed(port, "/count-is/14") == "web2"
+
+    # without migrate the new version starts from its own state
+    policy.write_text(COUNTING_POLICY + "-- v3: no migrate\nreturn M\n")
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 0, r.stderr
+    assert "state migrated" not in r.stdout
+    assert routed(port, "/count-is/1") == "web2"
+
+    # a migrate that fails fails the reload, with file:line; nothing changes
+    policy.write_text(COUNTING_POLICY + "function M.migrate(old)\n"
+                      "  error('state version ' .. tostring(old.version) .. ' unknown')\n"
+                      "end\nreturn M\n")
+    line = COUNTING_POLICY.count("\n") + 2
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 1
+    assert f"count.lua:{line}: state version nil unknown" in r.stderr
+    assert routed(port, "/count-is/2") == "web2"
+    assert "count.lua:%d:" % line in lb_status_error(admin)
+    assert "reloaded: policy" in proc.output()
+
+
+def lb_status_error(admin):
+    """The node's last reload error, from its /status."""
+    c = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+    try:
+        c.request("GET", "/status")
+        return json.loads(c.getresponse().read())["last_reload_error"]
+    finally:
+        c.close()

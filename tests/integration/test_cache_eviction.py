@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from cache_util import start_cache
-from conftest import ROOT, wait_for
+from conftest import ROOT, free_port, run_cli, wait_for
 
 LIMIT = 1024 * 1024
 VALUE = b"v" * 200
@@ -203,3 +203,55 @@ return M
     assert r.dbsize() == 100, "a reload keeps the data"
     fill(r, 6000, prefix="victim")
     assert r.exists(*[f"keep{i}" for i in range(100)]) == 100, "the new policy decides"
+
+
+COUNTING_EVICT = """
+local M = { state = { n = 0 } }
+function M.choose(cands)
+  M.state.n = M.state.n + 1
+  %s
+end
+"""
+
+
+def test_reload_migrates_eviction_policy_state(strata, tmp_path):
+    from cache_util import cache_topology
+    # v1 counts its choices in M.state; v2 carries the count over and shows
+    # it by failing its first choice with "count N" (logged once)
+    policy = tmp_path / "evict.lua"
+    policy.write_text(COUNTING_EVICT % "return 1" + "return M\n")
+    port, admin, sup = free_port(), free_port(), free_port()
+    proc = strata(cache_topology(port, max_memory=LIMIT, eviction="evict.lua") +
+                  'strata.supervisor { admin = "127.0.0.1:%d" }\n' % sup +
+                  'strata.node { name = "c1", admin = "127.0.0.1:%d" }\n' % admin,
+                  [port, admin, sup])
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
+    topo = tmp_path / "topo.lua"
+    fill(r, 8000)
+    evicted = r.info()["evicted_keys"]
+    assert evicted > 0 and r.info()["eviction_policy_errors"] == 0
+    policy.write_text(COUNTING_EVICT % 'error("count " .. M.state.n)' +
+                      "function M.migrate(old) return old end\nreturn M\n")
+    r_ = run_cli("reload", str(topo))
+    assert r_.returncode == 0, r_.stderr
+    assert r.info()["evicted_keys"] == evicted
+    fill(r, 100, prefix="more")
+    assert r.info()["eviction_policy_errors"] > 0
+    log = wait_for(lambda: "count " in proc.output() and proc.output(), what="error logged")
+    assert f"evict.lua:5: count {evicted + 1};" in log, log[-2000:]
+
+    # a migrate that fails fails the reload with file:line; nothing changes
+    policy.write_text(COUNTING_EVICT % "return 1" +
+                      "function M.migrate(old)\n  error('no migration from ' .. old.n)\nend\n"
+                      "return M\n")
+    r_ = run_cli("reload", str(topo))
+    assert r_.returncode == 1
+    assert "evict.lua:8: no migration from" in r_.stderr
+    assert r.info()["eviction_policy_errors"] > 0, "the failing v2 still runs"
+
+    # without migrate: a fresh count (the first choice fails with "count 1")
+    policy.write_text(COUNTING_EVICT % 'error("fresh count " .. M.state.n)' + "return M\n")
+    r_ = run_cli("reload", str(topo))
+    assert r_.returncode == 0, r_.stderr
+    fill(r, 100, prefix="again")
+    wait_for(lambda: "evict.lua:5: fresh count 1;" in proc.output(), what="fresh count logged")

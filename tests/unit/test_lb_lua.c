@@ -25,7 +25,7 @@ static const char *policy(const char *name, const char *src)
 
 static struct lb_lua *load(const char *name, const char *src, char *err, size_t errlen)
 {
-    return lb_lua_new(policy(name, src), tp, 3, err, errlen);
+    return lb_lua_new(policy(name, src), tp, 3, NULL, err, errlen);
 }
 
 int main(void)
@@ -123,6 +123,38 @@ int main(void)
     ok(!p && strstr(err, "needs 2 backends"), "validate() can refuse: %s", err);
     p = load("syntax.lua", "local M = {\n", err, sizeof err);
     ok(!p && strstr(err, "syntax.lua:"), "syntax error with file:line: %s", err);
+
+    /* migrate(old_state): the count of picks (kept in M.state) decides the
+     * backend, 1-based over the three, so the pick shows the state */
+    static const char counting[] = "function M.pick(req, bs)\n"
+                                   "  M.state.n = M.state.n + 1\n"
+                                   "  return bs[(M.state.n - 1) % 3 + 1]\n"
+                                   "end\nreturn M\n";
+    char src[512];
+    snprintf(src, sizeof src, "local M = { state = { n = 0 } }\n%s", counting);
+    struct lb_lua *v1 = load("v1.lua", src, err, sizeof err);
+    ok(v1 && !lb_lua_migrated(v1), "v1 loads, nothing to migrate");
+    ok(v1 && lb_lua_pick(v1, &req, err, sizeof err) == tp[0], "v1 pick 1: web1");
+    ok(v1 && lb_lua_pick(v1, &req, err, sizeof err) == tp[1], "v1 pick 2: web2");
+    snprintf(src, sizeof src,
+             "local M = { state = { n = 0 } }\nfunction M.migrate(old) return old end\n%s",
+             counting);
+    struct lb_lua *v2 = lb_lua_new(policy("v2.lua", src), tp, 3, v1, err, sizeof err);
+    ok(v2 && lb_lua_migrated(v2), "v2 takes over v1's state");
+    ok(v2 && lb_lua_pick(v2, &req, err, sizeof err) == tp[2], "v2 pick 3: canary (count went on)");
+    snprintf(src, sizeof src, "local M = { state = { n = 0 } }\n%s", counting);
+    struct lb_lua *v3 = lb_lua_new(policy("v3.lua", src), tp, 3, v2, err, sizeof err);
+    ok(v3 && !lb_lua_migrated(v3), "v3 without migrate");
+    ok(v3 && lb_lua_pick(v3, &req, err, sizeof err) == tp[0], "v3 starts fresh: web1");
+    snprintf(src, sizeof src,
+             "local M = {}\nfunction M.migrate(old)\n  return old.missing.field\nend\n%s",
+             counting);
+    p = lb_lua_new(policy("badmig.lua", src), tp, 3, v2, err, sizeof err);
+    ok(!p && strstr(err, "badmig.lua:3:"), "a failing migrate refuses the load: %s", err);
+    ok(v2 && lb_lua_pick(v2, &req, err, sizeof err) == tp[0], "v2 goes on: pick 4 is web1");
+    lb_lua_free(v1);
+    lb_lua_free(v2);
+    lb_lua_free(v3);
 
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
