@@ -285,3 +285,15 @@ def test_reload_picks_up_an_edited_policy_file(strata, topo, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "node c1: generation 2" in r.stdout
     assert topo.status(0)["generation"] == 2
+
+
+def test_log_dir_gets_one_file_per_node(strata, topo, tmp_path):
+    logs = tmp_path / "logs"
+    topo.path.write_text(topo.text(2, "lru").replace(
+        'drain_timeout = "5s" }', f'drain_timeout = "5s", log_dir = "{logs}" }}'))
+    start(strata, topo, 2)
+    wait_for(lambda: (logs / "c1.log").exists() and (logs / "c2.log").exists(), what="node logs")
+    wait_for(lambda: "[c1] node c1: cache listening" in (logs / "c1.log").read_text(),
+             what="c1's log lines")
+    assert "[c2]" not in (logs / "c1.log").read_text()
+    assert "[c2] node c2: cache listening" in (logs / "c2.log").read_text()
