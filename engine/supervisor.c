@@ -647,6 +647,10 @@ int supervisor_main(const char *topology_path, const char *log_level)
             break;
         sup->nodes[sup->n++] = nd;
     }
+    /* Watch before the nodes start: an edit made once they answer must be
+     * seen, even when this process is slow to get the CPU back after fork. */
+    if (sup->watch)
+        watch_files(sup, t);
     log_info("starting %d node%s from %s", sup->n, sup->n == 1 ? "" : "s", sup->path);
     for (int i = 0; i < sup->n; i++)
         if (spawn(sup->nodes[i]) < 0) {
@@ -654,8 +658,6 @@ int supervisor_main(const char *topology_path, const char *log_level)
             supervisor_stop(sup);
             break;
         }
-    if (sup->watch)
-        watch_files(sup, t);
     free(t);
     ev_run(sup->loop, 0);
     /* Reap anything left (a second signal, or the kill timer). */
