@@ -814,6 +814,7 @@ static void server_on_read(struct net_conn *c)
         out = cl->holding ? &cl->held : pass;
         double ms = (ev_now(c->loop) - cl->t_sent) * 1000.0;
         be->t.ewma_ms = be->t.ewma_ms == 0 ? ms : be->t.ewma_ms * 0.8 + ms * 0.2;
+        latency_record(&cl->bal->latency, ms, ev_now(c->loop));
         health_report(&be->gen->health, be->t.index, m->status < 500);
         if (m->status >= 500) {
             be->failures++;

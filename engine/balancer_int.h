@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "health.h"
 #include "http_parse.h"
+#include "latency.h"
 #include "lb.h"
 #include "net.h"
 
@@ -97,6 +98,7 @@ struct balancer {
     ev_prepare reap;
     int draining;
     uint64_t requests, retries, errors_sent, lua_fallbacks, lua_suppressed;
+    struct latency latency; /* backend response-head latency, recent windows */
     double lua_logged_at;
 };
 

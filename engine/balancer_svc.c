@@ -404,6 +404,7 @@ static struct service *bal_start(struct runtime *rt, lua_State *L, int idx, char
     bal->base.kind = &balancer_service_kind;
     bal->base.rt = rt;
     bal->loop = rt->loop;
+    latency_init(&bal->latency, 10.0, ev_now(rt->loop));
     ev_prepare_init(&bal->reap, bal_reap);
     bal->reap.data = bal;
     buf_init(&bal->out);
@@ -492,6 +493,10 @@ static void bal_status_json(struct service *s, struct buf *out)
 {
     struct balancer *bal = (struct balancer *)s;
     struct bal_gen *g = bal->gen;
+    double now = ev_now(bal->loop);
+    buf_printf(out, "\"p50_ms\":%.3f,\"p99_ms\":%.3f,",
+               latency_percentile(&bal->latency, 50, now),
+               latency_percentile(&bal->latency, 99, now));
     buf_printf(out,
                "\"policy\":\"%s\",\"clients\":%d,\"requests\":%llu,\"retries\":%llu,"
                "\"errors_sent\":%llu,\"lua_fallbacks\":%llu,\"panic\":%s,\"backends\":[",
@@ -523,6 +528,12 @@ static void bal_metrics(struct service *s, struct buf *out, const char *labels)
     struct bal_gen *g = bal->gen;
     buf_printf(out, "strata_balancer_requests_total{%s} %llu\n", labels,
                (unsigned long long)bal->requests);
+    /* Backend response-head latency over the last 10-20 s (-1: no traffic). */
+    double now = ev_now(bal->loop);
+    buf_printf(out, "strata_balancer_backend_latency_ms{%s,quantile=\"0.5\"} %.3f\n", labels,
+               latency_percentile(&bal->latency, 50, now));
+    buf_printf(out, "strata_balancer_backend_latency_ms{%s,quantile=\"0.99\"} %.3f\n", labels,
+               latency_percentile(&bal->latency, 99, now));
     buf_printf(out, "strata_balancer_retries_total{%s} %llu\n", labels,
                (unsigned long long)bal->retries);
     buf_printf(out, "strata_balancer_errors_sent_total{%s} %llu\n", labels,

@@ -130,7 +130,7 @@ local function service_row(node, st, s, rate)
     num(st.generation),
     num(first_number(s.connections, s.clients)),
     num(rate),
-    num(s.p99_ms, "%.1f"),
+    (type(s.p99_ms) == "number" and s.p99_ms >= 0) and string.format("%.1f", s.p99_ms) or "-",
     num(first_number(s.errors, s.errors_sent, s.writes_refused, s.protocol_errors)),
     type(s.hit_ratio) == "number" and string.format("%.1f", s.hit_ratio * 100) or "-",
     human_bytes(s.used_memory),

@@ -136,3 +136,25 @@ def test_sigterm_finishes_requests_in_flight(strata, backends):
     assert [s for s, _ in results] == [200, 200, 200], results
     assert time.monotonic() - t0 < 10
     assert "draining" in proc.output()
+
+
+def test_status_shows_balancer_rate_latency_and_health(strata, backends, tmp_path):
+    bs = backends(2)
+    lb, sup, admin = free_port(), free_port(), free_port()
+    proc = strata(topology(lb, sup, admin, [b.addr for b in bs], policy="round_robin"),
+                  ports=[lb, admin])
+    with Load(lb) as load:
+        wait_for(lambda: load.ok >= 50, what="traffic")
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=10) as r:
+            svc = json.loads(r.read())["services"][0]
+        assert 0 < svc["p50_ms"] <= svc["p99_ms"]
+        res = run_cli("status", str(proc.topo_path))
+    assert load.failures == []
+    assert res.returncode == 0, res.stderr
+    header, row = [line.split() for line in res.stdout.splitlines()[:2]]
+    cols = dict(zip(header, row))
+    assert cols["SERVICE"] == "balancer" and cols["HEALTH"] == "2/2"
+    assert float(cols["RPS"]) > 0 and float(cols["P99MS"]) > 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'strata_balancer_backend_latency_ms{node="lb",service="balancer",quantile="0.99"}' in metrics
