@@ -8,157 +8,24 @@
 #include "evict_lua.h"
 #include "log.h"
 #include "luahost.h"
-#include "net.h"
+#include "resp_server.h"
 #include "runtime.h"
 #include "util.h"
 
 #define CACHE_CRON_SECONDS 0.1
-/* Before AUTH, a client may send only small commands (like Redis), so an
- * unauthenticated peer cannot make the node buffer much. */
-static const struct resp_limits unauth_limits = {16 * 1024, 10, 64 * 1024};
 
-struct cache_client {
-    struct cache_client *prev, *next;
-    struct net_conn *conn;
-    struct cache_server *srv;
-    struct cache_session sess;
-    struct resp_parser parser;
-};
+/* Commands reply at once: the RESP client layer runs them with cache_exec
+ * directly, no hook per command. */
+static const struct resp_server_ops cache_resp_ops = {.name = "cache", .eof_reply = 1};
 
 struct cache_server {
     struct service base;
     struct cache cache;
-    struct net_listener *listener;
+    struct resp_server rs;
     struct ev_loop *loop;
     ev_timer cron;
-    struct cache_client *clients;
     int draining;
 };
-
-/* ---- clients ---------------------------------------------------------- */
-
-static void client_process(struct cache_client *cl)
-{
-    struct net_conn *c = cl->conn;
-    struct cache *cache = &cl->srv->cache;
-    int64_t now = util_now_ms();
-    size_t out_before = buf_size(&c->wbuf);
-    while (buf_size(&c->rbuf) > 0 && !cl->sess.quit &&
-           !(c->flags & (NET_F_CLOSING | NET_F_DEAD))) {
-        /* Output over the high mark: wait for on_drain before running more. */
-        if (buf_size(&c->wbuf) >= c->write_high)
-            break;
-        const struct resp_limits *lim =
-            (cache->has_password && !cl->sess.authed) ? &unauth_limits : &cache->limits;
-        ssize_t n = resp_parse(&cl->parser, (char *)buf_head(&c->rbuf), buf_size(&c->rbuf), lim);
-        if (n == -2) {
-            if (buf_size(&c->rbuf) > cache->qbuf_max) {
-                log_warn("cache client %s: query buffer over %zu bytes, closing", c->peer,
-                         cache->qbuf_max);
-                net_conn_abort(c, "query buffer limit");
-                return;
-            }
-            break;
-        }
-        if (n < 0) {
-            cache->stats.protocol_errors++;
-            resp_error(&c->wbuf, cl->parser.err);
-            net_conn_close(c, "protocol error");
-            resp_parser_reset(&cl->parser);
-            break;
-        }
-        if (cl->parser.argc > 0) {
-            struct cache_req r = {
-                .c = cache, .sess = &cl->sess, .out = &c->wbuf, .argc = cl->parser.argc,
-                .argv = cl->parser.argv, .argl = cl->parser.argl, .now = now,
-            };
-            cache_exec(&r);
-        }
-        cache->stats.net_input_bytes += (uint64_t)n;
-        buf_consume(&c->rbuf, (size_t)n);
-    }
-    if (buf_size(&c->wbuf) > out_before)
-        cache->stats.net_output_bytes += buf_size(&c->wbuf) - out_before;
-    if (cl->sess.quit && !(c->flags & NET_F_CLOSING))
-        net_conn_close(c, "quit");
-    if (cl->parser.cap > 1024 && !cl->parser.in_multibulk)
-        resp_parser_reset(&cl->parser);
-}
-
-static void client_on_read(struct net_conn *c) { client_process(c->data); }
-
-static void client_on_drain(struct net_conn *c)
-{
-    struct cache_client *cl = c->data;
-    if (buf_size(&c->rbuf) > 0)
-        client_process(cl);
-}
-
-static void client_on_close(struct net_conn *c, const char *why)
-{
-    struct cache_client *cl = c->data;
-    if (!cl)
-        return;
-    struct cache_server *srv = cl->srv;
-    if (cl->prev)
-        cl->prev->next = cl->next;
-    else
-        srv->clients = cl->next;
-    if (cl->next)
-        cl->next->prev = cl->prev;
-    srv->cache.nclients--;
-    resp_parser_free(&cl->parser);
-    free(cl);
-    c->data = NULL;
-    (void)why;
-}
-
-/* The peer stopped sending. A command left half-sent can never complete:
- * say so (a client that half-closes still reads it), then close. */
-static void client_on_eof(struct net_conn *c)
-{
-    struct cache_client *cl = c->data;
-    client_process(cl);
-    if (!net_conn_alive(c) || (c->flags & NET_F_CLOSING))
-        return;
-    if (buf_size(&c->rbuf) > 0 && buf_size(&c->wbuf) < c->write_high && !cl->sess.quit) {
-        cl->srv->cache.stats.protocol_errors++;
-        resp_error(&c->wbuf, "ERR Protocol error: connection closed inside a command");
-    }
-    net_conn_close(c, "peer closed");
-}
-
-static const struct net_conn_ops client_ops = {
-    .on_read = client_on_read,
-    .on_eof = client_on_eof,
-    .on_drain = client_on_drain,
-    .on_close = client_on_close,
-};
-
-static int client_on_accept(struct net_conn *c, void *data)
-{
-    struct cache_server *srv = data;
-    struct cache_client *cl = calloc(1, sizeof *cl);
-    if (!cl) {
-        srv->cache.stats.rejected_connections++;
-        c->data = NULL;
-        return -1;
-    }
-    cl->conn = c;
-    cl->srv = srv;
-    cl->sess.id = srv->cache.next_client_id++;
-    cl->sess.authed = !srv->cache.has_password;
-    cl->sess.created_ms = util_now_ms();
-    resp_parser_init(&cl->parser);
-    cl->next = srv->clients;
-    if (srv->clients)
-        srv->clients->prev = cl;
-    srv->clients = cl;
-    srv->cache.nclients++;
-    srv->cache.stats.connections++;
-    c->data = cl;
-    return 0;
-}
 
 /* ---- cron -------------------------------------------------------------- */
 
@@ -168,10 +35,7 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct cache_server *srv = w->data;
     cache_cron(&srv->cache, util_now_ms());
-    size_t bytes = 0;
-    for (struct cache_client *cl = srv->clients; cl; cl = cl->next)
-        bytes += cl->conn->rbuf.cap + cl->conn->wbuf.cap;
-    srv->cache.client_buf_bytes = bytes;
+    srv->cache.client_buf_bytes = resp_server_buf_bytes(&srv->rs);
 }
 
 /* ---- config ----------------------------------------------------------- */
@@ -276,17 +140,16 @@ static struct service *cache_srv_start(struct runtime *rt, lua_State *L, int idx
         cache_srv_free(&srv->base);
         return NULL;
     }
-    srv->listener = net_listen(rt->loop, cfg.listen, 0, &client_ops, client_on_accept, srv, err,
-                               errlen);
-    if (!srv->listener) {
+    if (resp_server_listen(&srv->rs, rt->loop, cfg.listen, c, &cache_resp_ops, srv, err,
+                           errlen) < 0) {
         cache_srv_free(&srv->base);
         return NULL;
     }
-    snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->listener->addr);
-    snprintf(c->listen, sizeof c->listen, "%s", srv->listener->addr);
+    snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->rs.listener->addr);
+    snprintf(c->listen, sizeof c->listen, "%s", srv->rs.listener->addr);
     ev_timer_start(rt->loop, &srv->cron);
     log_info("cache %s listening on %s (max_memory %llu, eviction %s)", cfg.node,
-             srv->listener->addr, (unsigned long long)c->max_memory, cache_policy_name(c));
+             srv->rs.listener->addr, (unsigned long long)c->max_memory, cache_policy_name(c));
     return &srv->base;
 }
 
@@ -294,34 +157,21 @@ static void cache_srv_drain(struct service *s)
 {
     struct cache_server *srv = (struct cache_server *)s;
     srv->draining = 1;
-    /* Paused, not closed: connections refer to their listener until they
-     * are gone, so it is released in free, after them. */
-    if (srv->listener)
-        net_listener_pause(srv->listener);
     /* Commands run as they arrive, so a client with no output pending has
-     * nothing in flight: close it now. Others close once replies are out. */
-    for (struct cache_client *cl = srv->clients, *next; cl; cl = next) {
-        next = cl->next;
-        if (buf_size(&cl->conn->wbuf) == 0)
-            net_conn_abort(cl->conn, "shutting down");
-        else
-            net_conn_close(cl->conn, "shutting down");
-    }
+     * nothing in flight: it closes now, the others once replies are out. */
+    resp_server_drain(&srv->rs);
 }
 
 static int cache_srv_idle(struct service *s)
 {
-    return ((struct cache_server *)s)->clients == NULL;
+    return resp_server_idle(&((struct cache_server *)s)->rs);
 }
 
 static void cache_srv_free(struct service *s)
 {
     struct cache_server *srv = (struct cache_server *)s;
     ev_timer_stop(srv->loop, &srv->cron);
-    while (srv->clients)
-        net_conn_abort(srv->clients->conn, "shutdown"); /* on_close unlinks it */
-    if (srv->listener)
-        net_listener_close(srv->listener);
+    resp_server_free(&srv->rs);
     cache_free(&srv->cache);
     free(srv);
 }

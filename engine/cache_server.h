@@ -1,11 +1,12 @@
 /* cache_server: the `cache` service kind — a Redis-compatible cache node.
  *
- * Owns the listener, the clients and the cache state (store, eviction,
- * expiry). Each readable client runs as many complete commands as its read
- * buffer holds (pipelining), answering into its write buffer; it stops when
- * the write buffer is over its high mark and goes on when it drains, so a
- * client that never reads replies cannot grow memory without bound. A cron
- * timer (10 Hz) runs active expiry, rehash steps and stats sampling.
+ * Owns the cache state (store, eviction, expiry) and its clients, which
+ * resp_server.h runs: each readable client runs as many complete commands
+ * as its read buffer holds (pipelining), answering into its write buffer at
+ * once; it stops when the write buffer is over its high mark and goes on
+ * when it drains, so a client that never reads replies cannot grow memory
+ * without bound. A cron timer (10 Hz) runs active expiry, rehash steps and
+ * stats sampling.
  *
  * Config fields (the normalized table from the topology): node, listen,
  * max_memory, eviction, eviction_path, eviction_fallback, eviction_samples,

@@ -1,5 +1,6 @@
-/* db_server: connections, the write path with held replies and group
- * commit, persistence commands, disk-error handling (see db_server.h). */
+/* db_server: the write path with held replies and group commit,
+ * persistence commands, disk-error handling (see db_server.h). Clients,
+ * parsing and the hold buffers themselves are resp_server's. */
 #include "db_server.h"
 
 #include <errno.h>
@@ -13,9 +14,9 @@
 #include "cache_cmd.h"
 #include "db_ops.h"
 #include "log.h"
-#include "net.h"
 #include "persist.h"
 #include "resp.h"
+#include "resp_server.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -24,19 +25,6 @@
  * also retries): a failing disk is not hammered once per iteration. */
 #define DB_RETRY_MS 100
 
-static const struct resp_limits unauth_limits = {16 * 1024, 10, 64 * 1024};
-
-struct db_client {
-    struct db_client *prev, *next;
-    struct net_conn *conn;
-    struct db_server *srv;
-    struct cache_session sess;
-    struct resp_parser parser;
-    struct buf hold;       /* replies waiting for the log */
-    uint64_t hold_until;   /* the log offset they wait for */
-    int stalled;           /* stopped parsing at an output high mark */
-};
-
 struct db_server {
     struct service base;
     struct cache cache;
@@ -44,27 +32,21 @@ struct db_server {
     int persist_open;
     int policy;
     char dir[1024];
-    struct net_listener *listener;
+    struct resp_server rs; /* the clients; their hold_until is a log offset */
     struct ev_loop *loop;
     ev_timer cron;
     ev_prepare flush;
     ev_idle kick;          /* keeps the loop from sleeping while work is pending */
     ev_child child;
-    struct db_client *clients;
-    size_t nholding;       /* clients with held replies */
     int draining;
     struct buf effects;    /* scratch for one command's effects */
-    struct buf spare;      /* swapped with a client's hold when releasing it */
     int64_t next_retry_ms;
     int64_t last_tick_ms;
     int reported_error;    /* the current disk error was logged */
     uint64_t changes_since_save;
     uint64_t refused_writes;
-    unsigned last_close_iter; /* loop iteration in which a client last went away */
     int64_t recover_now;   /* wall clock used while recovering */
 };
-
-static void client_process(struct db_client *cl);
 
 /* ---- the log: flushing and releasing held replies ------------------------ */
 
@@ -106,43 +88,13 @@ static void flush_log(struct db_server *srv, int64_t now_ms)
     note_disk_state(srv);
 }
 
-/* Sends the held replies whose records the log now has. Returns how many
- * clients got theirs. A client that stopped parsing while its replies were
- * held is resumed by the net core's on_drain once they are out. */
-static int release_ready(struct db_server *srv)
-{
-    if (!srv->nholding)
-        return 0;
-    uint64_t acked = wal_acked(&srv->persist.wal);
-    int released = 0;
-    for (struct db_client *cl = srv->clients, *next; cl; cl = next) {
-        next = cl->next;
-        if (!buf_size(&cl->hold) || cl->hold_until > acked)
-            continue;
-        struct net_conn *c = cl->conn;
-        /* Swap the held bytes out first: writing may run on_drain, which
-         * parses more input and may hold new replies. */
-        struct buf out = cl->hold;
-        cl->hold = srv->spare;
-        srv->spare = out;
-        srv->nholding--;
-        released++;
-        int quit = cl->sess.quit;
-        net_conn_write(c, buf_head(&srv->spare), buf_size(&srv->spare));
-        buf_reset(&srv->spare);
-        buf_shrink(&srv->spare, 64 * 1024);
-        if (quit && net_conn_alive(c) && c->data == cl && !buf_size(&cl->hold))
-            net_conn_close(c, "quit");
-    }
-    return released;
-}
-
 static void log_round(struct db_server *srv)
 {
     int64_t now = util_now_ms();
     for (int pass = 0; pass < 4; pass++) {
         flush_log(srv, now);
-        if (!release_ready(srv))
+        /* Held replies whose records the log now has go out. */
+        if (!resp_server_release(&srv->rs, wal_acked(&srv->persist.wal)))
             break;
     }
     /* More log to write now (clients resumed above), or replies that could
@@ -346,52 +298,46 @@ static int db_own_command(struct db_server *srv, struct cache_req *r)
     return 1;
 }
 
-/* Runs one command for a client: the db's own, a read, or a logged write. */
-static void db_exec(struct db_client *cl, size_t argc, const char **argv, const size_t *argl,
-                    int64_t now)
+/* Runs one command for a client: the db's own, a read, or a logged write.
+ * r->out is the client's write buffer, or its hold once a reply is held. */
+static void db_exec(struct resp_client *cl, struct cache_req *r)
 {
-    struct db_server *srv = cl->srv;
+    struct db_server *srv = cl->srv->data;
     struct cache *cache = &srv->cache;
-    /* Once a reply is held, every later one queues behind it. */
-    struct buf *out = buf_size(&cl->hold) ? &cl->hold : &cl->conn->wbuf;
-    struct cache_req r = {
-        .c = cache, .sess = &cl->sess, .out = out, .argc = argc, .argv = argv, .argl = argl,
-        .now = now,
-    };
-    if (db_own_command(srv, &r))
+    size_t argc = r->argc;
+    const char **argv = r->argv;
+    const size_t *argl = r->argl;
+    if (db_own_command(srv, r))
         return;
     const struct cache_command *cmd = cache_command_find(argv[0], argl[0]);
-    int authed = !cache->has_password || cl->sess.authed;
+    int authed = !cache->has_password || r->sess->authed;
     if (!cmd || !cache_command_is_write(cmd) || !authed) {
-        if (cmd && authed && is_cmd(&r, "config") && argc >= 3 && cache_arg_is(&r, 1, "set") &&
+        if (cmd && authed && is_cmd(r, "config") && argc >= 3 && cache_arg_is(r, 1, "set") &&
             strncasecmp(argv[2], "maxmemory", argl[2] < 9 ? argl[2] : 9) == 0 && argl[2] >= 9) {
-            resp_error(out, "ERR the db never evicts: maxmemory settings do not apply");
+            resp_error(r->out, "ERR the db never evicts: maxmemory settings do not apply");
             return;
         }
-        cache_exec(&r);
+        cache_exec(r);
         return;
     }
     if (!db_ops_known(argv[0], argl[0])) {
-        resp_errorf(out, "ERR '%.*s' is not supported by the db", (int)(argl[0] < 64 ? argl[0] : 64),
-                    argv[0]);
+        resp_errorf(r->out, "ERR '%.*s' is not supported by the db",
+                    (int)(argl[0] < 64 ? argl[0] : 64), argv[0]);
         return;
     }
     if (!wal_ok(&srv->persist.wal)) {
         srv->refused_writes++;
-        resp_errorf(out,
+        resp_errorf(r->out,
                     "MISCONF the db cannot write its log (%s); writes are refused until the disk "
                     "works again, reads are served",
                     srv->persist.wal.errmsg);
         return;
     }
     /* The write's reply waits for its record. */
-    if (out != &cl->hold) {
-        out = r.out = &cl->hold;
-        srv->nholding++;
-    }
-    cache_exec(&r);
+    r->out = resp_client_hold(cl);
+    cache_exec(r);
     buf_reset(&srv->effects);
-    if (db_ops_effects(&cache->store, argc, argv, argl, now, &srv->effects) < 0) {
+    if (db_ops_effects(&cache->store, argc, argv, argl, r->now, &srv->effects) < 0) {
         /* The keyspace changed and the change cannot be logged: stopping
          * is the only way not to acknowledge a write the log lacks. */
         log_error("db %s: out of memory encoding a log record; stopping", srv->base.node);
@@ -409,123 +355,9 @@ static void db_exec(struct db_client *cl, size_t argc, const char **argv, const 
     }
 }
 
-/* ---- clients ---------------------------------------------------------- */
-
-static void client_process(struct db_client *cl)
-{
-    struct net_conn *c = cl->conn;
-    struct cache *cache = &cl->srv->cache;
-    int64_t now = util_now_ms();
-    size_t out_before = buf_size(&c->wbuf);
-    while (buf_size(&c->rbuf) > 0 && !cl->sess.quit &&
-           !(c->flags & (NET_F_CLOSING | NET_F_DEAD))) {
-        /* Output over the high mark, sent or held: wait before running more. */
-        if (buf_size(&c->wbuf) >= c->write_high || buf_size(&cl->hold) >= c->write_high) {
-            cl->stalled = 1;
-            break;
-        }
-        const struct resp_limits *lim =
-            (cache->has_password && !cl->sess.authed) ? &unauth_limits : &cache->limits;
-        ssize_t n = resp_parse(&cl->parser, (char *)buf_head(&c->rbuf), buf_size(&c->rbuf), lim);
-        if (n == -2) {
-            if (buf_size(&c->rbuf) > cache->qbuf_max) {
-                log_warn("db client %s: query buffer over %zu bytes, closing", c->peer,
-                         cache->qbuf_max);
-                net_conn_abort(c, "query buffer limit");
-                return;
-            }
-            break;
-        }
-        if (n < 0) {
-            cache->stats.protocol_errors++;
-            resp_error(buf_size(&cl->hold) ? &cl->hold : &c->wbuf, cl->parser.err);
-            if (!buf_size(&cl->hold))
-                net_conn_close(c, "protocol error");
-            else
-                cl->sess.quit = 1; /* close once the held replies are out */
-            resp_parser_reset(&cl->parser);
-            break;
-        }
-        if (cl->parser.argc > 0)
-            db_exec(cl, cl->parser.argc, cl->parser.argv, cl->parser.argl, now);
-        cache->stats.net_input_bytes += (uint64_t)n;
-        buf_consume(&c->rbuf, (size_t)n);
-    }
-    if (buf_size(&c->wbuf) > out_before)
-        cache->stats.net_output_bytes += buf_size(&c->wbuf) - out_before;
-    if (cl->sess.quit && !buf_size(&cl->hold) && !(c->flags & NET_F_CLOSING))
-        net_conn_close(c, "quit");
-    if (cl->parser.cap > 1024 && !cl->parser.in_multibulk)
-        resp_parser_reset(&cl->parser);
-}
-
-static void client_on_read(struct net_conn *c) { client_process(c->data); }
-
-static void client_on_drain(struct net_conn *c)
-{
-    struct db_client *cl = c->data;
-    /* Only a client that stopped at a high mark: one waiting for the rest
-     * of a command has nothing to do until it arrives. */
-    if (cl && cl->stalled) {
-        cl->stalled = 0;
-        client_process(cl);
-    }
-}
-
-static void client_on_close(struct net_conn *c, const char *why)
-{
-    struct db_client *cl = c->data;
-    (void)why;
-    if (!cl)
-        return;
-    struct db_server *srv = cl->srv;
-    if (cl->prev)
-        cl->prev->next = cl->next;
-    else
-        srv->clients = cl->next;
-    if (cl->next)
-        cl->next->prev = cl->prev;
-    if (buf_size(&cl->hold))
-        srv->nholding--;
-    srv->cache.nclients--;
-    srv->last_close_iter = ev_iteration(srv->loop);
-    buf_free(&cl->hold);
-    resp_parser_free(&cl->parser);
-    free(cl);
-    c->data = NULL;
-}
-
-static const struct net_conn_ops client_ops = {
-    .on_read = client_on_read,
-    .on_drain = client_on_drain,
-    .on_close = client_on_close,
-};
-
-static int client_on_accept(struct net_conn *c, void *data)
-{
-    struct db_server *srv = data;
-    struct db_client *cl = calloc(1, sizeof *cl);
-    if (!cl) {
-        srv->cache.stats.rejected_connections++;
-        c->data = NULL;
-        return -1;
-    }
-    cl->conn = c;
-    cl->srv = srv;
-    cl->sess.id = srv->cache.next_client_id++;
-    cl->sess.authed = !srv->cache.has_password;
-    cl->sess.created_ms = util_now_ms();
-    resp_parser_init(&cl->parser);
-    buf_init(&cl->hold);
-    cl->next = srv->clients;
-    if (srv->clients)
-        srv->clients->prev = cl;
-    srv->clients = cl;
-    srv->cache.nclients++;
-    srv->cache.stats.connections++;
-    c->data = cl;
-    return 0;
-}
+/* The reply of a write waits for the log: the client layer runs every
+ * command through db_exec and keeps the half-closing peer's default. */
+static const struct resp_server_ops db_resp_ops = {.name = "db", .exec = db_exec};
 
 /* ---- cron -------------------------------------------------------------- */
 
@@ -555,10 +387,7 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
             log_error("db %s: compaction could not start: %s", srv->base.node, err);
     }
     log_round(srv);
-    size_t bytes = 0;
-    for (struct db_client *cl = srv->clients; cl; cl = cl->next)
-        bytes += cl->conn->rbuf.cap + cl->conn->wbuf.cap + cl->hold.cap;
-    srv->cache.client_buf_bytes = bytes;
+    srv->cache.client_buf_bytes = resp_server_buf_bytes(&srv->rs);
     (void)loop;
 }
 
@@ -647,7 +476,6 @@ static struct service *db_srv_start(struct runtime *rt, lua_State *L, int idx, c
     snprintf(srv->dir, sizeof srv->dir, "%s", cfg.dir);
     snprintf(srv->base.node, sizeof srv->base.node, "%s", cfg.node);
     buf_init(&srv->effects);
-    buf_init(&srv->spare);
     struct cache *c = &srv->cache;
     cache_init(c, 0, util_now_ms());
     c->max_memory = 0; /* never evicts */
@@ -683,18 +511,17 @@ static struct service *db_srv_start(struct runtime *rt, lua_State *L, int idx, c
              cfg.node, c->store.count, cfg.dir, (unsigned long long)p->loaded_keys,
              (unsigned long long)p->replayed_records, (unsigned long long)p->truncated_bytes,
              p->load_seconds);
-    srv->listener = net_listen(rt->loop, cfg.listen, 0, &client_ops, client_on_accept, srv, err,
-                               errlen);
-    if (!srv->listener) {
+    if (resp_server_listen(&srv->rs, rt->loop, cfg.listen, c, &db_resp_ops, srv, err, errlen) <
+        0) {
         db_srv_free(&srv->base);
         return NULL;
     }
-    snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->listener->addr);
-    snprintf(c->listen, sizeof c->listen, "%s", srv->listener->addr);
+    snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->rs.listener->addr);
+    snprintf(c->listen, sizeof c->listen, "%s", srv->rs.listener->addr);
     srv->last_tick_ms = util_now_ms();
     ev_timer_start(rt->loop, &srv->cron);
     ev_prepare_start(rt->loop, &srv->flush);
-    log_info("db %s listening on %s (dir %s, fsync %s)", cfg.node, srv->listener->addr, cfg.dir,
+    log_info("db %s listening on %s (dir %s, fsync %s)", cfg.node, srv->rs.listener->addr, cfg.dir,
              cfg.fsync);
     return &srv->base;
 }
@@ -703,28 +530,19 @@ static void db_srv_drain(struct service *s)
 {
     struct db_server *srv = (struct db_server *)s;
     srv->draining = 1;
-    /* Stop accepting, but keep the listener until free(): connections that
-     * are still closing point at it. */
-    if (srv->listener)
-        net_listener_pause(srv->listener);
-    /* Everything executed goes to disk before the held replies go out. */
+    /* Everything executed goes to disk before the held replies go out;
+     * replies the log still lacks (a failing disk) go down with their
+     * connections, never acknowledged. */
     if (srv->persist_open && wal_sync_now(&srv->persist.wal) < 0)
         log_error("db %s: could not sync the log while stopping: %s", s->node,
                   srv->persist.wal.errmsg);
-    release_ready(srv);
-    for (struct db_client *cl = srv->clients, *next; cl; cl = next) {
-        next = cl->next;
-        net_conn_close(cl->conn, "shutting down");
-    }
+    resp_server_release(&srv->rs, wal_acked(&srv->persist.wal));
+    resp_server_drain(&srv->rs);
 }
 
 static int db_srv_idle(struct service *s)
 {
-    struct db_server *srv = (struct db_server *)s;
-    /* A connection closed outside its callbacks is freed by the net core on
-     * the next loop turn; idle only after that turn, so a stop does not end
-     * the loop with its memory still pending. */
-    return srv->clients == NULL && ev_iteration(srv->loop) > srv->last_close_iter;
+    return resp_server_idle(&((struct db_server *)s)->rs);
 }
 
 static void db_srv_free(struct service *s)
@@ -735,15 +553,11 @@ static void db_srv_free(struct service *s)
     ev_idle_stop(srv->loop, &srv->kick);
     if (ev_is_active(&srv->child))
         ev_child_stop(srv->loop, &srv->child);
-    while (srv->clients)
-        net_conn_abort(srv->clients->conn, "shutdown"); /* on_close unlinks it */
-    if (srv->listener)
-        net_listener_close(srv->listener);
+    resp_server_free(&srv->rs);
     if (srv->persist_open)
         persist_close(&srv->persist);
     cache_free(&srv->cache);
     buf_free(&srv->effects);
-    buf_free(&srv->spare);
     free(srv);
 }
 

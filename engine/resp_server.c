@@ -1,0 +1,252 @@
+/* resp_server: clients of a RESP service — accept, the parse loop, limits,
+ * backpressure, held replies, drain (see resp_server.h). */
+#include "resp_server.h"
+
+#include <stdlib.h>
+
+#include "log.h"
+#include "util.h"
+
+/* Before AUTH, a client may send only small commands (like Redis), so an
+ * unauthenticated peer cannot make the node buffer much. */
+static const struct resp_limits unauth_limits = {16 * 1024, 10, 64 * 1024};
+
+/* Runs as many complete commands as the read buffer holds (pipelining).
+ * The clock is read once per batch; output counters see only what went to
+ * the write buffer (held replies are counted by nobody, as before they
+ * are sent). */
+static void client_process(struct resp_client *cl)
+{
+    struct net_conn *c = cl->conn;
+    struct resp_server *rs = cl->srv;
+    struct cache *cache = rs->cache;
+    /* Read once per batch: the calls below cannot change the hook. */
+    void (*exec)(struct resp_client *, struct cache_req *) = rs->ops->exec;
+    int64_t now = util_now_ms();
+    size_t out_before = buf_size(&c->wbuf);
+    while (buf_size(&c->rbuf) > 0 && !cl->sess.quit &&
+           !(c->flags & (NET_F_CLOSING | NET_F_DEAD))) {
+        /* Output over the high mark, sent or held: wait for on_drain (or a
+         * release) before running more. */
+        size_t held = buf_size(&cl->hold); /* parsing below does not change it */
+        if (buf_size(&c->wbuf) >= c->write_high || held >= c->write_high) {
+            cl->stalled = 1;
+            break;
+        }
+        const struct resp_limits *lim =
+            (cache->has_password && !cl->sess.authed) ? &unauth_limits : &cache->limits;
+        ssize_t n = resp_parse(&cl->parser, (char *)buf_head(&c->rbuf), buf_size(&c->rbuf), lim);
+        if (n == -2) {
+            if (buf_size(&c->rbuf) > cache->qbuf_max) {
+                log_warn("%s client %s: query buffer over %zu bytes, closing", rs->ops->name,
+                         c->peer, cache->qbuf_max);
+                net_conn_abort(c, "query buffer limit");
+                return;
+            }
+            break;
+        }
+        if (n < 0) {
+            cache->stats.protocol_errors++;
+            resp_error(buf_size(&cl->hold) ? &cl->hold : &c->wbuf, cl->parser.err);
+            if (!buf_size(&cl->hold))
+                net_conn_close(c, "protocol error");
+            else
+                cl->sess.quit = 1; /* close once the held replies are out */
+            resp_parser_reset(&cl->parser);
+            break;
+        }
+        if (cl->parser.argc > 0) {
+            struct cache_req r = {
+                .c = cache, .sess = &cl->sess,
+                .out = held ? &cl->hold : &c->wbuf, .argc = cl->parser.argc,
+                .argv = cl->parser.argv, .argl = cl->parser.argl, .now = now,
+            };
+            if (exec)
+                exec(cl, &r);
+            else
+                cache_exec(&r);
+        }
+        cache->stats.net_input_bytes += (uint64_t)n;
+        buf_consume(&c->rbuf, (size_t)n);
+    }
+    if (buf_size(&c->wbuf) > out_before)
+        cache->stats.net_output_bytes += buf_size(&c->wbuf) - out_before;
+    if (cl->sess.quit && !buf_size(&cl->hold) && !(c->flags & NET_F_CLOSING))
+        net_conn_close(c, "quit");
+    /* Give back an argument array grown by one large command. */
+    if (cl->parser.cap > 1024 && !cl->parser.in_multibulk)
+        resp_parser_reset(&cl->parser);
+}
+
+static void client_on_read(struct net_conn *c) { client_process(c->data); }
+
+static void client_on_drain(struct net_conn *c)
+{
+    struct resp_client *cl = c->data;
+    /* Only a client that stopped at a high mark: one waiting for the rest
+     * of a command has nothing to do until it arrives. */
+    if (cl && cl->stalled) {
+        cl->stalled = 0;
+        client_process(cl);
+    }
+}
+
+/* The peer stopped sending. A command left half-sent can never complete:
+ * say so (a client that half-closes still reads it), then close. */
+static void client_on_eof(struct net_conn *c)
+{
+    struct resp_client *cl = c->data;
+    client_process(cl);
+    if (!net_conn_alive(c) || (c->flags & NET_F_CLOSING))
+        return;
+    if (buf_size(&c->rbuf) > 0 && buf_size(&c->wbuf) < c->write_high && !cl->sess.quit) {
+        cl->srv->cache->stats.protocol_errors++;
+        resp_error(&c->wbuf, "ERR Protocol error: connection closed inside a command");
+    }
+    net_conn_close(c, "peer closed");
+}
+
+static void client_on_close(struct net_conn *c, const char *why)
+{
+    struct resp_client *cl = c->data;
+    (void)why;
+    if (!cl)
+        return;
+    struct resp_server *rs = cl->srv;
+    if (cl->prev)
+        cl->prev->next = cl->next;
+    else
+        rs->clients = cl->next;
+    if (cl->next)
+        cl->next->prev = cl->prev;
+    if (buf_size(&cl->hold))
+        rs->nholding--;
+    rs->cache->nclients--;
+    rs->last_close_iter = ev_iteration(rs->loop);
+    buf_free(&cl->hold);
+    resp_parser_free(&cl->parser);
+    free(cl);
+    c->data = NULL;
+}
+
+/* Two tables, so the choice of EOF handling costs nothing per read. */
+static const struct net_conn_ops client_ops_eof_reply = {
+    .on_read = client_on_read,
+    .on_eof = client_on_eof,
+    .on_drain = client_on_drain,
+    .on_close = client_on_close,
+};
+
+static const struct net_conn_ops client_ops = {
+    .on_read = client_on_read,
+    .on_drain = client_on_drain,
+    .on_close = client_on_close,
+};
+
+static int client_on_accept(struct net_conn *c, void *data)
+{
+    struct resp_server *rs = data;
+    struct cache *cache = rs->cache;
+    struct resp_client *cl = calloc(1, sizeof *cl);
+    if (!cl) {
+        cache->stats.rejected_connections++;
+        c->data = NULL;
+        return -1;
+    }
+    cl->conn = c;
+    cl->srv = rs;
+    cl->sess.id = cache->next_client_id++;
+    cl->sess.authed = !cache->has_password;
+    cl->sess.created_ms = util_now_ms();
+    resp_parser_init(&cl->parser);
+    buf_init(&cl->hold);
+    cl->next = rs->clients;
+    if (rs->clients)
+        rs->clients->prev = cl;
+    rs->clients = cl;
+    cache->nclients++;
+    cache->stats.connections++;
+    c->data = cl;
+    return 0;
+}
+
+int resp_server_listen(struct resp_server *rs, struct ev_loop *loop, const char *addr,
+                       struct cache *cache, const struct resp_server_ops *ops, void *data,
+                       char *err, size_t errlen)
+{
+    *rs = (struct resp_server){.ops = ops, .data = data, .cache = cache, .loop = loop};
+    buf_init(&rs->spare);
+    rs->listener = net_listen(loop, addr, 0, ops->eof_reply ? &client_ops_eof_reply : &client_ops,
+                              client_on_accept, rs, err, errlen);
+    return rs->listener ? 0 : -1;
+}
+
+int resp_server_release(struct resp_server *rs, uint64_t upto)
+{
+    if (!rs->nholding)
+        return 0;
+    int released = 0;
+    for (struct resp_client *cl = rs->clients, *next; cl; cl = next) {
+        next = cl->next;
+        if (!buf_size(&cl->hold) || cl->hold_until > upto)
+            continue;
+        struct net_conn *c = cl->conn;
+        /* Swap the held bytes out first: writing may run on_drain, which
+         * parses more input and may hold new replies. */
+        struct buf out = cl->hold;
+        cl->hold = rs->spare;
+        rs->spare = out;
+        rs->nholding--;
+        released++;
+        int quit = cl->sess.quit;
+        net_conn_write(c, buf_head(&rs->spare), buf_size(&rs->spare));
+        buf_reset(&rs->spare);
+        buf_shrink(&rs->spare, 64 * 1024);
+        if (quit && net_conn_alive(c) && c->data == cl && !buf_size(&cl->hold))
+            net_conn_close(c, "quit");
+    }
+    return released;
+}
+
+void resp_server_drain(struct resp_server *rs)
+{
+    /* Paused, not closed: connections refer to their listener until they
+     * are gone, so it is released in free, after them. */
+    if (rs->listener)
+        net_listener_pause(rs->listener);
+    /* A client with no output pending has nothing in flight: close it now.
+     * Others close once their replies are out. */
+    for (struct resp_client *cl = rs->clients, *next; cl; cl = next) {
+        next = cl->next;
+        if (buf_size(&cl->conn->wbuf) == 0 && buf_size(&cl->hold) == 0)
+            net_conn_abort(cl->conn, "shutting down");
+        else
+            net_conn_close(cl->conn, "shutting down");
+    }
+}
+
+int resp_server_idle(const struct resp_server *rs)
+{
+    /* A connection closed outside its callbacks is freed by the net core on
+     * the next loop turn; idle only after that turn, so a stop does not end
+     * the loop with its memory still pending. */
+    return rs->clients == NULL && (!rs->loop || ev_iteration(rs->loop) > rs->last_close_iter);
+}
+
+void resp_server_free(struct resp_server *rs)
+{
+    while (rs->clients)
+        net_conn_abort(rs->clients->conn, "shutdown"); /* on_close unlinks it */
+    if (rs->listener)
+        net_listener_close(rs->listener);
+    rs->listener = NULL;
+    buf_free(&rs->spare);
+}
+
+size_t resp_server_buf_bytes(const struct resp_server *rs)
+{
+    size_t bytes = 0;
+    for (const struct resp_client *cl = rs->clients; cl; cl = cl->next)
+        bytes += cl->conn->rbuf.cap + cl->conn->wbuf.cap + cl->hold.cap;
+    return bytes;
+}

@@ -1,0 +1,99 @@
+/* resp_server: the client side of a RESP service built on the cache's
+ * command layer (cache_cmd.h) — the cache and the db.
+ *
+ * Owns the listener and the clients: accept (a session per client), the
+ * parse loop with its limits (query buffer cap, the small limits before
+ * AUTH), backpressure (parsing stops while a client's output is over its
+ * high mark and goes on when it drains), QUIT, protocol errors, drain and
+ * idle. The service embeds a struct resp_server and keeps the rest: its
+ * command execution, timers and state.
+ *
+ * Replies may be held. A service that must not acknowledge a command yet
+ * (the db, until its log has the command's effects) writes the reply into
+ * the client's hold buffer (resp_client_hold) and later releases it
+ * (resp_server_release). Once a client holds a reply, every later reply
+ * of that client queues behind it, so a client sees its replies in order;
+ * held output counts against the high mark like unsent output. A service
+ * that never holds pays one size test per command for this. */
+#ifndef STRATA_RESP_SERVER_H
+#define STRATA_RESP_SERVER_H
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "cache_cmd.h"
+#include "net.h"
+#include "resp.h"
+
+struct resp_server;
+
+struct resp_client {
+    struct resp_client *prev, *next;
+    struct net_conn *conn;
+    struct resp_server *srv;
+    struct cache_session sess;
+    struct resp_parser parser;
+    struct buf hold;       /* replies held back (resp_client_hold) */
+    uint64_t hold_until;   /* what they wait for, in the service's terms */
+    int stalled;           /* stopped parsing at an output high mark */
+};
+
+struct resp_server_ops {
+    const char *name; /* "cache", "db": names the clients in log lines */
+    /* Runs one parsed command. r is ready for cache_exec: the session, the
+     * arguments, the batch's clock and r->out (the client's hold buffer
+     * when it holds replies, else its write buffer). NULL: cache_exec
+     * itself, with no indirect call. */
+    void (*exec)(struct resp_client *cl, struct cache_req *r);
+    /* 1: a peer that half-closes inside a command is told so before the
+     * close (a service that replies at once); 0: the net core's default,
+     * a graceful close of what is already in the write buffer. */
+    int eof_reply;
+};
+
+struct resp_server {
+    const struct resp_server_ops *ops;
+    void *data;                 /* the owning service, for the hooks */
+    struct cache *cache;        /* limits, password, counters, client count */
+    struct ev_loop *loop;
+    struct net_listener *listener;
+    struct resp_client *clients;
+    size_t nholding;            /* clients with held replies */
+    struct buf spare;           /* swapped with a client's hold when releasing it */
+    unsigned last_close_iter;   /* loop iteration in which a client last went away */
+};
+
+/* Listens on addr ("host:port", port 0 picks one: see rs->listener->addr).
+ * rs may be zeroed or uninitialized; after a failure (-1, message in err)
+ * it is safe to pass to resp_server_free. */
+int resp_server_listen(struct resp_server *rs, struct ev_loop *loop, const char *addr,
+                       struct cache *cache, const struct resp_server_ops *ops, void *data,
+                       char *err, size_t errlen);
+/* Graceful stop: accepts no more; a client with nothing to send or hold is
+ * closed at once, the others once their sent output is out. Held replies
+ * still held then are dropped with the connection: release what may go
+ * before calling this. */
+void resp_server_drain(struct resp_server *rs);
+/* 1 when every client is gone and freed. */
+int resp_server_idle(const struct resp_server *rs);
+/* Closes every client and the listener. rs must be zeroed or listened. */
+void resp_server_free(struct resp_server *rs);
+/* Bytes the clients' buffers hold (INFO used_memory_clients). */
+size_t resp_server_buf_bytes(const struct resp_server *rs);
+/* Sends the held replies of every client whose hold_until is <= upto.
+ * Returns how many clients got theirs. A client that stopped parsing while
+ * its replies were held is resumed by on_drain once they are out. */
+int resp_server_release(struct resp_server *rs, uint64_t upto);
+
+/* The buffer to hold a reply in: from now on, until released, the client's
+ * replies queue there. The caller sets hold_until. */
+static inline struct buf *resp_client_hold(struct resp_client *cl)
+{
+    if (!buf_size(&cl->hold))
+        cl->srv->nholding++;
+    return &cl->hold;
+}
+
+#endif
