@@ -91,17 +91,25 @@ static void client_on_drain(struct net_conn *c)
     }
 }
 
-/* The peer stopped sending. A command left half-sent can never complete:
- * say so (a client that half-closes still reads it), then close. */
+/* The peer stopped sending (it may still read). A command left half-sent
+ * can never complete: services that ask for it say so. Replies still held
+ * for the log go out before the close: the writes were executed, and a
+ * client that half-closes after sending them must still be told. */
 static void client_on_eof(struct net_conn *c)
 {
     struct resp_client *cl = c->data;
     client_process(cl);
     if (!net_conn_alive(c) || (c->flags & NET_F_CLOSING))
         return;
-    if (buf_size(&c->rbuf) > 0 && buf_size(&c->wbuf) < c->write_high && !cl->sess.quit) {
+    struct buf *out = buf_size(&cl->hold) ? &cl->hold : &c->wbuf;
+    if (cl->srv->ops->eof_reply && buf_size(&c->rbuf) > 0 && buf_size(&c->wbuf) < c->write_high &&
+        !cl->sess.quit) {
         cl->srv->cache->stats.protocol_errors++;
-        resp_error(&c->wbuf, "ERR Protocol error: connection closed inside a command");
+        resp_error(out, "ERR Protocol error: connection closed inside a command");
+    }
+    if (buf_size(&cl->hold)) {
+        cl->sess.quit = 1; /* resp_server_release closes it once they are out */
+        return;
     }
     net_conn_close(c, "peer closed");
 }
@@ -129,16 +137,9 @@ static void client_on_close(struct net_conn *c, const char *why)
     c->data = NULL;
 }
 
-/* Two tables, so the choice of EOF handling costs nothing per read. */
-static const struct net_conn_ops client_ops_eof_reply = {
-    .on_read = client_on_read,
-    .on_eof = client_on_eof,
-    .on_drain = client_on_drain,
-    .on_close = client_on_close,
-};
-
 static const struct net_conn_ops client_ops = {
     .on_read = client_on_read,
+    .on_eof = client_on_eof,
     .on_drain = client_on_drain,
     .on_close = client_on_close,
 };
@@ -176,7 +177,7 @@ int resp_server_listen(struct resp_server *rs, struct ev_loop *loop, const char 
 {
     *rs = (struct resp_server){.ops = ops, .data = data, .cache = cache, .loop = loop};
     buf_init(&rs->spare);
-    rs->listener = net_listen(loop, addr, 0, ops->eof_reply ? &client_ops_eof_reply : &client_ops,
+    rs->listener = net_listen(loop, addr, 0, &client_ops,
                               client_on_accept, rs, err, errlen);
     return rs->listener ? 0 : -1;
 }

@@ -48,8 +48,8 @@ struct resp_server_ops {
      * itself, with no indirect call. */
     void (*exec)(struct resp_client *cl, struct cache_req *r);
     /* 1: a peer that half-closes inside a command is told so before the
-     * close (a service that replies at once); 0: the net core's default,
-     * a graceful close of what is already in the write buffer. */
+     * close; 0: the half-sent command is dropped silently. Either way the
+     * replies already produced or held are sent before the close. */
     int eof_reply;
 };
 

@@ -434,3 +434,23 @@ def test_full_disk(strata, tmp_path):
         db.proc.stop()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_half_closed_client_still_gets_its_held_replies(strata, tmp_path):
+    """A client that sends writes and then shuts down its sending side (nc,
+    scripts) is answered: the replies wait for the log, then the close."""
+    import socket
+    db = Db(strata, tmp_path, fsync="always")
+    s = socket.create_connection(("127.0.0.1", db.port))
+    s.sendall(resp("SET", "h1", "v1") + resp("INCR", "h2") + resp("GET", "h1"))
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    s.settimeout(30 * SLOW)
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert data == b"+OK\r\n:1\r\n$2\r\nv1\r\n"
+    assert db.client().get("h1") == b"v1"
