@@ -235,6 +235,10 @@ static int spawn(struct sup_node *nd)
         /* The child: a node process. It dies with us, and starts with a
          * clean signal mask (libev may have blocked some in the parent). */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
+        /* Its own process group: a Ctrl-C in the terminal reaches only the
+         * supervisor, which stops the nodes in order (a node signalled
+         * twice would skip its drain). */
+        setpgid(0, 0);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

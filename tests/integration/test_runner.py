@@ -297,3 +297,22 @@ def test_log_dir_gets_one_file_per_node(strata, topo, tmp_path):
              what="c1's log lines")
     assert "[c2]" not in (logs / "c1.log").read_text()
     assert "[c2] node c2: cache listening" in (logs / "c2.log").read_text()
+
+
+def test_ctrl_c_in_a_terminal_drains_each_node_once(topo):
+    """A terminal's Ctrl-C signals the whole process group: only the
+    supervisor may get it, and it stops each node with one SIGTERM."""
+    from conftest import STRATA_BIN, SLOW
+    p = subprocess.Popen([STRATA_BIN, "run", str(topo.path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: port_open(topo.ports[0]) and port_open(topo.ports[1]), what="nodes up")
+        os.killpg(p.pid, signal.SIGINT)
+        out, _ = p.communicate(timeout=30 * SLOW)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 0, out
+    assert out.count("SIGTERM: draining") == 2, out
+    assert "second stop signal" not in out
