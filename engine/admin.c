@@ -102,7 +102,7 @@ static void send_error(struct net_conn *c, int status, const char *msg)
     struct admin_response r = {.status = status, .content_type = "application/json"};
     buf_init(&r.body);
     buf_append_str(&r.body, "{\"error\":");
-    admin_json_string(&r.body, msg);
+    buf_json_string(&r.body, msg);
     buf_append_str(&r.body, "}\n");
     send_response(c, &r);
     buf_free(&r.body);
@@ -249,20 +249,4 @@ int admin_query_flag(const struct admin_request *req, const char *name)
         p += len + (amp ? 1 : 0);
     }
     return 0;
-}
-
-void admin_json_string(struct buf *out, const char *s)
-{
-    buf_append(out, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            char esc[2] = {'\\', (char)*p};
-            buf_append(out, esc, 2);
-        } else if (*p < 0x20) {
-            buf_printf(out, "\\u%04x", *p);
-        } else {
-            buf_append(out, p, 1);
-        }
-    }
-    buf_append(out, "\"", 1);
 }

@@ -41,7 +41,5 @@ const char *admin_addr(const struct admin *a);
 
 /* 1 when the query string has name=1/true/yes (or bare name). */
 int admin_query_flag(const struct admin_request *req, const char *name);
-/* Appends s as a JSON string literal, quotes included. */
-void admin_json_string(struct buf *out, const char *s);
 
 #endif

@@ -475,20 +475,6 @@ static void bal_describe(struct service *s, struct buf *out)
                bal->nclients, (unsigned long long)bal->requests);
 }
 
-static void json_str(struct buf *out, const char *s)
-{
-    buf_append(out, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            buf_printf(out, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            buf_printf(out, "\\u%04x", *s);
-        else
-            buf_append(out, s, 1);
-    }
-    buf_append(out, "\"", 1);
-}
-
 static void bal_status_json(struct service *s, struct buf *out)
 {
     struct balancer *bal = (struct balancer *)s;
@@ -506,9 +492,9 @@ static void bal_status_json(struct service *s, struct buf *out)
     for (int i = 0; i < g->nbe; i++) {
         struct bal_backend *be = &g->be[i];
         buf_append_str(out, i ? ",{\"name\":" : "{\"name\":");
-        json_str(out, be->name);
+        buf_json_string(out, be->name);
         buf_append_str(out, ",\"addr\":");
-        json_str(out, be->addr);
+        buf_json_string(out, be->addr);
         buf_printf(out,
                    ",\"healthy\":%s,\"usable\":%s,\"ejected\":%s,\"weight\":%d,"
                    "\"active\":%d,\"requests\":%llu,\"failures\":%llu,\"ewma_ms\":%.3f,"

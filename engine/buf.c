@@ -83,6 +83,22 @@ int buf_printf(struct buf *b, const char *fmt, ...)
     return rc;
 }
 
+int buf_json_string(struct buf *b, const char *s)
+{
+    int rc = buf_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p && rc == 0; p++) {
+        if (*p == '"' || *p == '\\') {
+            char esc[2] = {'\\', (char)*p};
+            rc = buf_append(b, esc, 2);
+        } else if (*p < 0x20) {
+            rc = buf_printf(b, "\\u%04x", *p);
+        } else {
+            rc = buf_append(b, p, 1);
+        }
+    }
+    return rc < 0 ? rc : buf_append(b, "\"", 1);
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
     b->off += n;

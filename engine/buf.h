@@ -36,6 +36,8 @@ int buf_append(struct buf *b, const void *p, size_t n);
 int buf_append_str(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Appends s as a JSON string literal, quotes and escapes included. */
+int buf_json_string(struct buf *b, const char *s);
 void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);
 /* Give memory back when an idle buffer has grown past `keep` bytes. */

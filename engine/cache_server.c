@@ -184,20 +184,6 @@ static void cache_srv_describe(struct service *s, struct buf *out)
                cache_policy_name(c), c->nclients);
 }
 
-static void json_str(struct buf *out, const char *s)
-{
-    buf_append(out, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            buf_printf(out, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            buf_printf(out, "\\u%04x", *s);
-        else
-            buf_append(out, s, 1);
-    }
-    buf_append(out, "\"", 1);
-}
-
 static void cache_srv_status(struct service *s, struct buf *out)
 {
     struct cache *c = &((struct cache_server *)s)->cache;
@@ -212,7 +198,7 @@ static void cache_srv_status(struct service *s, struct buf *out)
                lookups ? (double)c->stats.hits / (double)lookups : 0.0,
                (unsigned long long)c->evict.evicted, (unsigned long long)c->store.expired,
                (unsigned long long)c->stats.commands);
-    json_str(out, cache_policy_name(c));
+    buf_json_string(out, cache_policy_name(c));
 }
 
 static void cache_srv_metrics(struct service *s, struct buf *out, const char *labels)

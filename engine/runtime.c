@@ -459,15 +459,15 @@ static int node_match(const char *want, const char *node)
 void runtime_status_json(struct runtime *rt, const char *node, struct buf *out)
 {
     buf_append_str(out, "{\"node\":");
-    admin_json_string(out, node && *node ? node : (rt->node[0] ? rt->node : "*"));
+    buf_json_string(out, node && *node ? node : (rt->node[0] ? rt->node : "*"));
     buf_printf(out,
                ",\"pid\":%d,\"uptime_s\":%.3f,\"generation\":%u,\"reloads\":%lu,"
                "\"reload_failures\":%lu,\"last_reload_ms\":%.3f,\"last_reload_error\":",
                (int)getpid(), ev_now(rt->loop) - rt->started, rt->generation, rt->reloads_ok,
                rt->reloads_failed, rt->last_reload_ms);
-    admin_json_string(out, rt->last_reload_error);
+    buf_json_string(out, rt->last_reload_error);
     buf_append_str(out, ",\"topology\":");
-    admin_json_string(out, rt->topology_path);
+    buf_json_string(out, rt->topology_path);
     buf_append_str(out, ",\"services\":[");
     int first = 1;
     for (int i = 0; i < rt->nservices; i++) {
@@ -477,11 +477,11 @@ void runtime_status_json(struct runtime *rt, const char *node, struct buf *out)
         buf_append_str(out, first ? "{" : ",{");
         first = 0;
         buf_append_str(out, "\"kind\":");
-        admin_json_string(out, s->kind->name);
+        buf_json_string(out, s->kind->name);
         buf_append_str(out, ",\"node\":");
-        admin_json_string(out, s->node);
+        buf_json_string(out, s->node);
         buf_append_str(out, ",\"listen\":");
-        admin_json_string(out, s->listen);
+        buf_json_string(out, s->listen);
         if (s->kind->status_json) {
             size_t before = buf_size(out);
             buf_append_str(out, ",");
@@ -543,7 +543,7 @@ static void admin_handle(void *ud, const struct admin_request *req, struct admin
         int rc = runtime_reload(rt, dry, &changes, err, sizeof err);
         buf_append_str(&resp->body, rc == 0 ? "{\"ok\":true" : "{\"ok\":false,\"error\":");
         if (rc < 0) {
-            admin_json_string(&resp->body, err);
+            buf_json_string(&resp->body, err);
             resp->status = 422;
         }
         buf_printf(&resp->body, ",\"dry_run\":%s,\"generation\":%u,\"reload_ms\":%.3f,\"changes\":[",
@@ -559,7 +559,7 @@ static void admin_handle(void *ud, const struct admin_request *req, struct admin
             if (!first)
                 buf_append_str(&resp->body, ",");
             first = 0;
-            admin_json_string(&resp->body, line);
+            buf_json_string(&resp->body, line);
             p += len + (nl ? 1 : 0);
         }
         buf_append_str(&resp->body, "]}\n");

@@ -547,12 +547,12 @@ static void sup_admin(void *ud, const struct admin_request *req, struct admin_re
         for (int i = 0; i < sup->n; i++) {
             struct sup_node *nd = sup->nodes[i];
             buf_append_str(&resp->body, i ? ",{\"name\":" : "{\"name\":");
-            admin_json_string(&resp->body, nd->name);
+            buf_json_string(&resp->body, nd->name);
             buf_printf(&resp->body, ",\"pid\":%d,\"ready\":%s,\"restarts\":%u,\"admin\":",
                        (int)nd->pid, nd->ready ? "true" : "false", nd->restarts);
-            admin_json_string(&resp->body, nd->admin);
+            buf_json_string(&resp->body, nd->admin);
             buf_append_str(&resp->body, ",\"services\":");
-            admin_json_string(&resp->body, nd->services);
+            buf_json_string(&resp->body, nd->services);
             buf_append_str(&resp->body, "}");
         }
         buf_append_str(&resp->body, "]}\n");
@@ -581,11 +581,11 @@ static void sup_admin(void *ud, const struct admin_request *req, struct admin_re
         if (rc < 0) {
             resp->status = 422;
             buf_append_str(&resp->body, ",\"error\":");
-            admin_json_string(&resp->body, err);
+            buf_json_string(&resp->body, err);
         }
         buf_append_str(&resp->body, ",\"changes\":");
         buf_append(&changes, "", 1);
-        admin_json_string(&resp->body, buf_head(&changes));
+        buf_json_string(&resp->body, buf_head(&changes));
         buf_append_str(&resp->body, "}\n");
         buf_free(&changes);
     } else if (strcmp(req->path, "/healthz") == 0) {

@@ -55,6 +55,10 @@ int main(void)
     buf_consume(&b, buf_size(&b));
     buf_shrink(&b, 1024);
     is_int(b.cap, 0, "shrink releases an idle big block");
+    buf_reset(&b);
+    buf_json_string(&b, "a\"b\\c\n\x01");
+    buf_append(&b, "", 1);
+    is_str(buf_head(&b), "\"a\\\"b\\\\c\\u000a\\u0001\"", "JSON string escapes quotes, backslashes, controls");
     buf_free(&b);
     return tap_done();
 }
