@@ -3,10 +3,9 @@
 
 #include "service.h"
 
-/* Weak while the kinds land one by one: an absent kind is simply unknown. */
-extern const struct service_kind cache_service_kind __attribute__((weak));
-extern const struct service_kind db_service_kind __attribute__((weak));
-extern const struct service_kind balancer_service_kind __attribute__((weak));
+extern const struct service_kind cache_service_kind;
+extern const struct service_kind db_service_kind;
+extern const struct service_kind balancer_service_kind;
 
 static const struct service_kind *const kinds[] = {
     &cache_service_kind,
@@ -17,7 +16,7 @@ static const struct service_kind *const kinds[] = {
 const struct service_kind *service_kind_find(const char *name)
 {
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (kinds[i] && strcmp(kinds[i]->name, name) == 0)
+        if (strcmp(kinds[i]->name, name) == 0)
             return kinds[i];
     return NULL;
 }
