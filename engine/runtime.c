@@ -609,6 +609,16 @@ void runtime_free(struct runtime *rt)
     rt->nadmins = 0;
     for (int i = 0; i < rt->nservices; i++) {
         struct service *s = rt->services[i];
+        if (s->kind->describe) {
+            /* A last word on what the service held and served. */
+            struct buf d;
+            buf_init(&d);
+            s->kind->describe(s, &d);
+            buf_append(&d, "", 1);
+            log_info("node %s: %s on %s at stop: %s", s->node, s->kind->name, s->listen,
+                     buf_head(&d));
+            buf_free(&d);
+        }
         if (s->kind->free)
             s->kind->free(s);
         free(rt->fingerprints[i]);

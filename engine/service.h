@@ -30,7 +30,8 @@ struct service_kind {
     int (*idle)(struct service *s);
     /* Final release (after idle, or at once on shutdown timeout). */
     void (*free)(struct service *s);
-    /* Appends a one-line human summary of live state (optional). */
+    /* Appends a one-line human summary of live state (optional; logged
+     * when the node stops). */
     void (*describe)(struct service *s, struct buf *out);
     /* Appends this service's live state as JSON object members, without the
      * braces: "\"connections\":3,\"hit_ratio\":0.91" (optional; served

@@ -315,4 +315,5 @@ def test_ctrl_c_in_a_terminal_drains_each_node_once(topo):
             p.wait()
     assert p.returncode == 0, out
     assert out.count("SIGTERM: draining") == 2, out
+    assert "node c1: cache on 127.0.0.1:%d at stop: keys=0" % topo.ports[0] in out
     assert "second stop signal" not in out
