@@ -259,7 +259,10 @@ static int write_snapshot(struct persist *p, uint64_t offset, char *err, size_t 
     return snapshot_writer_finish(&w, err, errlen);
 }
 
-int persist_save(struct persist *p, char *err, size_t errlen)
+/* The cut both saves start from: no save already running, and everything
+ * the keyspace reflects in the log before it, so that the snapshot and the
+ * log agree on the returned offset. */
+static int snapshot_cut(struct persist *p, uint64_t *offset, char *err, size_t errlen)
 {
     if (p->child > 0) {
         snprintf(err, errlen, "Background save already in progress");
@@ -267,7 +270,15 @@ int persist_save(struct persist *p, char *err, size_t errlen)
     }
     if (wal_rotate(&p->wal, err, errlen) < 0)
         return -1;
-    uint64_t offset = p->wal.end;
+    *offset = p->wal.end;
+    return 0;
+}
+
+int persist_save(struct persist *p, char *err, size_t errlen)
+{
+    uint64_t offset;
+    if (snapshot_cut(p, &offset, err, errlen) < 0)
+        return -1;
     if (write_snapshot(p, offset, err, errlen) < 0)
         return -1;
     snapshot_done(p, offset);
@@ -276,15 +287,9 @@ int persist_save(struct persist *p, char *err, size_t errlen)
 
 pid_t persist_bgsave(struct persist *p, char *err, size_t errlen)
 {
-    if (p->child > 0) {
-        snprintf(err, errlen, "Background save already in progress");
+    uint64_t offset;
+    if (snapshot_cut(p, &offset, err, errlen) < 0)
         return -1;
-    }
-    /* Everything the keyspace reflects must be in the log before the cut,
-     * so that the snapshot and the log agree on offset P. */
-    if (wal_rotate(&p->wal, err, errlen) < 0)
-        return -1;
-    uint64_t offset = p->wal.end;
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
