@@ -9,7 +9,6 @@
 #include "log.h"
 #include "luahost.h"
 #include "resp_server.h"
-#include "runtime.h"
 #include "util.h"
 
 #define CACHE_CRON_SECONDS 0.1
@@ -46,7 +45,7 @@ struct cache_cfg {
     int64_t max_memory, samples;
 };
 
-static int read_cfg(struct runtime *rt, lua_State *L, int idx, struct cache_cfg *cfg, char *err,
+static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct cache_cfg *cfg, char *err,
                     size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -62,7 +61,7 @@ static int read_cfg(struct runtime *rt, lua_State *L, int idx, struct cache_cfg 
                    sizeof cfg->fallback, err, errlen) < 0 ||
         cfg_int(L, idx, "eviction_samples", 5, &cfg->samples, err, errlen) < 0 ||
         cfg_string(L, idx, "password", "", cfg->password, sizeof cfg->password, err, errlen) < 0 ||
-        cfg_string(L, idx, "topology", rt ? rt->topology_path : "", cfg->topology,
+        cfg_string(L, idx, "topology", env ? env->topology_path : "", cfg->topology,
                    sizeof cfg->topology, err, errlen) < 0)
         return -1;
     enum evict_policy p;
@@ -110,11 +109,11 @@ static int apply_policy(struct cache *c, const struct cache_cfg *cfg, char *err,
 
 static void cache_srv_free(struct service *s);
 
-static struct service *cache_srv_start(struct runtime *rt, lua_State *L, int idx, char *err,
+static struct service *cache_srv_start(const struct service_env *env, lua_State *L, int idx, char *err,
                                        size_t errlen)
 {
     struct cache_cfg cfg;
-    if (read_cfg(rt, L, idx, &cfg, err, errlen) < 0)
+    if (read_cfg(env, L, idx, &cfg, err, errlen) < 0)
         return NULL;
     struct cache_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
@@ -122,8 +121,8 @@ static struct service *cache_srv_start(struct runtime *rt, lua_State *L, int idx
         return NULL;
     }
     srv->base.kind = &cache_service_kind;
-    srv->base.rt = rt;
-    srv->loop = rt->loop;
+    srv->base.env = env;
+    srv->loop = env->loop;
     snprintf(srv->base.node, sizeof srv->base.node, "%s", cfg.node);
     struct cache *c = &srv->cache;
     cache_init(c, 0, util_now_ms());
@@ -140,14 +139,14 @@ static struct service *cache_srv_start(struct runtime *rt, lua_State *L, int idx
         cache_srv_free(&srv->base);
         return NULL;
     }
-    if (resp_server_listen(&srv->rs, rt->loop, cfg.listen, c, &cache_resp_ops, srv, err,
+    if (resp_server_listen(&srv->rs, env->loop, cfg.listen, c, &cache_resp_ops, srv, err,
                            errlen) < 0) {
         cache_srv_free(&srv->base);
         return NULL;
     }
     snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->rs.listener->addr);
     snprintf(c->listen, sizeof c->listen, "%s", srv->rs.listener->addr);
-    ev_timer_start(rt->loop, &srv->cron);
+    ev_timer_start(env->loop, &srv->cron);
     log_info("cache %s listening on %s (max_memory %llu, eviction %s)", cfg.node,
              srv->rs.listener->addr, (unsigned long long)c->max_memory, cache_policy_name(c));
     return &srv->base;
@@ -230,7 +229,7 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
     struct cache_server *srv = (struct cache_server *)s;
     struct cache *c = &srv->cache;
     struct cache_cfg cfg;
-    if (read_cfg(s->rt, L, idx, &cfg, err, errlen) < 0)
+    if (read_cfg(s->env, L, idx, &cfg, err, errlen) < 0)
         return -1;
     if (strcmp(cfg.eviction, "lua") == 0) {
         /* Validate the module now so a broken one changes nothing. */

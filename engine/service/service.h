@@ -15,13 +15,21 @@
 
 #include "buf.h"
 
-struct runtime;
+struct ev_loop;
 struct service;
+
+/* What a node gives each of its services: the loop to run on and the
+ * topology file (relative paths in a config resolve against its folder).
+ * The node owns it and keeps it alive longer than any service. */
+struct service_env {
+    struct ev_loop *loop;
+    const char *topology_path;
+};
 
 struct service_kind {
     const char *name; /* "cache", "db", "balancer", "web" */
     /* Starts listening. On failure returns NULL with a message in err. */
-    struct service *(*start)(struct runtime *rt, lua_State *L, int cfg_idx, char *err,
+    struct service *(*start)(const struct service_env *env, lua_State *L, int cfg_idx, char *err,
                              size_t errlen);
     /* Begins a graceful stop: stop accepting, finish in-flight work. The
      * runtime keeps running the loop until every service reports idle. */
@@ -53,7 +61,7 @@ struct service_kind {
 /* Every service struct starts with this header. */
 struct service {
     const struct service_kind *kind;
-    struct runtime *rt;
+    const struct service_env *env;
     char node[64];
     char listen[64];   /* the address actually bound */
 };

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "ctl_host.h"
 #include "log.h"
 #include "luahost.h"
 #include "runtime.h"
@@ -299,6 +300,11 @@ static int cmd_ctl(const char *what, const char *usage, int argc, char **argv)
     int topo = lua_gettop(L);
     char err[1024];
     int rc = 1;
+    if (ctl_host_open(L, err, sizeof err) < 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        luahost_close(L);
+        return 1;
+    }
     lua_getglobal(L, "require");
     lua_pushstring(L, "strata.ctl");
     if (luahost_pcall(L, 1, 1, err, sizeof err) < 0) {

@@ -39,6 +39,7 @@ struct runtime {
     double started;            /* ev_now at start */
     char node[64];             /* "" when this process hosts every node */
     char topology_path[1024];
+    struct service_env env;    /* handed to every service: loop, topology_path */
     unsigned generation;       /* 1 at start, +1 per applied reload */
     unsigned long reloads_ok, reloads_failed;
     double last_reload_ms;     /* validation + swap time of the last reload */

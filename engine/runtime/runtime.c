@@ -99,6 +99,8 @@ int runtime_init(struct runtime *rt, struct ev_loop *loop)
 {
     memset(rt, 0, sizeof *rt);
     rt->loop = loop;
+    rt->env.loop = loop;
+    rt->env.topology_path = rt->topology_path;
     rt->drain_timeout = 10.0;
     rt->started = ev_now(loop);
     rt->generation = 1;
@@ -163,14 +165,14 @@ static struct service *start_service(struct runtime *rt, lua_State *L, int cfg, 
         return NULL;
     }
     char why[768] = "";
-    struct service *s = kind->start(rt, L, cfg, why, sizeof why);
+    struct service *s = kind->start(&rt->env, L, cfg, why, sizeof why);
     if (!s) {
         snprintf(err, errlen, "%s: node '%s': cannot start %s on %s: %s", where, node, kind->name,
                  listen, why);
         return NULL;
     }
     s->kind = kind;
-    s->rt = rt;
+    s->env = &rt->env;
     snprintf(s->node, sizeof s->node, "%s", node);
     if (!s->listen[0])
         snprintf(s->listen, sizeof s->listen, "%.63s", listen);

@@ -10,7 +10,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "httpc.h"
 #include "log.h"
 #include "util.h"
 
@@ -81,40 +80,6 @@ static int host_is_dir(lua_State *L)
     return 1;
 }
 
-/* http_request(method, addr, path [, body [, timeout_s]]) -> status, body
- * | nil, message. Blocking: for the command line only. */
-static int host_http_request(lua_State *L)
-{
-    const char *method = luaL_checkstring(L, 1);
-    const char *addr = luaL_checkstring(L, 2);
-    const char *path = luaL_checkstring(L, 3);
-    size_t blen = 0;
-    const char *body = luaL_optlstring(L, 4, "", &blen);
-    double timeout = luaL_optnumber(L, 5, 3.0);
-    struct buf resp;
-    buf_init(&resp);
-    char err[512];
-    int status = httpc_request(method, addr, path, body, blen, timeout, &resp, err, sizeof err);
-    if (status < 0) {
-        buf_free(&resp);
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    lua_pushinteger(L, status);
-    lua_pushlstring(L, buf_head(&resp), buf_size(&resp));
-    buf_free(&resp);
-    return 2;
-}
-
-static int host_sleep(lua_State *L)
-{
-    double s = luaL_checknumber(L, 1);
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-    return 0;
-}
-
 static int host_isatty(lua_State *L)
 {
     lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -132,8 +97,7 @@ static int luaopen_strata_host(lua_State *L)
     static const luaL_Reg fns[] = {
         {"parse_size", host_parse_size}, {"parse_duration", host_parse_duration},
         {"realpath", host_realpath},     {"is_file", host_is_file},
-        {"is_dir", host_is_dir},         {"http_request", host_http_request},
-        {"sleep", host_sleep},           {"isatty", host_isatty},
+        {"is_dir", host_is_dir},         {"isatty", host_isatty},
         {"monotime", host_monotime},     {NULL, NULL},
     };
     luaL_newlib(L, fns);

@@ -17,7 +17,6 @@
 #include "persist.h"
 #include "resp.h"
 #include "resp_server.h"
-#include "runtime.h"
 #include "util.h"
 
 #define DB_CRON_SECONDS 0.1
@@ -458,7 +457,7 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
 
 static void db_srv_free(struct service *s);
 
-static struct service *db_srv_start(struct runtime *rt, lua_State *L, int idx, char *err,
+static struct service *db_srv_start(const struct service_env *env, lua_State *L, int idx, char *err,
                                     size_t errlen)
 {
     struct db_cfg cfg;
@@ -470,8 +469,8 @@ static struct service *db_srv_start(struct runtime *rt, lua_State *L, int idx, c
         return NULL;
     }
     srv->base.kind = &db_service_kind;
-    srv->base.rt = rt;
-    srv->loop = rt->loop;
+    srv->base.env = env;
+    srv->loop = env->loop;
     srv->policy = wal_fsync_parse(cfg.fsync);
     snprintf(srv->dir, sizeof srv->dir, "%s", cfg.dir);
     snprintf(srv->base.node, sizeof srv->base.node, "%s", cfg.node);
@@ -480,7 +479,7 @@ static struct service *db_srv_start(struct runtime *rt, lua_State *L, int idx, c
     cache_init(c, 0, util_now_ms());
     c->max_memory = 0; /* never evicts */
     snprintf(c->node, sizeof c->node, "%s", cfg.node);
-    snprintf(c->topology, sizeof c->topology, "%s", rt->topology_path);
+    snprintf(c->topology, sizeof c->topology, "%s", env->topology_path);
     if (cfg.password[0]) {
         c->has_password = 1;
         snprintf(c->password, sizeof c->password, "%s", cfg.password);
@@ -511,7 +510,7 @@ static struct service *db_srv_start(struct runtime *rt, lua_State *L, int idx, c
              cfg.node, c->store.count, cfg.dir, (unsigned long long)p->loaded_keys,
              (unsigned long long)p->replayed_records, (unsigned long long)p->truncated_bytes,
              p->load_seconds);
-    if (resp_server_listen(&srv->rs, rt->loop, cfg.listen, c, &db_resp_ops, srv, err, errlen) <
+    if (resp_server_listen(&srv->rs, env->loop, cfg.listen, c, &db_resp_ops, srv, err, errlen) <
         0) {
         db_srv_free(&srv->base);
         return NULL;
@@ -519,8 +518,8 @@ static struct service *db_srv_start(struct runtime *rt, lua_State *L, int idx, c
     snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->rs.listener->addr);
     snprintf(c->listen, sizeof c->listen, "%s", srv->rs.listener->addr);
     srv->last_tick_ms = util_now_ms();
-    ev_timer_start(rt->loop, &srv->cron);
-    ev_prepare_start(rt->loop, &srv->flush);
+    ev_timer_start(env->loop, &srv->cron);
+    ev_prepare_start(env->loop, &srv->flush);
     log_info("db %s listening on %s (dir %s, fsync %s)", cfg.node, srv->rs.listener->addr, cfg.dir,
              cfg.fsync);
     return &srv->base;

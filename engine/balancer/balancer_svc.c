@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "log.h"
-#include "runtime.h"
 #include "util.h"
 
 /* ---- configuration -------------------------------------------------------- */
@@ -392,7 +391,7 @@ static void set_limits(struct balancer *bal, const struct bal_cfg *c)
     bal->resp_lim.max_headers = bal->msg.max_hdrs;
 }
 
-static struct service *bal_start(struct runtime *rt, lua_State *L, int idx, char *err,
+static struct service *bal_start(const struct service_env *env, lua_State *L, int idx, char *err,
                                  size_t errlen)
 {
     idx = lua_absindex(L, idx);
@@ -402,9 +401,9 @@ static struct service *bal_start(struct runtime *rt, lua_State *L, int idx, char
         return NULL;
     }
     bal->base.kind = &balancer_service_kind;
-    bal->base.rt = rt;
-    bal->loop = rt->loop;
-    latency_init(&bal->latency, 10.0, ev_now(rt->loop));
+    bal->base.env = env;
+    bal->loop = env->loop;
+    latency_init(&bal->latency, 10.0, ev_now(env->loop));
     ev_prepare_init(&bal->reap, bal_reap);
     bal->reap.data = bal;
     buf_init(&bal->out);
