@@ -47,3 +47,15 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     line[len++] = '\n';
     fwrite(line, 1, len, stderr);
 }
+
+int log_limit_allow(struct log_limit *ll, double now, double interval, unsigned long *suppressed)
+{
+    if (ll->next > 0 && now < ll->next) {
+        ll->suppressed++;
+        return 0;
+    }
+    *suppressed = ll->suppressed;
+    ll->suppressed = 0;
+    ll->next = now + interval;
+    return 1;
+}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -338,6 +339,18 @@ static int cmd_ctl(const char *what, const char *usage, int argc, char **argv)
     return rc;
 }
 
+/* A node's connection count is bounded by its descriptors: take the hard
+ * limit the operator allows (as HAProxy does) rather than the shell's soft
+ * default of 1,024. Nodes inherit it from the supervisor. */
+static void raise_nofile_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -347,8 +360,10 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
-    if (strcmp(cmd, "run") == 0)
+    if (strcmp(cmd, "run") == 0) {
+        raise_nofile_limit();
         return cmd_run(argc - 1, argv + 1);
+    }
     if (strcmp(cmd, "reload") == 0)
         return cmd_ctl("reload", reload_usage, argc - 1, argv + 1);
     if (strcmp(cmd, "status") == 0)

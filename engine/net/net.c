@@ -14,6 +14,8 @@
 
 #define NET_READ_CHUNK (16 * 1024)
 #define NET_ACCEPT_BATCH 64
+/* Seconds to stop accepting after running out of descriptors. */
+#define NET_ACCEPT_BACKOFF 0.1
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -358,6 +360,32 @@ struct net_conn *net_connect(struct ev_loop *loop, const struct sockaddr *sa, so
     return c;
 }
 
+/* A local shortage, not the client's fault: stop accepting for a moment
+ * (the connection waits in the backlog), log it at most once a minute. */
+static void listener_starve(struct net_listener *l, int err)
+{
+    l->fd_shortages++;
+    l->starved = 1;
+    ev_io_stop(l->loop, &l->io);
+    ev_timer_set(&l->backoff, NET_ACCEPT_BACKOFF, 0.);
+    ev_timer_start(l->loop, &l->backoff);
+    unsigned long skipped;
+    if (log_limit_allow(&l->shortage_log, (double)util_mono_us() / 1e6, 60.0, &skipped))
+        log_warn("accept on %s: %s; pausing accepts for %.0f ms (%lu more since the last "
+                 "warning; raise the descriptor limit or lower max_clients)",
+                 l->addr, strerror(err), NET_ACCEPT_BACKOFF * 1000, skipped);
+}
+
+static void listener_backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct net_listener *l = w->data;
+    l->starved = 0;
+    if (!l->paused && l->fd >= 0)
+        ev_io_start(l->loop, &l->io);
+}
+
 static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
@@ -370,7 +398,7 @@ static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE)
-                log_warn("accept on %s: %s", l->addr, strerror(errno));
+                listener_starve(l, errno);
             return;
         }
         l->accepted++;
@@ -438,14 +466,22 @@ struct net_listener *net_listen(struct ev_loop *loop, const char *addr, int reus
     util_format_addr((struct sockaddr *)&ss, l->addr, sizeof l->addr);
     ev_io_init(&l->io, listener_cb, fd, EV_READ);
     l->io.data = l;
+    ev_timer_init(&l->backoff, listener_backoff_cb, NET_ACCEPT_BACKOFF, 0.);
+    l->backoff.data = l;
     ev_io_start(loop, &l->io);
     return l;
 }
 
-void net_listener_pause(struct net_listener *l) { ev_io_stop(l->loop, &l->io); }
+void net_listener_pause(struct net_listener *l)
+{
+    l->paused = 1;
+    ev_io_stop(l->loop, &l->io);
+}
+
 void net_listener_resume(struct net_listener *l)
 {
-    if (l->fd >= 0)
+    l->paused = 0;
+    if (l->fd >= 0 && !l->starved)
         ev_io_start(l->loop, &l->io);
 }
 
@@ -454,6 +490,7 @@ void net_listener_close(struct net_listener *l)
     if (!l)
         return;
     ev_io_stop(l->loop, &l->io);
+    ev_timer_stop(l->loop, &l->backoff);
     if (l->fd >= 0)
         close(l->fd);
     l->fd = -1;

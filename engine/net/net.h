@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "buf.h"
+#include "log.h"
 
 struct net_conn;
 struct net_listener;
@@ -82,6 +83,14 @@ struct net_listener {
     int max_conns;             /* 0: unlimited */
     int nconns;
     unsigned long long accepted, rejected;
+    /* Out of descriptors (EMFILE/ENFILE): the pending connection stays in
+     * the kernel's queue and the listener stays readable, so accepting is
+     * paused for NET_ACCEPT_BACKOFF seconds instead of spinning on it. */
+    unsigned long long fd_shortages;
+    ev_timer backoff;
+    int paused;                /* by its owner (net_listener_pause) */
+    int starved;               /* by a descriptor shortage, until backoff ends */
+    struct log_limit shortage_log;
     char addr[64];
 };
 
