@@ -80,9 +80,9 @@ static int split_number(const char *s, double *num, const char **unit)
 
 int util_parse_size(const char *s, uint64_t *out)
 {
-    static const struct { const char *u; double mul; } units[] = {
-        {"", 1}, {"b", 1}, {"k", 1e3}, {"kb", 1024}, {"m", 1e6}, {"mb", 1048576},
-        {"g", 1e9}, {"gb", 1073741824.0}, {"t", 1e12}, {"tb", 1099511627776.0},
+    static const struct { const char *u; uint64_t mul; } units[] = {
+        {"", 1}, {"b", 1}, {"k", 1000}, {"kb", 1024}, {"m", 1000000}, {"mb", 1048576},
+        {"g", 1000000000}, {"gb", 1073741824}, {"t", 1000000000000}, {"tb", 1099511627776},
     };
     double v;
     const char *unit;
@@ -90,7 +90,16 @@ int util_parse_size(const char *s, uint64_t *out)
         return -1;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (strcasecmp(unit, units[i].u) == 0) {
-            double bytes = v * units[i].mul;
+            /* A whole number is exact (a double holds 53 bits); only a
+             * fraction such as "1.5gb" goes through floating point. */
+            uint64_t whole;
+            if (util_parse_u64(s, (size_t)(unit - s), &whole) == 0) {
+                if (whole > UINT64_MAX / units[i].mul)
+                    return -1;
+                *out = whole * units[i].mul;
+                return 0;
+            }
+            double bytes = v * (double)units[i].mul;
             if (bytes >= 1.8e19)
                 return -1;
             *out = (uint64_t)bytes;

@@ -13,6 +13,13 @@ int main(void)
     ok(util_parse_size("512kb", &sz) == 0 && sz == 512ull << 10, "512kb");
     ok(util_parse_size("1GB", &sz) == 0 && sz == 1ull << 30, "1GB, case-insensitive");
     ok(util_parse_size("1000", &sz) == 0 && sz == 1000, "plain bytes");
+    /* Found by fuzz_config: whole numbers past 2^53 must not be rounded. */
+    ok(util_parse_size("444120040044400400", &sz) == 0 && sz == 444120040044400400ull,
+       "a large whole number of bytes is exact");
+    ok(util_parse_size("9007199254740993b", &sz) == 0 && sz == 9007199254740993ull,
+       "2^53 + 1 bytes is exact");
+    ok(util_parse_size("17179869184gb", &sz) == -1, "a size past 2^64 bytes is refused");
+    ok(util_parse_size("1.5kb", &sz) == 0 && sz == 1536, "a fraction still works");
     ok(util_parse_size("1k", &sz) == 0 && sz == 1000, "k is decimal like Redis");
     ok(util_parse_size("64xb", &sz) < 0, "unknown unit rejected");
     ok(util_parse_size("", &sz) < 0, "empty rejected");
