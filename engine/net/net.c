@@ -23,6 +23,42 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static void conn_release(struct net_conn *c);
 
+/* Read blocks. A connection holds a read block only while it has unparsed
+ * input: once a callback leaves the input fully consumed, the block goes
+ * back to a small free list, and the next read takes one from there. So an
+ * idle connection costs no read buffer at all, and a busy one costs a list
+ * pop and push per read instead of a malloc and free. One loop per process
+ * and one callback at a time keep the list short: it only ever holds what
+ * the connections of one iteration handed back. */
+#define NET_BLOCK_CACHE 32
+static char *block_cache[NET_BLOCK_CACHE];
+static int block_cached;
+
+static int rbuf_take_block(struct buf *b)
+{
+    if (b->data)
+        return buf_reserve(b, NET_READ_CHUNK);
+    char *p = block_cached ? block_cache[--block_cached] : malloc(NET_READ_CHUNK);
+    if (!p)
+        return -1;
+    b->data = p;
+    b->off = b->len = 0;
+    b->cap = NET_READ_CHUNK;
+    return 0;
+}
+
+/* Gives an emptied read buffer's block back (a grown one to the system). */
+static void rbuf_give_back(struct buf *b)
+{
+    if (!b->data || b->off != b->len)
+        return;
+    if (b->cap == NET_READ_CHUNK && block_cached < NET_BLOCK_CACHE)
+        block_cache[block_cached++] = b->data;
+    else
+        free(b->data);
+    buf_init(b);
+}
+
 static void conn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -33,7 +69,8 @@ static void conn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void conn_release(struct net_conn *c)
 {
     ev_timer_stop(c->loop, &c->timer);
-    buf_free(&c->rbuf);
+    buf_consume(&c->rbuf, buf_size(&c->rbuf));
+    rbuf_give_back(&c->rbuf);
     buf_free(&c->wbuf);
     free(c);
 }
@@ -72,6 +109,7 @@ static void conn_leave_ex(struct net_conn *c, int api)
         }
         return;
     }
+    rbuf_give_back(&c->rbuf);
     net_conn_update(c);
 }
 
@@ -288,7 +326,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct net_conn *c = w->data;
-    if (buf_reserve(&c->rbuf, NET_READ_CHUNK) < 0) {
+    if (rbuf_take_block(&c->rbuf) < 0) {
         conn_teardown(c, "out of memory");
         return;
     }

@@ -28,6 +28,7 @@ struct client {
     size_t want, got; /* bytes expected back */
     unsigned long sum_sent, sum_got;
     int connected, err, closed, timed_out;
+    int keep_open;    /* stay connected (and stop the loop) once all is back */
     char close_why[64];
 };
 
@@ -60,7 +61,9 @@ static void cl_read(struct net_conn *c)
         cl->sum_got += p[i] * ((cl->got + i) % 13 + 1);
     cl->got += n;
     buf_consume(&c->rbuf, n);
-    if (cl->got >= cl->want)
+    if (cl->got >= cl->want && cl->keep_open)
+        ev_break(loop, EVBREAK_ALL);
+    else if (cl->got >= cl->want)
         net_conn_close(c, "done");
 }
 
@@ -117,6 +120,22 @@ int main(void)
     is_int(cl.got, cl.want, "every byte echoed back");
     ok(cl.sum_got == cl.sum_sent, "echoed bytes intact and in order");
     ok(cl.closed, "client closed after the transfer");
+
+    /* An idle connection holds no read buffer: once its input is consumed
+     * the block goes back, and the next read takes one again. */
+    struct client idle = {.send = 100, .want = 100, .keep_open = 1};
+    c = net_connect(loop, (struct sockaddr *)&ss, sl, &client_ops, &idle);
+    run_until_break();
+    is_int(idle.got, 100, "idle client: its bytes came back");
+    ok(c->rbuf.data == NULL && c->rbuf.cap == 0, "idle client: no read buffer kept");
+    idle.want = 200;
+    net_conn_write(c, "0123456789", 10);
+    net_conn_write(c, "0123456789012345678901234567890123456789012345678901234567890123456789"
+                      "012345678901234567890123456789", 90);
+    run_until_break();
+    is_int(idle.got, 200, "idle client: reads again after giving its buffer back");
+    ok(c->rbuf.data == NULL, "idle client: and gives it back again");
+    net_conn_abort(c, "test done");
 
     /* Graceful close from inside on_read: the reply is still delivered. */
     struct client q = {.want = 5};
