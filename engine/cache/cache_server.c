@@ -91,6 +91,13 @@ static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct
     return 0;
 }
 
+/* The kind's validate: the reader start and reload use. */
+static int cache_srv_validate(lua_State *L, int idx, char *err, size_t errlen)
+{
+    struct cache_cfg cfg;
+    return read_cfg(NULL, L, idx, &cfg, err, errlen);
+}
+
 /* Applies the policy part of a config; on error nothing changes. */
 static int apply_policy(struct cache *c, const struct cache_cfg *cfg, char *err, size_t errlen)
 {
@@ -266,6 +273,7 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
 
 const struct service_kind cache_service_kind = {
     .name = "cache",
+    .validate = cache_srv_validate,
     .start = cache_srv_start,
     .drain = cache_srv_drain,
     .idle = cache_srv_idle,

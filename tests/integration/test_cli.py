@@ -79,7 +79,7 @@ MISTAKES = [
      '  eviction = "e.lua" }\n', {"e.lua": "return { pick = function() end }\n"}, 1,
      "has no function 'choose'"),
     ("unknown-policy", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
-     '  backends = { "127.0.0.1:7201" }, policy = "fastest" }\n', {}, 2, "unknown balancer policy 'fastest'"),
+     '  backends = { "127.0.0.1:7201" }, policy = "fastest" }\n', {}, 2, "balancer lb: unknown policy 'fastest'"),
     ("bad-size", 'strata.cache { shards = { { node = "c2", listen = "127.0.0.1:7302" } },\n'
      '  max_memory = "64xb" }\n', {}, 1, "max_memory: bad size '64xb'"),
     ("bad-duration", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
