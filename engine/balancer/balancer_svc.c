@@ -185,8 +185,13 @@ static int read_backends(struct bal_gen *bal, lua_State *L, int idx, char *err, 
         if (!be->addr[0]) {
             snprintf(err, errlen, "backends[%d] has no addr", i + 1);
             rc = -1;
-        } else if (w < 0 || w > 1000 || ma < 0 || ma > 10000000) {
-            snprintf(err, errlen, "backends[%d]: weight must be 0..1000, max_active >= 0", i + 1);
+        } else if (w < 0 || w > 1000) {
+            snprintf(err, errlen, "backends[%d]: weight must be in 0..1000, not %lld", i + 1,
+                     (long long)w);
+            rc = -1;
+        } else if (ma < 0 || ma > 10000000) {
+            snprintf(err, errlen, "backends[%d]: max_active must be in 0..10000000, not %lld",
+                     i + 1, (long long)ma);
             rc = -1;
         } else if (util_parse_addr(be->addr, &bal->ht[i].sa, &bal->ht[i].salen, err, errlen) <
                    0) {
@@ -239,6 +244,11 @@ static int parse_hash_on(const char *h, int *kind, char *name, size_t namelen, c
 static const struct lb_ops *policy_ops(const struct bal_cfg *c, char *err, size_t errlen)
 {
     const char *builtin = c->policy;
+    if (!lb_ops_find(c->fallback)) {
+        snprintf(err, errlen, "fallback must be a built-in policy (round_robin, least_conn, p2c, "
+                 "chash, first), not '%s'", c->fallback);
+        return NULL;
+    }
     if (strcmp(c->policy, "lua") == 0) {
         builtin = c->fallback;
         if (!c->policy_path[0]) {

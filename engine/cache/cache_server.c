@@ -70,8 +70,8 @@ static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct
         return -1;
     }
     if (cfg->samples < 1 || cfg->samples > EVICT_MAX_SAMPLES) {
-        snprintf(err, errlen, "cache %s: eviction_samples must be 1..%d", cfg->node,
-                 EVICT_MAX_SAMPLES);
+        snprintf(err, errlen, "cache %s: eviction_samples must be in 1..%d, not %lld", cfg->node,
+                 EVICT_MAX_SAMPLES, (long long)cfg->samples);
         return -1;
     }
     if (evict_policy_parse(cfg->fallback, &p) < 0) {
