@@ -21,7 +21,8 @@ DOC = os.path.join(ROOT, "docs", "topology.md")
 
 def documented_ranges():
     """(kind, field, lo, hi) for every integer or size setting with a stated
-    `lo..hi` range in docs/topology.md."""
+    `lo..hi` range in docs/topology.md, and (kind, field, None, None) for
+    every duration stated as `> 0`."""
     kind, out = None, []
     for line in open(DOC):
         m = re.match(r"## strata\.(\w+)", line)
@@ -35,6 +36,8 @@ def documented_ranges():
         m = re.fullmatch(r"`(-?\d+)\.\.(\d+)`", rng)
         if m and typ in ("integer", "size"):
             out.append((kind, field, int(m.group(1)), int(m.group(2))))
+        elif typ == "duration" and rng == "`> 0`":
+            out.append((kind, field, None, None))
     return out
 
 
@@ -45,7 +48,8 @@ def test_docs_state_the_ranges():
     fields = {(k, f) for k, f, _, _ in RANGES}
     for want in [("cache", "eviction_samples"), ("balancer", "retries"),
                  ("balancer", "health.rise"), ("balancer", "health.fall"),
-                 ("balancer", "max_header_size"), ("balancer", "backend.weight")]:
+                 ("balancer", "max_header_size"), ("balancer", "backend.weight"),
+                 ("balancer", "health.interval"), ("balancer", "connect_timeout")]:
         assert want in fields, (want, sorted(fields))
 
 
@@ -114,7 +118,11 @@ def run_agrees(path, accepted, message, nodes=1):
 def boundary_cases():
     cases = []
     for kind, field, lo, hi in RANGES:
-        for v, ok in ((lo, True), (hi, True), (lo - 1, False), (hi + 1, False)):
+        if lo is None:  # a positive duration
+            values = (('"50ms"', True), (0, False))
+        else:
+            values = ((lo, True), (hi, True), (lo - 1, False), (hi + 1, False))
+        for v, ok in values:
             cases.append(pytest.param(kind, field, v, ok, id=f"{kind}.{field}={v}"))
     return cases
 
@@ -131,6 +139,8 @@ def test_documented_range_boundaries(tmp_path, kind, field, value, ok):
         assert first.startswith(f"{topo}:1: "), first
         assert field.split(".")[-1] in first and str(value) in first, first
         assert "must be" in first, first
+        if "." in field:  # a nested setting says which table it is in
+            assert field.replace(".", " ").replace("backend ", "") in first, first
     run_agrees(topo, ok, first)
 
 
