@@ -18,7 +18,7 @@ static int cfg_seconds(lua_State *L, int idx, const char *field, double def, dou
     if (cfg_number(L, idx, field, def, out, err, errlen) < 0)
         return -1;
     if (*out <= 0) {
-        snprintf(err, errlen, "%s must be positive", field);
+        snprintf(err, errlen, "%s must be positive, not %g", field, *out);
         return -1;
     }
     return 0;
@@ -31,11 +31,20 @@ static int cfg_range(lua_State *L, int idx, const char *field, int64_t def, int6
     if (cfg_int(L, idx, field, def, &v, err, errlen) < 0)
         return -1;
     if (v < lo || v > hi) {
-        snprintf(err, errlen, "%s must be in %lld..%lld", field, (long long)lo, (long long)hi);
+        snprintf(err, errlen, "%s must be in %lld..%lld, not %lld", field, (long long)lo,
+                 (long long)hi, (long long)v);
         return -1;
     }
     *out = (int)v;
     return 0;
+}
+
+/* "rise must be ..." -> "health rise must be ...": says which table. */
+static void err_within(const char *table, char *err, size_t errlen)
+{
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s", err);
+    snprintf(err, errlen, "%s %s", table, tmp);
 }
 
 static int read_health(lua_State *L, int idx, struct health_cfg *h, char *err, size_t errlen)
@@ -51,11 +60,12 @@ static int read_health(lua_State *L, int idx, struct health_cfg *h, char *err, s
         if (cfg_string(L, hi, "path", "/healthz", h->path, sizeof h->path, err, errlen) < 0 ||
             cfg_seconds(L, hi, "interval", 2, &h->interval, err, errlen) < 0 ||
             cfg_range(L, hi, "rise", 2, 1, 1000, &h->rise, err, errlen) < 0 ||
-            cfg_range(L, hi, "fall", 3, 1, 1000, &h->fall, err, errlen) < 0)
+            cfg_range(L, hi, "fall", 3, 1, 1000, &h->fall, err, errlen) < 0 ||
+            cfg_seconds(L, hi, "timeout", h->interval < 2 ? h->interval : 2, &h->timeout, err,
+                        errlen) < 0) {
+            err_within("health", err, errlen);
             goto fail;
-        if (cfg_seconds(L, hi, "timeout", h->interval < 2 ? h->interval : 2, &h->timeout, err,
-                        errlen) < 0)
-            goto fail;
+        }
         if (h->path[0] != '/') {
             snprintf(err, errlen, "health.path must start with '/'");
             goto fail;
@@ -69,8 +79,10 @@ static int read_health(lua_State *L, int idx, struct health_cfg *h, char *err, s
     if (t == LUA_TTABLE) {
         int pi = lua_gettop(L);
         if (cfg_range(L, pi, "errors", 5, 0, 1000000, &h->passive_errors, err, errlen) < 0 ||
-            cfg_seconds(L, pi, "cooldown", 10, &h->passive_cooldown, err, errlen) < 0)
+            cfg_seconds(L, pi, "cooldown", 10, &h->passive_cooldown, err, errlen) < 0) {
+            err_within("passive", err, errlen);
             goto fail;
+        }
     } else if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
         h->passive_errors = 0;
     } else if (t != LUA_TNIL) {
@@ -111,8 +123,14 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
     int64_t rl;
     if (cfg_int(L, idx, "max_request_line", 8192, &rl, err, errlen) < 0)
         return -1;
-    if (mh < 256 || mh > 1024 * 1024 || rl < 64 || rl > 1024 * 1024) {
-        snprintf(err, errlen, "max_header_size and max_request_line must be in 256..1mb");
+    if (mh < 256 || mh > 1024 * 1024) {
+        snprintf(err, errlen, "max_header_size must be in 256..1048576 bytes, not %lld",
+                 (long long)mh);
+        return -1;
+    }
+    if (rl < 64 || rl > 1024 * 1024) {
+        snprintf(err, errlen, "max_request_line must be in 64..1048576 bytes, not %lld",
+                 (long long)rl);
         return -1;
     }
     c->lim.max_header_size = (size_t)mh;
@@ -167,8 +185,13 @@ static int read_backends(struct bal_gen *bal, lua_State *L, int idx, char *err, 
         if (!be->addr[0]) {
             snprintf(err, errlen, "backends[%d] has no addr", i + 1);
             rc = -1;
-        } else if (w < 0 || w > 1000 || ma < 0 || ma > 10000000) {
-            snprintf(err, errlen, "backends[%d]: weight must be 0..1000, max_active >= 0", i + 1);
+        } else if (w < 0 || w > 1000) {
+            snprintf(err, errlen, "backends[%d]: weight must be in 0..1000, not %lld", i + 1,
+                     (long long)w);
+            rc = -1;
+        } else if (ma < 0 || ma > 10000000) {
+            snprintf(err, errlen, "backends[%d]: max_active must be in 0..10000000, not %lld",
+                     i + 1, (long long)ma);
             rc = -1;
         } else if (util_parse_addr(be->addr, &bal->ht[i].sa, &bal->ht[i].salen, err, errlen) <
                    0) {
@@ -221,6 +244,11 @@ static int parse_hash_on(const char *h, int *kind, char *name, size_t namelen, c
 static const struct lb_ops *policy_ops(const struct bal_cfg *c, char *err, size_t errlen)
 {
     const char *builtin = c->policy;
+    if (!lb_ops_find(c->fallback)) {
+        snprintf(err, errlen, "fallback must be a built-in policy (round_robin, least_conn, p2c, "
+                 "chash, first), not '%s'", c->fallback);
+        return NULL;
+    }
     if (strcmp(c->policy, "lua") == 0) {
         builtin = c->fallback;
         if (!c->policy_path[0]) {
@@ -458,6 +486,29 @@ static void bal_drain(struct service *s)
     }
 }
 
+/* The kind's validate: the readers start and reload use (settings,
+ * hash key, backends, policy names), with nothing started. A Lua policy
+ * module is the topology checker's to load. */
+static int bal_validate(lua_State *L, int idx, char *err, size_t errlen)
+{
+    idx = lua_absindex(L, idx);
+    struct bal_cfg c;
+    char node[64], hash_name[96];
+    int hash_kind;
+    char why[512] = "";
+    struct bal_gen *g = NULL;
+    if (cfg_string(L, idx, "node", "", node, sizeof node, err, errlen) < 0)
+        return -1;
+    if (read_config(L, idx, &c, why, sizeof why) < 0 ||
+        parse_hash_on(c.hash_on, &hash_kind, hash_name, sizeof hash_name, why, sizeof why) < 0 ||
+        !(g = gen_new(L, idx, &c, 0, why, sizeof why))) {
+        snprintf(err, errlen, "balancer %s: %s", node, why);
+        return -1;
+    }
+    bal_gen_free(g);
+    return 0;
+}
+
 static int bal_idle(struct service *s) { return ((struct balancer *)s)->nclients == 0; }
 
 static void bal_free(struct service *s) { bal_free_all((struct balancer *)s); }
@@ -644,6 +695,7 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
 
 const struct service_kind balancer_service_kind = {
     .name = "balancer",
+    .validate = bal_validate,
     .start = bal_start,
     .drain = bal_drain,
     .idle = bal_idle,

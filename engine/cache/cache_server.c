@@ -70,8 +70,8 @@ static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct
         return -1;
     }
     if (cfg->samples < 1 || cfg->samples > EVICT_MAX_SAMPLES) {
-        snprintf(err, errlen, "cache %s: eviction_samples must be 1..%d", cfg->node,
-                 EVICT_MAX_SAMPLES);
+        snprintf(err, errlen, "cache %s: eviction_samples must be in 1..%d, not %lld", cfg->node,
+                 EVICT_MAX_SAMPLES, (long long)cfg->samples);
         return -1;
     }
     if (evict_policy_parse(cfg->fallback, &p) < 0) {
@@ -89,6 +89,13 @@ static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct
         return -1;
     }
     return 0;
+}
+
+/* The kind's validate: the reader start and reload use. */
+static int cache_srv_validate(lua_State *L, int idx, char *err, size_t errlen)
+{
+    struct cache_cfg cfg;
+    return read_cfg(NULL, L, idx, &cfg, err, errlen);
 }
 
 /* Applies the policy part of a config; on error nothing changes. */
@@ -266,6 +273,7 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
 
 const struct service_kind cache_service_kind = {
     .name = "cache",
+    .validate = cache_srv_validate,
     .start = cache_srv_start,
     .drain = cache_srv_drain,
     .idle = cache_srv_idle,

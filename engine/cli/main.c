@@ -37,7 +37,8 @@ static const char *check_usage =
     "usage: strata check TOPOLOGY.lua\n"
     "\n"
     "Loads the topology, checks every declaration (fields, addresses, ports,\n"
-    "node references, policy modules) and prints a table of nodes, services,\n"
+    "node references, policy modules) and every service's settings with the\n"
+    "same checks `run` and reload use, and prints a table of nodes, services,\n"
     "addresses and policies. On a mistake prints 'file:line: message' and\n"
     "exits 1.\n";
 

@@ -441,8 +441,8 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
     }
     if (strcmp(cfg->role, "primary") != 0) {
         snprintf(err, errlen,
-                 "db %s: role '%s' is not supported yet (replication comes later); only a "
-                 "primary can run",
+                 "db replicas are not built yet: node '%s' is declared as a %s; only a primary "
+                 "runs",
                  cfg->node, cfg->role);
         return -1;
     }
@@ -451,6 +451,13 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
         return -1;
     }
     return 0;
+}
+
+/* The kind's validate: the reader start uses. */
+static int db_srv_validate(lua_State *L, int idx, char *err, size_t errlen)
+{
+    struct db_cfg cfg;
+    return read_cfg(L, idx, &cfg, err, errlen);
 }
 
 /* ---- the service kind --------------------------------------------------- */
@@ -613,6 +620,7 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
 
 const struct service_kind db_service_kind = {
     .name = "db",
+    .validate = db_srv_validate,
     .start = db_srv_start,
     .drain = db_srv_drain,
     .idle = db_srv_idle,

@@ -153,12 +153,10 @@ static struct service *start_service(struct runtime *rt, lua_State *L, int cfg, 
     cfg_str(L, cfg, "kind", kind_name, sizeof kind_name);
     cfg_str(L, cfg, "where", where, sizeof where);
     cfg_str(L, cfg, "listen", listen, sizeof listen);
-    const struct service_kind *kind = service_kind_find(kind_name);
-    if (!kind) {
-        snprintf(err, errlen, "%s: the %s service is not available in this build of strata",
-                 where, kind_name);
+    /* The same decision `strata check` made (topology_load asks it too). */
+    if (service_validate(L, cfg, err, errlen) < 0)
         return NULL;
-    }
+    const struct service_kind *kind = service_kind_find(kind_name);
     if (rt->nservices >= RUNTIME_MAX_SERVICES) {
         snprintf(err, errlen, "%s: too many services in one process (limit %d)", where,
                  RUNTIME_MAX_SERVICES);
@@ -306,11 +304,8 @@ static int plan_reload(struct runtime *rt, lua_State *L, int topo, struct reload
                     snprintf(err, errlen, "%s: too many services", where);
                     return -1;
                 }
-                if (!service_kind_find(kind)) {
-                    snprintf(err, errlen, "%s: the %s service is not available in this build",
-                             where, kind);
+                if (service_validate(L, cfg, err, errlen) < 0)
                     return -1;
-                }
                 snprintf(plan->added_node[plan->nadded], 64, "%s", node);
                 plan->added[plan->nadded++] = cfg;
                 buf_printf(changes, "node %s: start %s on %s\n", node, kind, listen);

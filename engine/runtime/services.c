@@ -1,4 +1,6 @@
-/* The registry of service kinds. A new kind adds its extern and one row. */
+/* The registry of service kinds, and the one check that a service config
+ * can run. A new kind adds its extern and one row. */
+#include <stdio.h>
 #include <string.h>
 
 #include "service.h"
@@ -19,4 +21,26 @@ const struct service_kind *service_kind_find(const char *name)
         if (strcmp(kinds[i]->name, name) == 0)
             return kinds[i];
     return NULL;
+}
+
+int service_validate(lua_State *L, int cfg_idx, char *err, size_t errlen)
+{
+    char kind_name[32], where[1024], why[768] = "";
+    cfg_idx = lua_absindex(L, cfg_idx);
+    /* kind and where are the DSL's own fields: always strings. */
+    if (cfg_string(L, cfg_idx, "where", "?", where, sizeof where, why, sizeof why) < 0 ||
+        cfg_string(L, cfg_idx, "kind", "", kind_name, sizeof kind_name, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: %s", where, why);
+        return -1;
+    }
+    const struct service_kind *kind = service_kind_find(kind_name);
+    if (!kind) {
+        snprintf(err, errlen, "%s: the %s service is not built yet", where, kind_name);
+        return -1;
+    }
+    if (kind->validate && kind->validate(L, cfg_idx, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: %s", where, why);
+        return -1;
+    }
+    return 0;
 }

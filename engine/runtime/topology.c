@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "luahost.h"
+#include "service.h"
 
 /* Pushes the strata.topology module table. */
 static int push_module(lua_State *L, char *err, size_t errlen)
@@ -12,6 +13,29 @@ static int push_module(lua_State *L, char *err, size_t errlen)
     lua_getglobal(L, "require");
     lua_pushstring(L, "strata.topology");
     return luahost_pcall(L, 1, 1, err, errlen);
+}
+
+/* Every service of every node through service_validate: the kinds' own
+ * readers decide ranges and defaults, after the DSL has checked structure,
+ * references and ports. */
+static int validate_services(lua_State *L, int topo, char *err, size_t errlen)
+{
+    int base = lua_gettop(L), rc = 0;
+    lua_getfield(L, topo, "nodes");
+    lua_Integer nn = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= nn && rc == 0; i++) {
+        lua_rawgeti(L, base + 1, i);
+        lua_getfield(L, -1, "services");
+        lua_Integer ns = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer j = 1; j <= ns && rc == 0; j++) {
+            lua_rawgeti(L, -1, j);
+            rc = service_validate(L, -1, err, errlen);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 2);
+    }
+    lua_settop(L, base);
+    return rc;
 }
 
 int topology_load(lua_State *L, const char *path, char *err, size_t errlen)
@@ -29,6 +53,10 @@ int topology_load(lua_State *L, const char *path, char *err, size_t errlen)
         return -1;
     }
     lua_pop(L, 1);
+    if (validate_services(L, lua_gettop(L), err, errlen) < 0) {
+        lua_pop(L, 1);
+        return -1;
+    }
     return 0;
 }
 

@@ -1,5 +1,11 @@
 /* topology: loads a topology script through lua/strata/topology.lua and
- * leaves its normalized table (nodes, services, policies) on the stack. */
+ * leaves its normalized table (nodes, services, policies) on the stack.
+ *
+ * Loading checks twice, in two places with two jobs: the DSL checks
+ * structure, types, references, ports and policy modules; then every
+ * service goes through service_validate, its kind's own config reader (the
+ * one start and reload use), so `strata check`, `strata run` and a reload
+ * accept and refuse exactly the same topologies. */
 #ifndef STRATA_TOPOLOGY_H
 #define STRATA_TOPOLOGY_H
 
@@ -8,8 +14,8 @@
 
 #include "buf.h"
 
-/* 0 with the normalized topology on top of L's stack, or -1 with
- * "file:line: message" in err. */
+/* 0 with the normalized, validated topology on top of L's stack, or -1 with
+ * "file:line: message" in err (and nothing left on the stack). */
 int topology_load(lua_State *L, const char *path, char *err, size_t errlen);
 /* Appends the human table of the topology at idx (what `strata check`
  * prints). */

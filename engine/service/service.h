@@ -28,6 +28,11 @@ struct service_env {
 
 struct service_kind {
     const char *name; /* "cache", "db", "balancer", "web" */
+    /* Checks the config at cfg_idx without starting anything: the same
+     * reader start() and reload() use, so every range and default lives in
+     * one place and `strata check` refuses exactly what the runtime would.
+     * 0 ok, or -1 with a message (without file:line) in err. */
+    int (*validate)(lua_State *L, int cfg_idx, char *err, size_t errlen);
     /* Starts listening. On failure returns NULL with a message in err. */
     struct service *(*start)(const struct service_env *env, lua_State *L, int cfg_idx, char *err,
                              size_t errlen);
@@ -66,7 +71,13 @@ struct service {
     char listen[64];   /* the address actually bound */
 };
 
+/* The kind of that name, or NULL when this build has none. */
 const struct service_kind *service_kind_find(const char *name);
+/* The one decision whether the service config at cfg_idx can run: its kind
+ * exists (a kind not built yet is refused) and its kind's validate()
+ * accepts it. `strata check`, start and reload all ask this. 0 ok, or -1
+ * with "file:line: message" in err (the config's `where`). */
+int service_validate(lua_State *L, int cfg_idx, char *err, size_t errlen);
 
 /* Config table readers: the value at cfg_idx[field]. Missing optional fields
  * give the default; a field of the wrong type is a message in err and -1

@@ -12,14 +12,17 @@
 -- and topology (PATH), plus the fields of its kind (docs/topology.md).
 -- Every mistake is reported as "file:line: message" pointing at the line of
 -- the declaration that holds it.
+--
+-- The DSL checks structure: known fields, types, addresses, ports, node
+-- references and policy modules. Ranges, defaults and the names of built-in
+-- policies belong to each service kind's config reader in C, which
+-- `strata check`, `strata run` and reload all go through (service_validate,
+-- called from engine/runtime/topology.c with each CFG's `where`): a value
+-- the DSL passes on unset stays unset here, so the C default applies.
 
 local host = require "strata.host"
 
 local M = {}
-
-local BALANCER_POLICIES = {
-  round_robin = true, least_conn = true, p2c = true, chash = true, first = true,
-}
 
 local EVICTION_ALIASES = {
   lru = "allkeys-lru", fifo = "allkeys-fifo", lfu = "allkeys-lfu",
@@ -29,8 +32,6 @@ for _, p in ipairs { "lru", "fifo", "lfu", "random", "ttl" } do
   EVICTION_ALIASES["allkeys-" .. p] = "allkeys-" .. p
   EVICTION_ALIASES["volatile-" .. p] = "volatile-" .. p
 end
-
-local FSYNC = { always = true, everysec = true, no = true }
 
 -- A raised topology error carries its location already; `error(..., 0)`
 -- keeps Lua from prefixing the DSL's own file:line.
@@ -141,11 +142,11 @@ local function new_context(path)
     fail(where, "%s: bad duration '%s' (want e.g. 500ms, 1s, 2m)", what, tostring(v))
   end
 
-  function ctx.int(where, what, v, lo, hi)
+  -- Its range is the service kind's to check.
+  function ctx.int(where, what, v)
     if v == nil then return nil end
-    if math.type(v) ~= "integer" or (lo and v < lo) or (hi and v > hi) then
-      fail(where, "%s must be an integer%s, not %s", what,
-           lo and string.format(" in %d..%d", lo, hi or math.maxinteger) or "", tostring(v))
+    if math.type(v) ~= "integer" then
+      fail(where, "%s must be an integer, not %s", what, tostring(v))
     end
     return v
   end
@@ -269,23 +270,20 @@ local function build_dsl(ctx)
     if type(spec.shards) ~= "table" or #spec.shards == 0 then
       fail(where, "strata.cache needs shards = { { node = ..., listen = ... }, ... }")
     end
-    local eviction, eviction_path = "noeviction", nil
+    -- Short names are the DSL's sugar for the engine's policy names; any
+    -- other name goes on to the cache, which knows its policies.
+    local eviction, eviction_path
     if spec.eviction ~= nil then
+      ctx.string(where, "eviction", spec.eviction)
       if is_policy_path(spec.eviction) then
         eviction = "lua"
         eviction_path = ctx.policy(where, "eviction policy", spec.eviction, { "choose" })
       else
-        eviction = EVICTION_ALIASES[spec.eviction]
-        if not eviction then
-          fail(where, "unknown eviction policy '%s' (lru, fifo, lfu, random, ttl, their allkeys-/volatile- forms, noeviction, or a .lua file)",
-               tostring(spec.eviction))
-        end
+        eviction = EVICTION_ALIASES[spec.eviction] or spec.eviction
       end
     end
-    local fallback = spec.eviction_fallback and EVICTION_ALIASES[spec.eviction_fallback]
-    if spec.eviction_fallback and not fallback then
-      fail(where, "unknown eviction_fallback '%s'", tostring(spec.eviction_fallback))
-    end
+    local fallback = ctx.string(where, "eviction_fallback", spec.eviction_fallback)
+    fallback = fallback and (EVICTION_ALIASES[fallback] or fallback)
     local obj = { kind = "cache", shards = {} }
     for i, sh in ipairs(spec.shards) do
       local what = string.format("cache shard %d", i)
@@ -294,10 +292,10 @@ local function build_dsl(ctx)
         kind = "cache", where = where,
         node = ctx.node_name(where, what .. " node", sh.node),
         listen = ctx.addr(where, what .. " listen", sh.listen),
-        max_memory = ctx.size(where, "max_memory", spec.max_memory) or 0,
+        max_memory = ctx.size(where, "max_memory", spec.max_memory),
         eviction = eviction, eviction_path = eviction_path,
-        eviction_fallback = fallback or "allkeys-lru",
-        eviction_samples = ctx.int(where, "eviction_samples", spec.eviction_samples, 1, 64) or 5,
+        eviction_fallback = fallback,
+        eviction_samples = ctx.int(where, "eviction_samples", spec.eviction_samples),
         password = ctx.string(where, "password", spec.password),
       }
       obj.shards[i] = { node = cfg.node, addr = cfg.listen }
@@ -317,16 +315,13 @@ local function build_dsl(ctx)
     local db_fields = { node = true, listen = true, dir = true, fsync = true, replica_of = true }
     local function one(t, what, role)
       ctx.check_fields(where, what, t, db_fields)
-      local fsync = t.fsync or "everysec"
-      if not FSYNC[fsync] then
-        fail(where, "%s: fsync must be always, everysec or no, not '%s'", what, tostring(fsync))
-      end
       local node = ctx.node_name(where, what .. " node", t.node)
       return ctx.add {
         kind = "db", where = where, role = role, node = node,
         listen = ctx.addr(where, what .. " listen", t.listen),
-        dir = ctx.string(where, what .. " dir", t.dir) or ("var/" .. node),
-        fsync = fsync, password = ctx.string(where, "password", spec.password),
+        dir = ctx.string(where, what .. " dir", t.dir),
+        fsync = ctx.string(where, what .. " fsync", t.fsync),
+        password = ctx.string(where, "password", spec.password),
         compact_min = ctx.size(where, "compact_min", spec.compact_min),
       }
     end
@@ -394,7 +389,7 @@ local function build_dsl(ctx)
                                                      reads = db.reads },
       }
       obj.nodes[i] = { name = cfg.node, addr = cfg.listen,
-                       weight = ctx.int(where, what .. " weight", n.weight, 0, 1000) or 1 }
+                       weight = ctx.int(where, what .. " weight", n.weight) }
     end
     ctx.objects[obj] = "web"
     return obj
@@ -413,15 +408,15 @@ local function build_dsl(ctx)
       kind = "balancer", where = where,
       node = ctx.node_name(where, "balancer node", spec.node),
       listen = ctx.addr(where, "balancer listen", spec.listen),
-      retries = ctx.int(where, "retries", spec.retries, 0, 10),
+      retries = ctx.int(where, "retries", spec.retries),
       connect_timeout = ctx.duration(where, "connect_timeout", spec.connect_timeout),
       server_timeout = ctx.duration(where, "server_timeout", spec.server_timeout),
       client_timeout = ctx.duration(where, "client_timeout", spec.client_timeout),
       head_timeout = ctx.duration(where, "head_timeout", spec.head_timeout),
       slow_start = ctx.duration(where, "slow_start", spec.slow_start),
-      max_conns = ctx.int(where, "max_conns", spec.max_conns, 1),
+      max_conns = ctx.int(where, "max_conns", spec.max_conns),
       max_header_size = ctx.size(where, "max_header_size", spec.max_header_size),
-      max_headers = ctx.int(where, "max_headers", spec.max_headers, 1, 10000),
+      max_headers = ctx.int(where, "max_headers", spec.max_headers),
       max_request_line = ctx.size(where, "max_request_line", spec.max_request_line),
       backends = {},
     }
@@ -439,59 +434,46 @@ local function build_dsl(ctx)
     for i, e in ipairs(list) do
       local what = string.format("backend %d", i)
       if type(e) == "string" and not e:find(":", 1, true) then
-        local ref = { name = e, weight = 1 }
+        local ref = { name = e }
         ctx.refs[#ctx.refs + 1] = { name = e, kind = "web", where = where, what = "backend",
                                     fill = ref }
         cfg.backends[i] = ref
       elseif type(e) == "string" then
         local a = ctx.addr(where, what, e)
-        cfg.backends[i] = { name = a, addr = a, weight = 1 }
+        cfg.backends[i] = { name = a, addr = a }
       elseif type(e) == "table" then
         if not ctx.objects[b] then
           ctx.check_fields(where, what, e, { addr = true, weight = true, name = true,
                                              max_active = true })
         end
         local a = ctx.addr(where, what .. " addr", e.addr)
-        cfg.backends[i] = { name = e.name or a, addr = a,
-                            weight = ctx.int(where, what .. " weight", e.weight, 0, 1000) or 1,
-                            max_active = ctx.int(where, what .. " max_active", e.max_active, 0) }
+        cfg.backends[i] = { name = ctx.string(where, what .. " name", e.name) or a, addr = a,
+                            weight = ctx.int(where, what .. " weight", e.weight),
+                            max_active = ctx.int(where, what .. " max_active", e.max_active) }
       else
         fail(where, "%s must be \"host:port\" or a table, not %s", what, type(e))
       end
     end
-    local policy = spec.policy or "round_robin"
+    -- A .lua file is a Lua policy; any other name is the balancer's to know.
+    local policy = ctx.string(where, "policy", spec.policy)
     if is_policy_path(policy) then
       cfg.policy = "lua"
       cfg.policy_path = ctx.policy(where, "balancer policy", policy, { "pick" })
-    elseif BALANCER_POLICIES[policy] then
-      cfg.policy = policy
     else
-      fail(where, "unknown balancer policy '%s' (round_robin, least_conn, p2c, chash, first, or a .lua file)",
-           tostring(policy))
+      cfg.policy = policy
     end
-    cfg.fallback = spec.fallback or "round_robin"
-    if not BALANCER_POLICIES[cfg.fallback] then
-      fail(where, "fallback must be a built-in policy, not '%s'", tostring(cfg.fallback))
-    end
-    if spec.hash_on ~= nil then
-      local h = spec.hash_on
-      if not (h == "ip" or h == "path" or (type(h) == "string" and (h:match("^header:.+") or h:match("^cookie:.+")))) then
-        fail(where, "hash_on must be ip, path, header:NAME or cookie:NAME, not '%s'", tostring(h))
-      end
-      cfg.hash_on = h
-    end
+    cfg.fallback = ctx.string(where, "fallback", spec.fallback)
+    cfg.hash_on = ctx.string(where, "hash_on", spec.hash_on)
     if spec.health ~= nil then
       local h = spec.health
       ctx.check_fields(where, "health", h, { path = true, interval = true, timeout = true,
                                              rise = true, fall = true })
-      local p = ctx.string(where, "health path", h.path) or "/healthz"
-      if p:sub(1, 1) ~= "/" then fail(where, "health path must start with '/'") end
       cfg.health = {
-        path = p,
-        interval = ctx.duration(where, "health interval", h.interval) or 1.0,
-        timeout = ctx.duration(where, "health timeout", h.timeout) or 1.0,
-        rise = ctx.int(where, "health rise", h.rise, 1, 100) or 2,
-        fall = ctx.int(where, "health fall", h.fall, 1, 100) or 3,
+        path = ctx.string(where, "health path", h.path),
+        interval = ctx.duration(where, "health interval", h.interval),
+        timeout = ctx.duration(where, "health timeout", h.timeout),
+        rise = ctx.int(where, "health rise", h.rise),
+        fall = ctx.int(where, "health fall", h.fall),
       }
     end
     if spec.passive == false then
@@ -499,8 +481,8 @@ local function build_dsl(ctx)
     elseif spec.passive ~= nil then
       ctx.check_fields(where, "passive", spec.passive, { errors = true, cooldown = true })
       cfg.passive = {
-        errors = ctx.int(where, "passive errors", spec.passive.errors, 0, 1000) or 5,
-        cooldown = ctx.duration(where, "passive cooldown", spec.passive.cooldown) or 10,
+        errors = ctx.int(where, "passive errors", spec.passive.errors),
+        cooldown = ctx.duration(where, "passive cooldown", spec.passive.cooldown),
       }
     end
     ctx.add(cfg)
@@ -616,24 +598,33 @@ local function human_size(n)
   return tostring(n) .. "b"
 end
 
+-- What the topology sets; a setting left out runs with its default
+-- (docs/topology.md), which the service kind decides and the table omits.
 local function details(s)
+  local out = {}
+  local function put(k, v)
+    if v ~= nil then out[#out + 1] = k .. "=" .. tostring(v) end
+  end
   if s.kind == "cache" then
-    return string.format("max_memory=%s eviction=%s", human_size(s.max_memory),
-                         s.eviction == "lua" and s.eviction_path or s.eviction)
+    put("max_memory", s.max_memory and human_size(s.max_memory))
+    put("eviction", s.eviction == "lua" and s.eviction_path or s.eviction)
+    return #out > 0 and table.concat(out, " ") or "defaults"
   elseif s.kind == "db" then
-    local d = string.format("%s dir=%s fsync=%s", s.role, s.dir, s.fsync)
-    if s.replica_of then d = d .. " replica_of=" .. s.replica_of end
-    return d
+    out[1] = s.role
+    put("dir", s.dir)
+    put("fsync", s.fsync)
+    put("replica_of", s.replica_of)
+    return table.concat(out, " ")
   elseif s.kind == "web" then
     return string.format("app=%s%s%s", s.app or "-", s.cache and " cache" or "",
                          s.db and " db" or "")
   elseif s.kind == "balancer" then
     local names = {}
     for _, b in ipairs(s.backends) do names[#names + 1] = b.addr end
-    local d = string.format("policy=%s backends=%s", s.policy == "lua" and s.policy_path or s.policy,
-                            table.concat(names, ","))
-    if s.health then d = d .. " health=" .. s.health.path end
-    return d
+    put("policy", s.policy == "lua" and s.policy_path or s.policy)
+    put("backends", table.concat(names, ","))
+    if s.health then put("health", s.health.path or "on") end
+    return table.concat(out, " ")
   end
   return ""
 end

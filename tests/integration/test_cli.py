@@ -79,13 +79,26 @@ MISTAKES = [
      '  eviction = "e.lua" }\n', {"e.lua": "return { pick = function() end }\n"}, 1,
      "has no function 'choose'"),
     ("unknown-policy", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
-     '  backends = { "127.0.0.1:7201" }, policy = "fastest" }\n', {}, 2, "unknown balancer policy 'fastest'"),
+     '  backends = { "127.0.0.1:7201" }, policy = "fastest" }\n', {}, 2, "balancer lb: unknown policy 'fastest'"),
     ("bad-size", 'strata.cache { shards = { { node = "c2", listen = "127.0.0.1:7302" } },\n'
      '  max_memory = "64xb" }\n', {}, 1, "max_memory: bad size '64xb'"),
     ("bad-duration", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
      '  backends = { "127.0.0.1:7201" }, health = { interval = "soon" } }\n', {}, 2,
      "bad duration 'soon'"),
     ("no-services", "local x = 1\n", {}, 1, "declares no service"),
+    # Kinds and roles not built yet: refused where they are declared.
+    ("web-not-built", CACHE + "\nlocal web = strata.web {\n"
+     '  nodes = { { node = "w1", listen = "127.0.0.1:7501" } } }\n', {}, 3,
+     "the web service is not built yet"),
+    ("db-replicas-not-built", CACHE + 'strata.db { primary = { node = "d1", listen = "127.0.0.1:7401" },\n'
+     '  replicas = { { node = "d2", listen = "127.0.0.1:7402" } } }\n', {}, 2,
+     "db replicas are not built yet"),
+    # Ranges are the service kinds': the same file:line.
+    ("retries-out-of-range", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
+     '  backends = { "127.0.0.1:7201" }, retries = 16 }\n', {}, 2,
+     "balancer lb: retries must be in 0..15, not 16"),
+    ("eviction-samples-out-of-range", CACHE + 'strata.cache { shards = { { node = "c2", listen = "127.0.0.1:7302" } },\n'
+     '  eviction_samples = 65 }\n', {}, 2, "cache c2: eviction_samples must be in 1..64, not 65"),
 ]
 
 

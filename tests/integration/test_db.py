@@ -206,7 +206,7 @@ def test_replica_role_not_yet(tmp_path):
                     ' replicas = { { node = "r", listen = "127.0.0.1:%d", dir = "%s" } } }\n'
                     % (free_port(), tmp_path / "p", free_port(), tmp_path / "r"))
     p = run_cli("run", str(topo), "--node", "r", timeout=30)
-    assert p.returncode != 0 and "not supported yet" in p.stderr + p.stdout
+    assert p.returncode != 0 and "db replicas are not built yet" in p.stderr + p.stdout
 
 
 # ---- snapshots and compaction --------------------------------------------------

@@ -1,5 +1,5 @@
-"""Every example topology starts under the supervisor and answers real
-clients. Ports and data directories are rewritten to free ones so the test
+"""Every example topology passes `strata check`, starts under the
+supervisor with every node ready, and answers real clients. Ports and data directories are rewritten to free ones so the test
 never collides with anything else on the machine."""
 import glob
 import http.server
@@ -93,8 +93,14 @@ def test_example_starts_and_answers(strata, tmp_path, path):
                 srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(p)), Hello)
                 threading.Thread(target=srv.serve_forever, daemon=True).start()
                 backends.append(srv)
+    nodes = {row[0] for row in rows if row[0] != "(supervisor)"}
     try:
-        strata(text, ports=[p for kind, p in services if kind != "admin"], name=topo.name)
+        proc = strata(text, ports=[p for kind, p in services if kind != "admin"], name=topo.name)
+        # The supervisor reports every node ready (each node says so once
+        # all of its services are serving).
+        n = len(nodes)
+        wait_for(lambda: f"all {n} node{'s' if n != 1 else ''} ready" in proc.output(),
+                 what=f"all {n} nodes ready")
         for kind, port in services:
             if kind in ("cache", "db"):
                 r = redis.Redis(port=port)
