@@ -8,7 +8,7 @@
 strata.supervisor { admin = "127.0.0.1:9100" }
 
 strata.db {
-  primary = { node = "db1", listen = "127.0.0.1:7001", dir = "var/db1", fsync = "everysec" },
+  primary = { node = "db1", listen = "127.0.0.1:7001", dir = "../var/db1", fsync = "everysec" },
 }
 strata.cache {
   shards     = { { node = "cache1", listen = "127.0.0.1:6001" } },

@@ -8,7 +8,7 @@
 strata.supervisor { admin = "127.0.0.1:9100" }
 
 strata.db {
-  primary = { node = "server", listen = "127.0.0.1:7001", dir = "var/server", fsync = "everysec" },
+  primary = { node = "server", listen = "127.0.0.1:7001", dir = "../var/server", fsync = "everysec" },
 }
 strata.cache {
   shards     = { { node = "server", listen = "127.0.0.1:6001" } },

@@ -151,6 +151,25 @@ local function new_context(path)
     return v
   end
 
+  -- A folder named in the topology (db dir, log_dir) is relative to the
+  -- topology file, never to the working directory: the same topology
+  -- started from anywhere finds the same data. Returned absolute, so logs
+  -- and status show where it really is. The folder may not exist yet.
+  function ctx.folder(where, what, v)
+    local rel = ctx.string(where, what, v)
+    if rel == nil or rel:sub(1, 1) == "/" then return rel end
+    local base = host.realpath(ctx.dir) or ctx.dir
+    local parts = {}
+    for seg in (base .. "/" .. rel):gmatch("[^/]+") do
+      if seg == ".." then
+        parts[#parts] = nil
+      elseif seg ~= "." then
+        parts[#parts + 1] = seg
+      end
+    end
+    return "/" .. table.concat(parts, "/")
+  end
+
   -- Finds a file named in the topology: relative to the topology's
   -- directory first, then to the working directory.
   function ctx.resolve(where, what, rel)
@@ -256,7 +275,7 @@ local function build_dsl(ctx)
     ctx.supervisor = {
       where = where, admin = admin, admin_host = ahost, admin_port = aport,
       watch = spec.watch or false,
-      log_dir = ctx.string(where, "log_dir", spec.log_dir),
+      log_dir = ctx.folder(where, "log_dir", spec.log_dir),
       drain_timeout = ctx.duration(where, "drain_timeout", spec.drain_timeout) or 10,
     }
   end
@@ -319,7 +338,8 @@ local function build_dsl(ctx)
       return ctx.add {
         kind = "db", where = where, role = role, node = node,
         listen = ctx.addr(where, what .. " listen", t.listen),
-        dir = ctx.string(where, what .. " dir", t.dir),
+        -- the default lives here with the resolution: var/NODE beside the topology
+        dir = ctx.folder(where, what .. " dir", t.dir or ("var/" .. node)),
         fsync = ctx.string(where, what .. " fsync", t.fsync),
         password = ctx.string(where, "password", spec.password),
         compact_min = ctx.size(where, "compact_min", spec.compact_min),

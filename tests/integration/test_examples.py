@@ -54,7 +54,7 @@ def localize(text, tmp_path):
         return "127.0.0.1:%d" % mapping[orig]
 
     text = re.sub(r"127\.0\.0\.1:(\d+)", port, text)
-    text = text.replace('"var/', f'"{tmp_path}/var/')
+    text = text.replace('"../var/', f'"{tmp_path}/var/')
     return text.replace('"policies/', f'"{ROOT}/examples/policies/')
 
 
