@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -290,14 +291,24 @@ pid_t persist_bgsave(struct persist *p, char *err, size_t errlen)
     uint64_t offset;
     if (snapshot_cut(p, &offset, err, errlen) < 0)
         return -1;
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
         return -1;
     }
     if (pid == 0) {
-        /* The child: copy-on-write view of the keyspace at offset P. */
+        /* The child: copy-on-write view of the keyspace at offset P. It
+         * dies with its parent (a node killed mid-save leaves no orphan
+         * behind) and keeps none of the parent's descriptors: not the
+         * listening sockets (new clients would connect to a process that
+         * never answers), not the data dir's lock (a restarted node could
+         * not take it). It writes by path and logs to stderr only. */
         char cerr[512];
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        close_range(3, ~0U, 0);
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_IGN);
         int rc = write_snapshot(p, offset, cerr, sizeof cerr);
