@@ -1,25 +1,25 @@
-/* Unit tests for the db's effect records: every write command of the cache
- * is known; replaying the effects of a command script into an empty store
+/* Unit tests for the db's effect records: every write command of the
+ * keyspace can be logged; replaying the effects of a command script into an empty store
  * rebuilds exactly the store the commands built; relative times become
  * absolute; expired keys are not brought back. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_admin.h"
-#include "cache_cmd.h"
 #include "db_ops.h"
+#include "keyspace.h"
+#include "kv_cmd.h"
 #include "mpk.h"
 #include "tap.h"
 
-static struct cache live;
+static struct keyspace live;
 static struct store replica;
-static struct cache_session sess = {.authed = 1};
+static struct kv_session sess = {.authed = 1};
 static struct buf out, effects;
 static int64_t now = 1800000000000;
 static int logged;
 
-/* Runs one command on the live cache; for write commands, applies its
+/* Runs one command on the live keyspace; for write commands, applies its
  * effects to the replica store the way recovery would. */
 static void run(const char *first, ...)
 {
@@ -33,14 +33,14 @@ static void run(const char *first, ...)
     }
     va_end(ap);
     buf_reset(&out);
-    struct cache_req r = {.c = &live, .sess = &sess, .out = &out, .argc = argc, .argv = argv,
-                          .argl = argl, .now = now};
-    cache_exec(&r);
-    const struct cache_command *cmd = cache_command_find(argv[0], argl[0]);
-    if (!cmd || !cache_command_is_write(cmd))
+    struct kv_req r = {.ks = &live, .sess = &sess, .out = &out, .argc = argc, .argv = argv,
+                       .argl = argl, .now = now};
+    kv_exec(&r);
+    const struct kv_command *cmd = kv_cmd_find(&live, argv[0], argl[0]);
+    if (!cmd || !kv_cmd_is_write(cmd))
         return;
     buf_reset(&effects);
-    db_ops_effects(&live.store, argc, argv, argl, now, &effects);
+    db_ops_effects(&live.store, cmd, argc, argv, argl, now, &effects);
     char err[128];
     if (buf_size(&effects)) {
         logged++;
@@ -92,14 +92,14 @@ static int same(int64_t t)
 static void test_every_write_command_known(void)
 {
     size_t n;
-    const struct cache_command *cmds = cache_commands(&n);
+    const struct kv_command *cmds = kv_cmd_table(&n);
     int unknown = 0;
     for (size_t i = 0; i < n; i++)
-        if (cache_command_is_write(&cmds[i]) && !db_ops_known(cmds[i].name, strlen(cmds[i].name))) {
-            printf("# write command '%s' has no key spec in db_ops.c\n", cmds[i].name);
+        if (kv_cmd_is_write(&cmds[i]) && !db_ops_loggable(&cmds[i])) {
+            printf("# write command '%s' has no key positions\n", cmds[i].name);
             unknown++;
         }
-    ok(unknown == 0, "every write command of the cache can be logged by the db");
+    ok(unknown == 0, "every write command of the keyspace can be logged by the db");
 }
 
 static void test_replay_matches(void)
@@ -168,15 +168,17 @@ static void test_expired_not_restored(void)
     buf_init(&log);
     char err[128];
     buf_reset(&effects);
+    const struct kv_command *set = kv_cmd_find(&live, "set", 3);
+    const struct kv_command *expire = kv_cmd_find(&live, "expire", 6);
     const char *a1[] = {"set", "soon"};
     size_t l1[] = {3, 4};
-    db_ops_effects(&live.store, 2, a1, l1, now, &log);
+    db_ops_effects(&live.store, set, 2, a1, l1, now, &log);
     const char *a3[] = {"set", "later"};
     size_t l3[] = {3, 5};
-    db_ops_effects(&live.store, 2, a3, l3, now, &log);
+    db_ops_effects(&live.store, set, 2, a3, l3, now, &log);
     const char *a2[] = {"expire", "later"};
     size_t l2[] = {6, 5};
-    db_ops_effects(&live.store, 2, a2, l2, now, &log);
+    db_ops_effects(&live.store, expire, 2, a2, l2, now, &log);
     struct store fresh;
     store_init(&fresh, 1, now);
     int64_t later = now + 5000; /* a restart five seconds on */
@@ -208,7 +210,7 @@ static void test_malformed(void)
 
 int main(void)
 {
-    cache_init(&live, 1, now);
+    keyspace_init(&live, 1, now);
     store_init(&replica, 2, now);
     buf_init(&out);
     buf_init(&effects);
@@ -216,7 +218,7 @@ int main(void)
     test_replay_matches();
     test_expired_not_restored();
     test_malformed();
-    cache_free(&live);
+    keyspace_free(&live);
     store_free(&replica);
     buf_free(&out);
     buf_free(&effects);
