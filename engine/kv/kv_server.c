@@ -163,7 +163,7 @@ void kv_do_hello(struct kv_req *r)
     resp_bulk_str(r->out, "mode");
     resp_bulk_str(r->out, "standalone");
     resp_bulk_str(r->out, "role");
-    resp_bulk_str(r->out, "master");
+    resp_bulk_str(r->out, c->read_only ? "replica" : "master");
     resp_bulk_str(r->out, "modules");
     resp_array(r->out, 0);
 }

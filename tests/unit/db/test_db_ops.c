@@ -102,6 +102,72 @@ static void test_every_write_command_known(void)
     ok(unknown == 0, "every write command of the keyspace can be logged by the db");
 }
 
+/* Decodes effects into "op:key op:key ..." for comparison. */
+static const char *effect_ops(const struct buf *b)
+{
+    static char s[256];
+    size_t n = 0;
+    struct mpk m;
+    mpk_init(&m, buf_head(b), buf_size(b));
+    s[0] = 0;
+    while (!mpk_done(&m) && n < sizeof s - 40) {
+        uint32_t items;
+        int64_t op, x;
+        const char *k = "", *v;
+        size_t kl = 0, vl;
+        if (mpk_array(&m, &items) < 0 || mpk_int(&m, &op) < 0)
+            return "(bad)";
+        if (items >= 2 && mpk_bytes(&m, &k, &kl) < 0)
+            return "(bad)";
+        if (items == 4 && (mpk_bytes(&m, &v, &vl) < 0 || mpk_int(&m, &x) < 0))
+            return "(bad)";
+        if (items == 3 && mpk_int(&m, &x) < 0)
+            return "(bad)";
+        n += (size_t)snprintf(s + n, sizeof s - n, "%s%d:%.*s", n ? " " : "", (int)op, (int)kl, k);
+    }
+    return s;
+}
+
+/* The keys logged are the ones the command table names. */
+static const char *effects_of(const char *first, ...)
+{
+    const char *argv[16];
+    size_t argl[16], argc = 0;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && argc < 16; a = va_arg(ap, const char *)) {
+        argv[argc] = a;
+        argl[argc++] = strlen(a);
+    }
+    va_end(ap);
+    buf_reset(&out);
+    struct kv_req r = {.ks = &live, .sess = &sess, .out = &out, .argc = argc, .argv = argv,
+                       .argl = argl, .now = now};
+    kv_exec(&r);
+    buf_reset(&effects);
+    if (db_ops_effects(&live.store, kv_cmd_find(&live, argv[0], argl[0]), argc, argv, argl, now,
+                       &effects) < 0)
+        return "(error)";
+    return effect_ops(&effects);
+}
+
+static void test_effects_follow_key_positions(void)
+{
+    is_str(effects_of("mset", "e1", "1", "e2", "2", NULL), "1:e1 1:e2",
+           "MSET logs its keys, not its values");
+    is_str(effects_of("set", "e3", "v", "ex", "100", NULL), "1:e3", "SET logs one key");
+    is_str(effects_of("expire", "e3", "50", NULL), "3:e3", "EXPIRE logs only the TTL");
+    is_str(effects_of("rename", "e1", "e4", NULL), "2:e1 1:e4", "RENAME logs both keys");
+    is_str(effects_of("del", "e2", "e4", "nokey", NULL), "2:e2 2:e4 2:nokey",
+           "DEL logs every named key gone");
+    const char *ping[] = {"ping"};
+    size_t pl[] = {4};
+    buf_reset(&effects);
+    ok(db_ops_effects(&live.store, kv_cmd_find(&live, "ping", 4), 1, ping, pl, now, &effects) < 0,
+       "a command with no keys and no flush cannot be logged");
+    run("flushall", NULL);
+}
+
 static void test_replay_matches(void)
 {
     run("set", "a", "1", NULL);
@@ -215,6 +281,7 @@ int main(void)
     buf_init(&out);
     buf_init(&effects);
     test_every_write_command_known();
+    test_effects_follow_key_positions();
     test_replay_matches();
     test_expired_not_restored();
     test_malformed();
