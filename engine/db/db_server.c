@@ -1,6 +1,7 @@
 /* db_server: the write path with held replies and group commit,
  * persistence commands, disk-error handling (see db_server.h). Clients,
- * parsing and the hold buffers themselves are resp_server's. */
+ * parsing and the hold buffers themselves are resp_server's; the commands
+ * and the command table are the keyspace's (kv_cmd.h). */
 #include "db_server.h"
 
 #include <errno.h>
