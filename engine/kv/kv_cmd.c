@@ -231,14 +231,13 @@ static void command_entry(struct buf *out, const struct kv_command *cmd)
 }
 
 /* Calls fn for every command: the keyspace's, then the shell's. */
-static size_t each_command(const struct keyspace *ks, struct buf *out,
-                           void (*fn)(struct buf *, const struct kv_command *))
+static void each_command(const struct keyspace *ks, struct buf *out,
+                         void (*fn)(struct buf *, const struct kv_command *))
 {
     for (size_t i = 0; i < NCOMMANDS; i++)
         fn(out, &commands[i]);
     for (size_t i = 0; i < ks->hooks->ncommands; i++)
         fn(out, &ks->hooks->commands[i]);
-    return NCOMMANDS + ks->hooks->ncommands;
 }
 
 static void name_entry(struct buf *out, const struct kv_command *cmd)

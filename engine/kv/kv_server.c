@@ -75,7 +75,6 @@ void kv_do_time(struct kv_req *r)
     resp_bulk(r->out, b, nb);
 }
 
-
 /* ---- HELLO, AUTH, CLIENT ---------------------------------------------- */
 
 void kv_do_auth(struct kv_req *r)
@@ -112,7 +111,7 @@ static void set_name(struct kv_session *sess, const char *s, size_t n)
 
 void kv_do_hello(struct kv_req *r)
 {
-    struct keyspace *c = r->ks;
+    struct keyspace *ks = r->ks;
     if (r->argc >= 2) {
         long long ver;
         if (kv_parse_ll(r->argv[1], r->argl[1], &ver) < 0)
@@ -135,12 +134,12 @@ void kv_do_hello(struct kv_req *r)
         }
     }
     if (user) {
-        if (!kv_auth_check(c, r->argv[user], r->argl[user], r->argv[user + 1], r->argl[user + 1]))
+        if (!kv_auth_check(ks, r->argv[user], r->argl[user], r->argv[user + 1], r->argl[user + 1]))
             return resp_error(r->out,
                               "WRONGPASS invalid username-password pair or user is disabled.");
         r->sess->authed = 1;
     }
-    if (c->has_password && !r->sess->authed)
+    if (ks->has_password && !r->sess->authed)
         return resp_error(r->out, "NOAUTH HELLO must be called with the client already "
                                   "authenticated, otherwise the HELLO <proto> AUTH <user> <pass> "
                                   "option can be used to authenticate the client and select the "
@@ -163,7 +162,7 @@ void kv_do_hello(struct kv_req *r)
     resp_bulk_str(r->out, "mode");
     resp_bulk_str(r->out, "standalone");
     resp_bulk_str(r->out, "role");
-    resp_bulk_str(r->out, c->read_only ? "replica" : "master");
+    resp_bulk_str(r->out, ks->read_only ? "replica" : "master");
     resp_bulk_str(r->out, "modules");
     resp_array(r->out, 0);
 }
@@ -198,7 +197,6 @@ void kv_do_client(struct kv_req *r)
     }
     kv_reply_unknown_sub(r, "CLIENT");
 }
-
 
 /* ---- CONFIG --------------------------------------------------------------- */
 
