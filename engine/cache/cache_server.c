@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_admin.h"
+#include "cache.h"
 #include "evict_lua.h"
 #include "log.h"
 #include "luahost.h"
@@ -13,7 +13,7 @@
 
 #define CACHE_CRON_SECONDS 0.1
 
-/* Commands reply at once: the RESP client layer runs them with cache_exec
+/* Commands reply at once: the RESP client layer runs them with kv_exec
  * directly, no hook per command. */
 static const struct resp_server_ops cache_resp_ops = {.name = "cache", .eof_reply = 1};
 
@@ -33,8 +33,8 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct cache_server *srv = w->data;
-    cache_cron(&srv->cache, util_now_ms());
-    srv->cache.client_buf_bytes = resp_server_buf_bytes(&srv->rs);
+    keyspace_cron(&srv->cache.ks, util_now_ms());
+    srv->cache.ks.client_buf_bytes = resp_server_buf_bytes(&srv->rs);
 }
 
 /* ---- config ----------------------------------------------------------- */
@@ -133,12 +133,12 @@ static struct service *cache_srv_start(const struct service_env *env, lua_State 
     snprintf(srv->base.node, sizeof srv->base.node, "%s", cfg.node);
     struct cache *c = &srv->cache;
     cache_init(c, 0, util_now_ms());
-    snprintf(c->node, sizeof c->node, "%s", cfg.node);
+    snprintf(c->ks.node, sizeof c->ks.node, "%s", cfg.node);
     snprintf(c->topology, sizeof c->topology, "%s", cfg.topology);
-    c->max_memory = (uint64_t)cfg.max_memory;
+    c->ks.mem_limit = (uint64_t)cfg.max_memory;
     if (cfg.password[0]) {
-        c->has_password = 1;
-        snprintf(c->password, sizeof c->password, "%s", cfg.password);
+        c->ks.has_password = 1;
+        snprintf(c->ks.password, sizeof c->ks.password, "%s", cfg.password);
     }
     ev_timer_init(&srv->cron, cron_cb, CACHE_CRON_SECONDS, CACHE_CRON_SECONDS);
     srv->cron.data = srv;
@@ -146,16 +146,16 @@ static struct service *cache_srv_start(const struct service_env *env, lua_State 
         cache_srv_free(&srv->base);
         return NULL;
     }
-    if (resp_server_listen(&srv->rs, env->loop, cfg.listen, c, &cache_resp_ops, srv, err,
+    if (resp_server_listen(&srv->rs, env->loop, cfg.listen, &c->ks, &cache_resp_ops, srv, err,
                            errlen) < 0) {
         cache_srv_free(&srv->base);
         return NULL;
     }
     snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->rs.listener->addr);
-    snprintf(c->listen, sizeof c->listen, "%s", srv->rs.listener->addr);
+    snprintf(c->ks.listen, sizeof c->ks.listen, "%s", srv->rs.listener->addr);
     ev_timer_start(env->loop, &srv->cron);
     log_info("cache %s listening on %s (max_memory %llu, eviction %s)", cfg.node,
-             srv->rs.listener->addr, (unsigned long long)c->max_memory, cache_policy_name(c));
+             srv->rs.listener->addr, (unsigned long long)c->ks.mem_limit, cache_policy_name(c));
     return &srv->base;
 }
 
@@ -186,24 +186,24 @@ static void cache_srv_describe(struct service *s, struct buf *out)
 {
     struct cache *c = &((struct cache_server *)s)->cache;
     buf_printf(out, "keys=%zu used_memory=%zu max_memory=%llu eviction=%s clients=%zu",
-               c->store.count, c->store.mem.used, (unsigned long long)c->max_memory,
-               cache_policy_name(c), c->nclients);
+               c->ks.store.count, c->ks.store.mem.used, (unsigned long long)c->ks.mem_limit,
+               cache_policy_name(c), c->ks.nclients);
 }
 
 static void cache_srv_status(struct service *s, struct buf *out)
 {
     struct cache *c = &((struct cache_server *)s)->cache;
-    uint64_t lookups = c->stats.hits + c->stats.misses;
+    uint64_t lookups = c->ks.stats.hits + c->ks.stats.misses;
     buf_printf(out,
                "\"keys\":%zu,\"expires\":%zu,\"used_memory\":%zu,\"max_memory\":%llu,"
                "\"connections\":%zu,\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%.4f,"
                "\"evicted_keys\":%llu,\"expired_keys\":%llu,\"commands\":%llu,\"eviction\":",
-               c->store.count, c->store.nvol, c->store.mem.used,
-               (unsigned long long)c->max_memory, c->nclients,
-               (unsigned long long)c->stats.hits, (unsigned long long)c->stats.misses,
-               lookups ? (double)c->stats.hits / (double)lookups : 0.0,
-               (unsigned long long)c->evict.evicted, (unsigned long long)c->store.expired,
-               (unsigned long long)c->stats.commands);
+               c->ks.store.count, c->ks.store.nvol, c->ks.store.mem.used,
+               (unsigned long long)c->ks.mem_limit, c->ks.nclients,
+               (unsigned long long)c->ks.stats.hits, (unsigned long long)c->ks.stats.misses,
+               lookups ? (double)c->ks.stats.hits / (double)lookups : 0.0,
+               (unsigned long long)c->evict.evicted, (unsigned long long)c->ks.store.expired,
+               (unsigned long long)c->ks.stats.commands);
     buf_json_string(out, cache_policy_name(c));
 }
 
@@ -214,15 +214,15 @@ static void cache_srv_metrics(struct service *s, struct buf *out, const char *la
         const char *name, *type;
         unsigned long long v;
     } m[] = {
-        {"strata_cache_keys", "gauge", c->store.count},
-        {"strata_cache_used_memory_bytes", "gauge", c->store.mem.used},
-        {"strata_cache_max_memory_bytes", "gauge", c->max_memory},
-        {"strata_cache_connections", "gauge", c->nclients},
-        {"strata_cache_hits_total", "counter", c->stats.hits},
-        {"strata_cache_misses_total", "counter", c->stats.misses},
+        {"strata_cache_keys", "gauge", c->ks.store.count},
+        {"strata_cache_used_memory_bytes", "gauge", c->ks.store.mem.used},
+        {"strata_cache_max_memory_bytes", "gauge", c->ks.mem_limit},
+        {"strata_cache_connections", "gauge", c->ks.nclients},
+        {"strata_cache_hits_total", "counter", c->ks.stats.hits},
+        {"strata_cache_misses_total", "counter", c->ks.stats.misses},
         {"strata_cache_evicted_keys_total", "counter", c->evict.evicted},
-        {"strata_cache_expired_keys_total", "counter", c->store.expired},
-        {"strata_cache_commands_total", "counter", c->stats.commands},
+        {"strata_cache_expired_keys_total", "counter", c->ks.store.expired},
+        {"strata_cache_commands_total", "counter", c->ks.stats.commands},
         {"strata_cache_eviction_policy_errors_total", "counter", c->evict.lua_errors},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
@@ -253,21 +253,21 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
         }
         evict_lua_free(el);
     }
-    if ((uint64_t)cfg.max_memory != c->max_memory)
+    if ((uint64_t)cfg.max_memory != c->ks.mem_limit)
         buf_printf(changes, "node %s: cache max_memory %llu -> %lld\n", cfg.node,
-                   (unsigned long long)c->max_memory, (long long)cfg.max_memory);
+                   (unsigned long long)c->ks.mem_limit, (long long)cfg.max_memory);
     buf_printf(changes, "node %s: cache eviction %s\n", cfg.node,
                strcmp(cfg.eviction, "lua") == 0 ? cfg.eviction_path : cfg.eviction);
-    if (strcmp(cfg.password, c->password) != 0)
+    if (strcmp(cfg.password, c->ks.password) != 0)
         buf_printf(changes, "node %s: cache password changed (new connections)\n", cfg.node);
     if (dry_run)
         return 0;
     if (apply_policy(c, &cfg, err, errlen) < 0)
         return -1;
-    c->max_memory = (uint64_t)cfg.max_memory;
-    c->has_password = cfg.password[0] != 0;
-    snprintf(c->password, sizeof c->password, "%s", cfg.password);
-    cache_enforce_memory(c, util_now_ms());
+    c->ks.mem_limit = (uint64_t)cfg.max_memory;
+    c->ks.has_password = cfg.password[0] != 0;
+    snprintf(c->ks.password, sizeof c->ks.password, "%s", cfg.password);
+    keyspace_enforce_memory(&c->ks, util_now_ms());
     return 0;
 }
 

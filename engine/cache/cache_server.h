@@ -1,6 +1,6 @@
 /* cache_server: the `cache` service kind — a Redis-compatible cache node.
  *
- * Owns the cache state (store, eviction, expiry) and its clients, which
+ * Owns the cache (a keyspace plus eviction, cache.h) and its clients, which
  * resp_server.h runs: each readable client runs as many complete commands
  * as its read buffer holds (pipelining), answering into its write buffer at
  * once; it stops when the write buffer is over its high mark and goes on

@@ -2,47 +2,15 @@
  * (format in db_ops.h). */
 #include "db_ops.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "mpk.h"
 
-/* Where a write command's keys are. Over-inclusion is harmless (logging a
- * key's unchanged state is still its true state); omission would lose
- * writes, which is why a write command missing here is refused. */
-enum { K_FIRST, K_ALL, K_PAIRS, K_TWO, K_EXPIRE, K_FLUSH };
-
-static const struct {
-    const char *name;
-    int keys;
-} specs[] = {
-    {"set", K_FIRST},       {"setnx", K_FIRST},    {"setex", K_FIRST},
-    {"psetex", K_FIRST},    {"getset", K_FIRST},   {"getdel", K_FIRST},
-    {"getex", K_FIRST},     {"incr", K_FIRST},     {"decr", K_FIRST},
-    {"incrby", K_FIRST},    {"decrby", K_FIRST},   {"incrbyfloat", K_FIRST},
-    {"append", K_FIRST},    {"setrange", K_FIRST}, {"mset", K_PAIRS},
-    {"msetnx", K_PAIRS},    {"del", K_ALL},        {"unlink", K_ALL},
-    {"rename", K_TWO},      {"renamenx", K_TWO},   {"expire", K_EXPIRE},
-    {"pexpire", K_EXPIRE},  {"expireat", K_EXPIRE}, {"pexpireat", K_EXPIRE},
-    {"persist", K_EXPIRE},  {"flushdb", K_FLUSH},  {"flushall", K_FLUSH},
-};
-
-static int spec_of(const char *name, size_t n)
+int db_ops_loggable(const struct kv_command *cmd)
 {
-    char low[16];
-    if (n == 0 || n >= sizeof low)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        low[i] = (char)tolower((unsigned char)name[i]);
-    low[n] = 0;
-    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
-        if (strcmp(specs[i].name, low) == 0)
-            return specs[i].keys;
-    return -1;
+    return cmd->first > 0 || (cmd->flags & KV_CMD_FLUSH);
 }
-
-int db_ops_known(const char *name, size_t n) { return spec_of(name, n) >= 0; }
 
 /* Appends the after-state of one key. */
 static int effect_key(msgpack_packer *pk, struct store *s, const char *k, size_t kl, int ttl_only,
@@ -69,41 +37,25 @@ static int effect_key(msgpack_packer *pk, struct store *s, const char *k, size_t
     return rc ? -1 : 0;
 }
 
-int db_ops_effects(struct store *s, size_t argc, const char **argv, const size_t *argl,
-                   int64_t now_ms, struct buf *out)
+int db_ops_effects(struct store *s, const struct kv_command *cmd, size_t argc, const char **argv,
+                   const size_t *argl, int64_t now_ms, struct buf *out)
 {
+    if (!db_ops_loggable(cmd))
+        return -1;
     msgpack_packer pk;
     mpk_packer_init(&pk, out);
-    int spec = spec_of(argv[0], argl[0]);
     int rc = 0;
-    switch (spec) {
-    case K_FIRST:
-    case K_EXPIRE:
-        if (argc >= 2)
-            rc = effect_key(&pk, s, argv[1], argl[1], spec == K_EXPIRE, now_ms);
-        break;
-    case K_ALL:
-        for (size_t i = 1; i < argc && rc == 0; i++)
-            rc = effect_key(&pk, s, argv[i], argl[i], 0, now_ms);
-        break;
-    case K_PAIRS:
-        for (size_t i = 1; i < argc && rc == 0; i += 2)
-            rc = effect_key(&pk, s, argv[i], argl[i], 0, now_ms);
-        break;
-    case K_TWO:
-        for (size_t i = 1; i < argc && i <= 2 && rc == 0; i++)
-            rc = effect_key(&pk, s, argv[i], argl[i], 0, now_ms);
-        break;
-    case K_FLUSH:
-        /* Only a flush that happened: FLUSHDB with a bad argument changes
-         * nothing and must log nothing. */
-        if (s->count == 0) {
-            rc |= msgpack_pack_array(&pk, 1);
-            rc |= msgpack_pack_int(&pk, DB_OP_FLUSH);
-        }
-        break;
-    default:
-        return -1;
+    size_t from, to;
+    int step = kv_cmd_key_range(cmd, argc, &from, &to);
+    /* Every key the command may have touched: over-inclusion is harmless
+     * (a key's unchanged state is still its true state). */
+    for (size_t i = from; step > 0 && i <= to && rc == 0; i += (size_t)step)
+        rc = effect_key(&pk, s, argv[i], argl[i], (cmd->flags & KV_CMD_TTL) != 0, now_ms);
+    /* Only a flush that happened: FLUSHDB with a bad argument changes
+     * nothing and must log nothing. */
+    if ((cmd->flags & KV_CMD_FLUSH) && s->count == 0) {
+        rc |= msgpack_pack_array(&pk, 1);
+        rc |= msgpack_pack_int(&pk, DB_OP_FLUSH);
     }
     return rc ? -1 : 0;
 }

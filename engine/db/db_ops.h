@@ -26,19 +26,22 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "kv_cmd.h"
 #include "snapshot.h"
 #include "store.h"
 
 enum { DB_OP_SET = 1, DB_OP_DEL = 2, DB_OP_EXPIRE = 3, DB_OP_FLUSH = 4 };
 
-/* 1 when the db knows which keys the named write command may touch (it
- * refuses write commands it cannot log). */
-int db_ops_known(const char *name, size_t n);
-/* Appends to out the effects of the write command just executed: the
- * after-state of every key it may have touched. 0, or -1 when out of
- * memory. */
-int db_ops_effects(struct store *s, size_t argc, const char **argv, const size_t *argl,
-                   int64_t now_ms, struct buf *out);
+/* 1 when the db can log the write command: the command table says which
+ * keys it touches, or that it may remove every key (it refuses write
+ * commands it cannot log). */
+int db_ops_loggable(const struct kv_command *cmd);
+/* Appends to out the effects of the write command cmd just executed with
+ * these arguments: the after-state of every key its key positions name (a
+ * TTL-only write logs only TTLs; a flush that happened logs a flush). 0, or
+ * -1 when out of memory or the command is not loggable. */
+int db_ops_effects(struct store *s, const struct kv_command *cmd, size_t argc, const char **argv,
+                   const size_t *argl, int64_t now_ms, struct buf *out);
 
 /* Applies one log record. 0, or -1 with err (a record that does not decode:
  * the log and this build disagree, or memory ran out). */

@@ -1,6 +1,7 @@
 /* db_server: the write path with held replies and group commit,
  * persistence commands, disk-error handling (see db_server.h). Clients,
- * parsing and the hold buffers themselves are resp_server's. */
+ * parsing and the hold buffers themselves are resp_server's; the commands
+ * and the command table are the keyspace's (kv_cmd.h). */
 #include "db_server.h"
 
 #include <errno.h>
@@ -10,9 +11,8 @@
 #include <strings.h>
 #include <sys/wait.h>
 
-#include "cache_admin.h"
-#include "cache_cmd.h"
 #include "db_ops.h"
+#include "kv_cmd.h"
 #include "log.h"
 #include "persist.h"
 #include "resp.h"
@@ -26,7 +26,7 @@
 
 struct db_server {
     struct service base;
-    struct cache cache;
+    struct keyspace ks;    /* the data; the db's hooks add persistence to it */
     struct persist persist;
     int persist_open;
     int policy;
@@ -121,11 +121,6 @@ static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 
 /* ---- commands the db handles itself ------------------------------------- */
 
-static int is_cmd(const struct cache_req *r, const char *name)
-{
-    return r->argl[0] == strlen(name) && strncasecmp(r->argv[0], name, r->argl[0]) == 0;
-}
-
 static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
     (void)revents;
@@ -149,7 +144,84 @@ static int start_bgsave(struct db_server *srv, char *err, size_t errlen)
     return 0;
 }
 
-static void append_persistence(struct db_server *srv, struct buf *b)
+static void cmd_save(struct kv_req *r)
+{
+    struct db_server *srv = r->ks->shell;
+    char err[512];
+    if (persist_save(&srv->persist, err, sizeof err) < 0) {
+        note_disk_state(srv);
+        resp_errorf(r->out, "ERR %s", err);
+    } else {
+        srv->changes_since_save = 0;
+        resp_ok(r->out);
+    }
+}
+
+static void bgsave_common(struct kv_req *r, const char *started)
+{
+    struct db_server *srv = r->ks->shell;
+    char err[512];
+    if (start_bgsave(srv, err, sizeof err) < 0)
+        resp_errorf(r->out, "ERR %s", err);
+    else
+        resp_simple(r->out, started);
+}
+
+static void cmd_bgsave(struct kv_req *r) { bgsave_common(r, "Background saving started"); }
+
+static void cmd_bgrewriteaof(struct kv_req *r)
+{
+    bgsave_common(r, "Background append only file rewriting started");
+}
+
+static void cmd_lastsave(struct kv_req *r)
+{
+    struct db_server *srv = r->ks->shell;
+    resp_int(r->out, (long long)(srv->persist.last_save_ms / 1000));
+}
+
+/* DEBUG DISK-ERROR <n|on|off> [write|fsync|both]: the log's next n (or all)
+ * writes and/or fsyncs fail with EIO. For fault tests only. */
+static void cmd_debug(struct kv_req *r)
+{
+    struct db_server *srv = r->ks->shell;
+    if (r->argc >= 3 && kv_arg_is(r, 1, "disk-error")) {
+        int n;
+        long long v;
+        if (kv_arg_is(r, 2, "on"))
+            n = -1;
+        else if (kv_arg_is(r, 2, "off"))
+            n = 0;
+        else if (kv_parse_ll(r->argv[2], r->argl[2], &v) == 0 && v >= 0 && v < 1000000)
+            n = (int)v;
+        else
+            return resp_error(r->out, "ERR DEBUG DISK-ERROR takes a count, ON or OFF");
+        int what = WAL_INJECT_WRITE | WAL_INJECT_FSYNC;
+        if (r->argc >= 4 && kv_arg_is(r, 3, "write"))
+            what = WAL_INJECT_WRITE;
+        else if (r->argc >= 4 && kv_arg_is(r, 3, "fsync"))
+            what = WAL_INJECT_FSYNC;
+        wal_inject_errors(&srv->persist.wal, n, what, EIO);
+        log_warn("db %s: DEBUG DISK-ERROR %s: injected log failures %s", srv->base.node,
+                 n < 0 ? "on" : n == 0 ? "off" : "count", n ? "armed" : "cleared");
+        srv->next_retry_ms = 0;
+        return resp_ok(r->out);
+    }
+    resp_error(r->out, "ERR DEBUG subcommands: DISK-ERROR <count|ON|OFF> [WRITE|FSYNC]");
+}
+
+/* The db's own commands, declared like the keyspace's: none writes keys. */
+static const struct kv_command db_commands[] = {
+    {"save", cmd_save, -1, KV_CMD_ADMIN, 0, 0, 0},
+    {"bgsave", cmd_bgsave, -1, KV_CMD_ADMIN, 0, 0, 0},
+    {"bgrewriteaof", cmd_bgrewriteaof, -1, KV_CMD_ADMIN, 0, 0, 0},
+    {"lastsave", cmd_lastsave, -1, 0, 0, 0, 0},
+    {"debug", cmd_debug, -1, KV_CMD_ADMIN, 0, 0, 0},
+};
+
+/* ---- INFO and CONFIG ---------------------------------------------------- */
+
+static void info_persistence(struct db_server *srv, struct buf *b)
 {
     struct persist *p = &srv->persist;
     struct wal *w = &p->wal;
@@ -164,7 +236,7 @@ static void append_persistence(struct db_server *srv, struct buf *b)
                "log_write_errors:%llu\r\nlog_fsync_errors:%llu\r\nlog_fsyncs:%llu\r\n"
                "writes_refused:%llu\r\ndisk_error:%s\r\nsnapshots:%llu\r\ncompactions:%llu\r\n"
                "loaded_keys:%llu\r\nreplayed_records:%llu\r\ntruncated_bytes:%llu\r\n"
-               "load_time_ms:%.0f\r\n",
+               "load_time_ms:%.0f\r\n\r\n",
                srv->dir, wal_fsync_name(srv->policy), (unsigned long long)w->end,
                (unsigned long long)w->synced, (unsigned long long)w->seg_start,
                (unsigned long long)persist_log_bytes(p), (unsigned long long)p->snap_offset,
@@ -180,148 +252,89 @@ static void append_persistence(struct db_server *srv, struct buf *b)
                (unsigned long long)p->truncated_bytes, p->load_seconds * 1000);
 }
 
-/* INFO: the cache's sections plus Persistence. */
-static void cmd_info(struct db_server *srv, struct cache_req *r)
+/* INFO: the keyspace's sections (without eviction fields: nothing is
+ * evicted) plus Persistence. */
+static void hook_info(struct keyspace *ks, enum kv_info_at at, const struct kv_info_sel *sel,
+                      struct buf *b)
 {
-    int mine = r->argc == 1, theirs = r->argc == 1;
-    for (size_t i = 1; i < r->argc; i++) {
-        int all = cache_arg_is(r, i, "all") || cache_arg_is(r, i, "everything") ||
-                  cache_arg_is(r, i, "default");
-        if (all || cache_arg_is(r, i, "persistence"))
-            mine = 1;
-        if (all || !cache_arg_is(r, i, "persistence"))
-            theirs = 1;
-    }
-    struct buf body;
-    buf_init(&body);
-    if (theirs) {
-        struct buf tmp;
-        buf_init(&tmp);
-        struct cache_req r2 = *r;
-        r2.out = &tmp;
-        cache_exec(&r2);
-        const char *s = buf_head(&tmp);
-        size_t n = buf_size(&tmp);
-        const char *nl = memchr(s, '\n', n);
-        if (n == 0 || s[0] != '$' || !nl) {
-            buf_append(r->out, s, n); /* an error (NOAUTH ...): pass it on */
-            buf_free(&tmp);
-            buf_free(&body);
-            return;
-        }
-        size_t hdr = (size_t)(nl - s) + 1;
-        if (n >= hdr + 2)
-            buf_append(&body, s + hdr, n - hdr - 2);
-        buf_free(&tmp);
-    } else {
-        if (srv->cache.has_password && !r->sess->authed) {
-            resp_error(r->out, "NOAUTH Authentication required.");
-            buf_free(&body);
-            return;
-        }
-    }
-    if (mine) {
-        if (buf_size(&body) && buf_head(&body)[buf_size(&body) - 1] != '\n')
-            buf_append_str(&body, "\r\n");
-        append_persistence(srv, &body);
-    }
-    resp_bulk(r->out, buf_head(&body), buf_size(&body));
-    buf_free(&body);
+    if (at == KV_INFO_SECTIONS && kv_info_wants(sel, "persistence"))
+        info_persistence(ks->shell, b);
 }
 
-/* DEBUG DISK-ERROR <n|on|off> [write|fsync|both]: the log's next n (or all)
- * writes and/or fsyncs fail with EIO. For fault tests only. */
-static void cmd_debug(struct db_server *srv, struct cache_req *r)
+/* CONFIG: what a db has. Its settings come from the topology, so they are
+ * shown and not changed at run time; memory settings name why. */
+static void get_zero(struct keyspace *ks, char *out, size_t n) { snprintf(out, n, "0"); }
+static void get_noeviction(struct keyspace *ks, char *out, size_t n)
 {
-    if (r->argc >= 3 && cache_arg_is(r, 1, "disk-error")) {
-        int n;
-        long long v;
-        if (cache_arg_is(r, 2, "on"))
-            n = -1;
-        else if (cache_arg_is(r, 2, "off"))
-            n = 0;
-        else if (cache_parse_ll(r->argv[2], r->argl[2], &v) == 0 && v >= 0 && v < 1000000)
-            n = (int)v;
-        else
-            return resp_error(r->out, "ERR DEBUG DISK-ERROR takes a count, ON or OFF");
-        int what = WAL_INJECT_WRITE | WAL_INJECT_FSYNC;
-        if (r->argc >= 4 && cache_arg_is(r, 3, "write"))
-            what = WAL_INJECT_WRITE;
-        else if (r->argc >= 4 && cache_arg_is(r, 3, "fsync"))
-            what = WAL_INJECT_FSYNC;
-        wal_inject_errors(&srv->persist.wal, n, what, EIO);
-        log_warn("db %s: DEBUG DISK-ERROR %s: injected log failures %s", srv->base.node,
-                 n < 0 ? "on" : n == 0 ? "off" : "count", n ? "armed" : "cleared");
-        srv->next_retry_ms = 0;
-        return resp_ok(r->out);
-    }
-    resp_error(r->out, "ERR DEBUG subcommands: DISK-ERROR <count|ON|OFF> [WRITE|FSYNC]");
+    snprintf(out, n, "noeviction");
 }
-
-/* Returns 1 when the command was one of the db's own. */
-static int db_own_command(struct db_server *srv, struct cache_req *r)
+static int set_never_evicts(struct keyspace *ks, const char *val, size_t vl, int64_t now_ms,
+                            char *why, size_t whylen)
 {
-    char err[512];
-    int save = is_cmd(r, "save"), bgsave = is_cmd(r, "bgsave"),
-        bgrewrite = is_cmd(r, "bgrewriteaof"), lastsave = is_cmd(r, "lastsave"),
-        debug = is_cmd(r, "debug"), info = is_cmd(r, "info");
-    if (!(save || bgsave || bgrewrite || lastsave || debug || info))
+    snprintf(why, whylen, "the db never evicts: maxmemory settings do not apply");
+    return -1;
+}
+static void get_empty(struct keyspace *ks, char *out, size_t n) { snprintf(out, n, "%s", ""); }
+/* Snapshots follow the log's size (compact_min), not save points: a client
+ * that turns save points off gets what it asked for. */
+static int set_save(struct keyspace *ks, const char *val, size_t vl, int64_t now_ms, char *why,
+                    size_t whylen)
+{
+    return 0;
+}
+static void get_yes(struct keyspace *ks, char *out, size_t n) { snprintf(out, n, "yes"); }
+static int set_appendonly(struct keyspace *ks, const char *val, size_t vl, int64_t now_ms,
+                          char *why, size_t whylen)
+{
+    if (strcasecmp(val, "yes") == 0)
         return 0;
-    if (info) {
-        cmd_info(srv, r);
-        return 1;
-    }
-    if (srv->cache.has_password && !r->sess->authed) {
-        resp_error(r->out, "NOAUTH Authentication required.");
-        return 1;
-    }
-    if (save) {
-        if (persist_save(&srv->persist, err, sizeof err) < 0) {
-            note_disk_state(srv);
-            resp_errorf(r->out, "ERR %s", err);
-        } else {
-            srv->changes_since_save = 0;
-            resp_ok(r->out);
-        }
-    } else if (bgsave || bgrewrite) {
-        if (start_bgsave(srv, err, sizeof err) < 0)
-            resp_errorf(r->out, "ERR %s", err);
-        else
-            resp_simple(r->out, bgsave ? "Background saving started"
-                                       : "Background append only file rewriting started");
-    } else if (lastsave) {
-        resp_int(r->out, (long long)(srv->persist.last_save_ms / 1000));
-    } else {
-        cmd_debug(srv, r);
-    }
-    return 1;
+    snprintf(why, whylen, "the db always logs its writes");
+    return -1;
+}
+static void get_fsync(struct keyspace *ks, char *out, size_t n)
+{
+    snprintf(out, n, "%s", wal_fsync_name(((struct db_server *)ks->shell)->policy));
+}
+static void get_dir(struct keyspace *ks, char *out, size_t n)
+{
+    snprintf(out, n, "%s", ((struct db_server *)ks->shell)->dir);
 }
 
-/* Runs one command for a client: the db's own, a read, or a logged write.
- * r->out is the client's write buffer, or its hold once a reply is held. */
-static void db_exec(struct resp_client *cl, struct cache_req *r)
+static const struct kv_param db_params[] = {
+    {"maxmemory", get_zero, set_never_evicts},
+    {"maxmemory-policy", get_noeviction, set_never_evicts},
+    {"save", get_empty, set_save},
+    {"appendonly", get_yes, set_appendonly},
+    {"appendfsync", get_fsync, NULL},
+    {"dir", get_dir, NULL},
+};
+
+static const struct kv_hooks db_hooks = {
+    .info = hook_info,
+    .params = db_params,
+    .nparams = sizeof db_params / sizeof db_params[0],
+    .commands = db_commands,
+    .ncommands = sizeof db_commands / sizeof db_commands[0],
+};
+
+/* ---- the write path ------------------------------------------------------ */
+
+/* Runs one command for a client: a read, one of the db's own, or a logged
+ * write. r->out is the client's write buffer, or its hold once a reply is
+ * held. */
+static void db_exec(struct resp_client *cl, struct kv_req *r)
 {
     struct db_server *srv = cl->srv->data;
-    struct cache *cache = &srv->cache;
-    size_t argc = r->argc;
-    const char **argv = r->argv;
-    const size_t *argl = r->argl;
-    if (db_own_command(srv, r))
+    const struct kv_command *cmd = kv_cmd_find(&srv->ks, r->argv[0], r->argl[0]);
+    if (!kv_check(r, cmd))
         return;
-    const struct cache_command *cmd = cache_command_find(argv[0], argl[0]);
-    int authed = !cache->has_password || r->sess->authed;
-    if (!cmd || !cache_command_is_write(cmd) || !authed) {
-        if (cmd && authed && is_cmd(r, "config") && argc >= 3 && cache_arg_is(r, 1, "set") &&
-            strncasecmp(argv[2], "maxmemory", argl[2] < 9 ? argl[2] : 9) == 0 && argl[2] >= 9) {
-            resp_error(r->out, "ERR the db never evicts: maxmemory settings do not apply");
-            return;
-        }
-        cache_exec(r);
+    if (!kv_cmd_is_write(cmd)) {
+        kv_run(r, cmd);
         return;
     }
-    if (!db_ops_known(argv[0], argl[0])) {
+    if (!db_ops_loggable(cmd)) {
         resp_errorf(r->out, "ERR '%.*s' is not supported by the db",
-                    (int)(argl[0] < 64 ? argl[0] : 64), argv[0]);
+                    (int)(r->argl[0] < 64 ? r->argl[0] : 64), r->argv[0]);
         return;
     }
     if (!wal_ok(&srv->persist.wal)) {
@@ -334,9 +347,10 @@ static void db_exec(struct resp_client *cl, struct cache_req *r)
     }
     /* The write's reply waits for its record. */
     r->out = resp_client_hold(cl);
-    cache_exec(r);
+    kv_run(r, cmd);
     buf_reset(&srv->effects);
-    if (db_ops_effects(&cache->store, argc, argv, argl, r->now, &srv->effects) < 0) {
+    if (db_ops_effects(&srv->ks.store, cmd, r->argc, r->argv, r->argl, r->now, &srv->effects) <
+        0) {
         /* The keyspace changed and the change cannot be logged: stopping
          * is the only way not to acknowledge a write the log lacks. */
         log_error("db %s: out of memory encoding a log record; stopping", srv->base.node);
@@ -365,7 +379,7 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct db_server *srv = w->data;
     int64_t now = util_now_ms();
-    cache_cron(&srv->cache, now);
+    keyspace_cron(&srv->ks, now);
     struct persist *p = &srv->persist;
     if (p->child > 0 && !ev_is_active(&srv->child)) {
         int st;
@@ -386,7 +400,7 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
             log_error("db %s: compaction could not start: %s", srv->base.node, err);
     }
     log_round(srv);
-    srv->cache.client_buf_bytes = resp_server_buf_bytes(&srv->rs);
+    srv->ks.client_buf_bytes = resp_server_buf_bytes(&srv->rs);
     (void)loop;
 }
 
@@ -396,19 +410,19 @@ static int rec_load(void *arg, const char *k, size_t kl, const char *v, size_t v
                     char *err, size_t errlen)
 {
     struct db_server *srv = arg;
-    return db_ops_load(&srv->cache.store, k, kl, v, vl, x, srv->recover_now, err, errlen);
+    return db_ops_load(&srv->ks.store, k, kl, v, vl, x, srv->recover_now, err, errlen);
 }
 
 static int rec_apply(void *arg, const unsigned char *p, size_t n, char *err, size_t errlen)
 {
     struct db_server *srv = arg;
-    return db_ops_apply(&srv->cache.store, p, n, srv->recover_now, err, errlen);
+    return db_ops_apply(&srv->ks.store, p, n, srv->recover_now, err, errlen);
 }
 
 static int rec_dump(void *arg, struct snapshot_writer *w)
 {
     struct db_server *srv = arg;
-    return db_ops_dump(&srv->cache.store, w, util_now_ms());
+    return db_ops_dump(&srv->ks.store, w, util_now_ms());
 }
 
 static const struct persist_ops db_persist_ops = {rec_load, rec_apply, rec_dump};
@@ -482,11 +496,10 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     snprintf(srv->dir, sizeof srv->dir, "%s", cfg.dir);
     snprintf(srv->base.node, sizeof srv->base.node, "%s", cfg.node);
     buf_init(&srv->effects);
-    struct cache *c = &srv->cache;
-    cache_init(c, 0, util_now_ms());
-    c->max_memory = 0; /* never evicts */
+    struct keyspace *c = &srv->ks;
+    keyspace_init(c, 0, util_now_ms());
+    keyspace_set_hooks(c, &db_hooks, srv);
     snprintf(c->node, sizeof c->node, "%s", cfg.node);
-    snprintf(c->topology, sizeof c->topology, "%s", env->topology_path);
     if (cfg.password[0]) {
         c->has_password = 1;
         snprintf(c->password, sizeof c->password, "%s", cfg.password);
@@ -562,7 +575,7 @@ static void db_srv_free(struct service *s)
     resp_server_free(&srv->rs);
     if (srv->persist_open)
         persist_close(&srv->persist);
-    cache_free(&srv->cache);
+    keyspace_free(&srv->ks);
     buf_free(&srv->effects);
     free(srv);
 }
@@ -571,9 +584,9 @@ static void db_srv_describe(struct service *s, struct buf *out)
 {
     struct db_server *srv = (struct db_server *)s;
     struct wal *w = &srv->persist.wal;
-    buf_printf(out, "keys=%zu fsync=%s log_offset=%llu disk=%s clients=%zu", srv->cache.store.count,
+    buf_printf(out, "keys=%zu fsync=%s log_offset=%llu disk=%s clients=%zu", srv->ks.store.count,
                wal_fsync_name(srv->policy), (unsigned long long)w->end,
-               wal_ok(w) ? "ok" : "error", srv->cache.nclients);
+               wal_ok(w) ? "ok" : "error", srv->ks.nclients);
 }
 
 static void db_srv_status(struct service *s, struct buf *out)
@@ -585,11 +598,11 @@ static void db_srv_status(struct service *s, struct buf *out)
                "\"log_offset\":%llu,\"log_synced_offset\":%llu,\"snapshot_offset\":%llu,"
                "\"bgsave_in_progress\":%s,\"disk_ok\":%s,\"writes_refused\":%llu,"
                "\"commands\":%llu",
-               srv->cache.store.count, srv->cache.nclients, wal_fsync_name(srv->policy),
+               srv->ks.store.count, srv->ks.nclients, wal_fsync_name(srv->policy),
                (unsigned long long)p->wal.end, (unsigned long long)p->wal.synced,
                (unsigned long long)p->snap_offset, p->child > 0 ? "true" : "false",
                wal_ok(&p->wal) ? "true" : "false", (unsigned long long)srv->refused_writes,
-               (unsigned long long)srv->cache.stats.commands);
+               (unsigned long long)srv->ks.stats.commands);
 }
 
 static void db_srv_metrics(struct service *s, struct buf *out, const char *labels)
@@ -600,9 +613,9 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
         const char *name, *type;
         unsigned long long v;
     } m[] = {
-        {"strata_db_keys", "gauge", srv->cache.store.count},
-        {"strata_db_connections", "gauge", srv->cache.nclients},
-        {"strata_db_commands_total", "counter", srv->cache.stats.commands},
+        {"strata_db_keys", "gauge", srv->ks.store.count},
+        {"strata_db_connections", "gauge", srv->ks.nclients},
+        {"strata_db_commands_total", "counter", srv->ks.stats.commands},
         {"strata_db_log_offset_bytes", "counter", p->wal.end},
         {"strata_db_log_synced_offset_bytes", "counter", p->wal.synced},
         {"strata_db_log_fsyncs_total", "counter", p->wal.fsyncs},

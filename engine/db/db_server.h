@@ -1,7 +1,8 @@
 /* db_server: the `db` service kind — a durable key-value primary.
  *
- * It speaks the cache's RESP command subset over the cache's store and
- * command code (struct cache), with three differences:
+ * It is a keyspace (engine/kv: the store, the command table, the RESP
+ * client layer) with persistence added through the keyspace's hooks, and
+ * differs from a cache in three ways:
  *
  *  - every write command's effects (db_ops.h) are appended to the log
  *    (wal.h) and its reply is held back until the log has them: written
@@ -11,8 +12,9 @@
  *    once per loop iteration (an ev_prepare), which is the group commit:
  *    all the writes of one iteration share one write and one fsync;
  *  - nothing is ever evicted (max_memory does not apply) and keys live on
- *    disk: snapshots and compaction (persist.h), SAVE, BGSAVE, LASTSAVE,
- *    INFO persistence;
+ *    disk: snapshots and compaction (persist.h), its own commands SAVE,
+ *    BGSAVE, LASTSAVE, DEBUG (declared in a kv_command table like the
+ *    keyspace's), INFO persistence, CONFIG parameters of its own;
  *  - when the disk fails (ENOSPC, EIO) write commands are refused with a
  *    MISCONF error while reads go on; the log retries by itself and writes
  *    are accepted again as soon as it succeeds. Replies already held for

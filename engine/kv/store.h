@@ -1,4 +1,4 @@
-/* store: the cache's keyed hash table.
+/* store: the keyspace's keyed hash table.
  *
  * Chained buckets, a power-of-two bucket array kept near load factor 1, and
  * an incremental rehash in both directions (grow at load 1, shrink below

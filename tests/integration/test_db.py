@@ -175,6 +175,69 @@ def test_never_evicts(strata, tmp_path):
     assert r.get("k") == b"v"
 
 
+def test_info_and_config(strata, tmp_path):
+    """A db answers INFO from its keyspace plus persistence, with no eviction
+    fields, and CONFIG with its own parameters."""
+    db = Db(strata, tmp_path)
+    r = db.client()
+    r.set("a", "1", ex=100)
+    r.set("b", "2")
+    r.get("a")
+    r.get("missing")
+    info = r.info()
+    for field in ("redis_version", "connected_clients", "used_memory", "keyspace_hits",
+                  "keyspace_misses", "expired_keys", "total_commands_processed",
+                  "aof_enabled", "fsync", "log_offset", "rdb_changes_since_last_save"):
+        assert field in info, field
+    for field in ("maxmemory_policy", "maxmemory_samples", "evicted_keys",
+                  "eviction_policy_errors"):
+        assert field not in info, field
+    assert info["keyspace_hits"] == 1 and info["keyspace_misses"] == 1
+    assert info["db0"] == {"keys": 2, "expires": 1, "avg_ttl": 0}
+    assert info["fsync"] == "always" and info["aof_enabled"] == 1 and info["log_offset"] > 0
+    assert info["rdb_changes_since_last_save"] == 2
+    assert "used_memory" not in r.info("persistence")
+    assert "log_offset" in r.info("persistence")
+    assert "log_offset" not in r.info("memory") and "used_memory" in r.info("memory")
+    s = socket.create_connection(("127.0.0.1", db.port), timeout=30 * SLOW)
+    s.sendall(resp("INFO"))
+    data = b""
+    while b"\r\n" not in data or len(data) < data.index(b"\r\n") + 2 + int(data[1:data.index(b"\r\n")]) + 2:
+        data += s.recv(65536)
+    s.close()
+    raw = data[data.index(b"\r\n") + 2:-2].decode()
+    assert raw.index("# Stats") < raw.index("# Persistence") < raw.index("# Keyspace")
+    assert "\r\n\r\n# Persistence\r\n" in raw and not raw.endswith("\r\n\r\n")
+
+    assert r.config_get("appendonly") == {"appendonly": "yes"}
+    assert r.config_get("appendfsync") == {"appendfsync": "always"}
+    assert r.config_get("dir") == {"dir": db.dir}
+    assert r.config_get("maxmemory") == {"maxmemory": "0"}
+    assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    assert r.config_get("maxmemory-samples") == {}
+    everything = r.config_get("*")
+    assert everything["databases"] == "1" and "proto-max-bulk-len" in everything
+    assert r.config_set("save", "") is True
+    assert r.config_set("appendonly", "yes") is True
+    with pytest.raises(redis.ResponseError, match="always logs its writes"):
+        r.config_set("appendonly", "no")
+    with pytest.raises(redis.ResponseError,
+                       match="CONFIG SET failed \\(possibly related to argument 'maxmemory'\\)"):
+        r.config_set("maxmemory", "1mb")
+    with pytest.raises(redis.ResponseError, match="never evicts"):
+        r.config_set("maxmemory-policy", "allkeys-lru")
+    for name in ("maxmemory-samples", "appendfsync", "nosuch"):
+        with pytest.raises(redis.ResponseError,
+                           match="Unknown option or number of arguments for CONFIG SET - '%s'"
+                           % name):
+            r.config_set(name, "1")
+    assert r.config_resetstat() is True
+    assert r.info("stats")["keyspace_hits"] == 0
+    # The db's own commands are in its command table.
+    assert "save" in r.execute_command("COMMAND", "INFO", "save")
+    assert r.command_count() == len(r.command()) and "bgsave" in r.command()
+
+
 def test_password(strata, tmp_path):
     db = Db(strata, tmp_path, password="s3cret")
     anon = redis.Redis(host="127.0.0.1", port=db.port, socket_timeout=10)

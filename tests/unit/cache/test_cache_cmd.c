@@ -1,15 +1,17 @@
-/* Commands run straight through cache_exec with an injected clock: TTL
- * semantics at exact millisecond boundaries, the memory limit with and
- * without eviction, and a few replies byte for byte. */
+/* Commands run on a cache (a keyspace with the cache's hooks) through
+ * kv_exec with an injected clock: TTL semantics at exact millisecond
+ * boundaries, the memory limit with and without eviction, the cache's
+ * CONFIG parameters and INFO fields, and a few replies byte for byte. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_cmd.h"
+#include "cache.h"
+#include "kv_cmd.h"
 #include "tap.h"
 
 static struct cache C;
-static struct cache_session S;
+static struct kv_session S;
 static struct buf out;
 
 /* Runs a space-separated command at time `now`; returns the reply text. */
@@ -24,8 +26,8 @@ static const char *run(int64_t now, const char *line)
         argl[argc++] = strlen(t);
     }
     buf_reset(&out);
-    struct cache_req r = {&C, &S, &out, argc, argv, argl, now};
-    cache_exec(&r);
+    struct kv_req r = {&C.ks, &S, &out, argc, argv, argl, now};
+    kv_exec(&r);
     static char reply[4096];
     size_t n = buf_size(&out) < sizeof reply - 1 ? buf_size(&out) : sizeof reply - 1;
     memcpy(reply, buf_head(&out), n);
@@ -68,16 +70,16 @@ static void test_ttl(void)
         snprintf(cmd, sizeof cmd, "SET e%d v PX 10", i);
         run(10000, cmd);
     }
-    size_t before = C.store.count;
-    cache_cron(&C, 10010);
-    is_int(before - C.store.count, 50, "the cron's active expiry removes all 50 expired keys");
+    size_t before = C.ks.store.count;
+    keyspace_cron(&C.ks, 10010);
+    is_int(before - C.ks.store.count, 50, "the cron's active expiry removes all 50 expired keys");
 }
 
 static void test_memory_limit(void)
 {
     run(0, "FLUSHALL");
     char cmd[128];
-    C.max_memory = 64 * 1024;
+    C.ks.mem_limit = 64 * 1024;
     is_str(run(0, "CONFIG SET maxmemory-policy noeviction"), "+OK\r\n", "noeviction");
     int oom = 0;
     for (int i = 0; i < 5000 && !oom; i++) {
@@ -95,7 +97,7 @@ static void test_memory_limit(void)
         snprintf(cmd, sizeof cmd, "SET key:%d 0123456789012345678901234567890123456789", i);
         if (strcmp(run(i, cmd), "+OK\r\n") != 0)
             max_over = 1;
-        if (C.store.mem.used > C.max_memory)
+        if (C.ks.store.mem.used > C.ks.mem_limit)
             max_over = 1;
     }
     ok(!max_over, "LRU keeps used memory under the limit with every write accepted");
@@ -103,7 +105,54 @@ static void test_memory_limit(void)
            "the newest key is kept");
     is_str(run(10000, "GET key:5000"), "$-1\r\n", "an old key was evicted");
     ok(C.evict.evicted > 0, "evictions counted");
-    C.max_memory = 0;
+    C.ks.mem_limit = 0;
+}
+
+static void test_config_and_info(void)
+{
+    run(0, "FLUSHALL");
+    is_str(run(0, "CONFIG GET maxmemory"), "*2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n",
+           "CONFIG GET maxmemory");
+    is_str(run(0, "CONFIG SET maxmemory 1mb"), "+OK\r\n", "CONFIG SET maxmemory");
+    ok(C.ks.mem_limit == 1024 * 1024, "maxmemory is the keyspace's memory limit");
+    is_str(run(0, "CONFIG SET maxmemory abc"),
+           "-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be "
+           "a memory value\r\n",
+           "a bad memory value");
+    is_str(run(0, "CONFIG SET maxmemory-samples 7"), "+OK\r\n", "CONFIG SET maxmemory-samples");
+    is_int(C.evict.samples, 7, "samples applied");
+    is_str(run(0, "CONFIG SET maxmemory-policy allkeys-lfu maxmemory-samples 0"),
+           "-ERR CONFIG SET failed (possibly related to argument 'maxmemory-samples') - argument "
+           "must be between 1 and 64 inclusive\r\n",
+           "a bad second pair fails naming it");
+    is_str(run(0, "CONFIG SET timeout 5"),
+           "-ERR Unknown option or number of arguments for CONFIG SET - 'timeout'\r\n",
+           "a read-only keyspace parameter is not settable");
+    is_str(run(0, "CONFIG SET save x appendonly yes"), "+OK\r\n", "save/appendonly ignored");
+    const char *all = run(0, "CONFIG GET *");
+    ok(strncmp(all, "*20\r\n$9\r\nmaxmemory\r\n", 20) == 0,
+       "CONFIG GET * lists the cache's ten parameters first: %.20s", all);
+    const char *mem = run(0, "INFO memory");
+    ok(strstr(mem, "\r\nmaxmemory:1048576\r\nmaxmemory_human:1.00M\r\n") != NULL,
+       "INFO memory has maxmemory");
+    ok(strstr(mem, "maxmemory_policy:allkeys-lfu\r\nmaxmemory_samples:7\r\n") != NULL,
+       "INFO memory has the policy and samples");
+    ok(strstr(mem, "maxmemory_eviction_fallback:allkeys-lru\r\nmem_fragmentation_ratio:") != NULL,
+       "the cache's fields sit before mem_fragmentation_ratio");
+    ok(strstr(run(0, "INFO stats"), "\r\nevicted_keys:") != NULL, "INFO stats has evicted_keys");
+    ok(strstr(run(0, "INFO"), "# Persistence") == NULL, "a cache has no persistence section");
+    C.evict.evicted = 9;
+    is_str(run(0, "CONFIG RESETSTAT"), "+OK\r\n", "CONFIG RESETSTAT");
+    is_int(C.evict.evicted, 0, "RESETSTAT clears the cache's counters too");
+    /* Reads touch keys through the hook: under LRU the key just read stays. */
+    run(0, "CONFIG SET maxmemory-policy allkeys-lru");
+    run(0, "SET old v");
+    run(1, "SET new v");
+    run(2, "GET old");
+    struct store_entry *victim = evict_choose(&C.evict, &C.ks.store, 3);
+    ok(victim && store_klen(victim) == 3 && memcmp(store_key(victim), "new", 3) == 0,
+       "GET touched 'old', so LRU picks 'new'");
+    run(0, "CONFIG SET maxmemory 0");
 }
 
 int main(void)
@@ -114,6 +163,7 @@ int main(void)
     buf_init(&out);
     test_ttl();
     test_memory_limit();
+    test_config_and_info();
     is_str(run(0, "PING"), "+PONG\r\n", "PING");
     is_str(run(0, "get"), "-ERR wrong number of arguments for 'get' command\r\n", "arity error");
     is_str(run(0, "nosuch a b"),

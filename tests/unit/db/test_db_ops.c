@@ -1,25 +1,25 @@
-/* Unit tests for the db's effect records: every write command of the cache
- * is known; replaying the effects of a command script into an empty store
+/* Unit tests for the db's effect records: every write command of the
+ * keyspace can be logged; replaying the effects of a command script into an empty store
  * rebuilds exactly the store the commands built; relative times become
  * absolute; expired keys are not brought back. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_admin.h"
-#include "cache_cmd.h"
 #include "db_ops.h"
+#include "keyspace.h"
+#include "kv_cmd.h"
 #include "mpk.h"
 #include "tap.h"
 
-static struct cache live;
+static struct keyspace live;
 static struct store replica;
-static struct cache_session sess = {.authed = 1};
+static struct kv_session sess = {.authed = 1};
 static struct buf out, effects;
 static int64_t now = 1800000000000;
 static int logged;
 
-/* Runs one command on the live cache; for write commands, applies its
+/* Runs one command on the live keyspace; for write commands, applies its
  * effects to the replica store the way recovery would. */
 static void run(const char *first, ...)
 {
@@ -33,14 +33,14 @@ static void run(const char *first, ...)
     }
     va_end(ap);
     buf_reset(&out);
-    struct cache_req r = {.c = &live, .sess = &sess, .out = &out, .argc = argc, .argv = argv,
-                          .argl = argl, .now = now};
-    cache_exec(&r);
-    const struct cache_command *cmd = cache_command_find(argv[0], argl[0]);
-    if (!cmd || !cache_command_is_write(cmd))
+    struct kv_req r = {.ks = &live, .sess = &sess, .out = &out, .argc = argc, .argv = argv,
+                       .argl = argl, .now = now};
+    kv_exec(&r);
+    const struct kv_command *cmd = kv_cmd_find(&live, argv[0], argl[0]);
+    if (!cmd || !kv_cmd_is_write(cmd))
         return;
     buf_reset(&effects);
-    db_ops_effects(&live.store, argc, argv, argl, now, &effects);
+    db_ops_effects(&live.store, cmd, argc, argv, argl, now, &effects);
     char err[128];
     if (buf_size(&effects)) {
         logged++;
@@ -92,14 +92,80 @@ static int same(int64_t t)
 static void test_every_write_command_known(void)
 {
     size_t n;
-    const struct cache_command *cmds = cache_commands(&n);
+    const struct kv_command *cmds = kv_cmd_table(&n);
     int unknown = 0;
     for (size_t i = 0; i < n; i++)
-        if (cache_command_is_write(&cmds[i]) && !db_ops_known(cmds[i].name, strlen(cmds[i].name))) {
-            printf("# write command '%s' has no key spec in db_ops.c\n", cmds[i].name);
+        if (kv_cmd_is_write(&cmds[i]) && !db_ops_loggable(&cmds[i])) {
+            printf("# write command '%s' has no key positions\n", cmds[i].name);
             unknown++;
         }
-    ok(unknown == 0, "every write command of the cache can be logged by the db");
+    ok(unknown == 0, "every write command of the keyspace can be logged by the db");
+}
+
+/* Decodes effects into "op:key op:key ..." for comparison. */
+static const char *effect_ops(const struct buf *b)
+{
+    static char s[256];
+    size_t n = 0;
+    struct mpk m;
+    mpk_init(&m, buf_head(b), buf_size(b));
+    s[0] = 0;
+    while (!mpk_done(&m) && n < sizeof s - 40) {
+        uint32_t items;
+        int64_t op, x;
+        const char *k = "", *v;
+        size_t kl = 0, vl;
+        if (mpk_array(&m, &items) < 0 || mpk_int(&m, &op) < 0)
+            return "(bad)";
+        if (items >= 2 && mpk_bytes(&m, &k, &kl) < 0)
+            return "(bad)";
+        if (items == 4 && (mpk_bytes(&m, &v, &vl) < 0 || mpk_int(&m, &x) < 0))
+            return "(bad)";
+        if (items == 3 && mpk_int(&m, &x) < 0)
+            return "(bad)";
+        n += (size_t)snprintf(s + n, sizeof s - n, "%s%d:%.*s", n ? " " : "", (int)op, (int)kl, k);
+    }
+    return s;
+}
+
+/* The keys logged are the ones the command table names. */
+static const char *effects_of(const char *first, ...)
+{
+    const char *argv[16];
+    size_t argl[16], argc = 0;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && argc < 16; a = va_arg(ap, const char *)) {
+        argv[argc] = a;
+        argl[argc++] = strlen(a);
+    }
+    va_end(ap);
+    buf_reset(&out);
+    struct kv_req r = {.ks = &live, .sess = &sess, .out = &out, .argc = argc, .argv = argv,
+                       .argl = argl, .now = now};
+    kv_exec(&r);
+    buf_reset(&effects);
+    if (db_ops_effects(&live.store, kv_cmd_find(&live, argv[0], argl[0]), argc, argv, argl, now,
+                       &effects) < 0)
+        return "(error)";
+    return effect_ops(&effects);
+}
+
+static void test_effects_follow_key_positions(void)
+{
+    is_str(effects_of("mset", "e1", "1", "e2", "2", NULL), "1:e1 1:e2",
+           "MSET logs its keys, not its values");
+    is_str(effects_of("set", "e3", "v", "ex", "100", NULL), "1:e3", "SET logs one key");
+    is_str(effects_of("expire", "e3", "50", NULL), "3:e3", "EXPIRE logs only the TTL");
+    is_str(effects_of("rename", "e1", "e4", NULL), "2:e1 1:e4", "RENAME logs both keys");
+    is_str(effects_of("del", "e2", "e4", "nokey", NULL), "2:e2 2:e4 2:nokey",
+           "DEL logs every named key gone");
+    const char *ping[] = {"ping"};
+    size_t pl[] = {4};
+    buf_reset(&effects);
+    ok(db_ops_effects(&live.store, kv_cmd_find(&live, "ping", 4), 1, ping, pl, now, &effects) < 0,
+       "a command with no keys and no flush cannot be logged");
+    run("flushall", NULL);
 }
 
 static void test_replay_matches(void)
@@ -168,15 +234,17 @@ static void test_expired_not_restored(void)
     buf_init(&log);
     char err[128];
     buf_reset(&effects);
+    const struct kv_command *set = kv_cmd_find(&live, "set", 3);
+    const struct kv_command *expire = kv_cmd_find(&live, "expire", 6);
     const char *a1[] = {"set", "soon"};
     size_t l1[] = {3, 4};
-    db_ops_effects(&live.store, 2, a1, l1, now, &log);
+    db_ops_effects(&live.store, set, 2, a1, l1, now, &log);
     const char *a3[] = {"set", "later"};
     size_t l3[] = {3, 5};
-    db_ops_effects(&live.store, 2, a3, l3, now, &log);
+    db_ops_effects(&live.store, set, 2, a3, l3, now, &log);
     const char *a2[] = {"expire", "later"};
     size_t l2[] = {6, 5};
-    db_ops_effects(&live.store, 2, a2, l2, now, &log);
+    db_ops_effects(&live.store, expire, 2, a2, l2, now, &log);
     struct store fresh;
     store_init(&fresh, 1, now);
     int64_t later = now + 5000; /* a restart five seconds on */
@@ -208,15 +276,16 @@ static void test_malformed(void)
 
 int main(void)
 {
-    cache_init(&live, 1, now);
+    keyspace_init(&live, 1, now);
     store_init(&replica, 2, now);
     buf_init(&out);
     buf_init(&effects);
     test_every_write_command_known();
+    test_effects_follow_key_positions();
     test_replay_matches();
     test_expired_not_restored();
     test_malformed();
-    cache_free(&live);
+    keyspace_free(&live);
     store_free(&replica);
     buf_free(&out);
     buf_free(&effects);

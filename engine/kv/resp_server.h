@@ -1,5 +1,5 @@
-/* resp_server: the client side of a RESP service built on the cache's
- * command layer (cache_cmd.h) — the cache and the db.
+/* resp_server: the client side of a RESP service built on a keyspace
+ * (keyspace.h, kv_cmd.h) — the cache and the db.
  *
  * Owns the listener and the clients: accept (a session per client), the
  * parse loop with its limits (query buffer cap, the small limits before
@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #include "buf.h"
-#include "cache_cmd.h"
+#include "kv_cmd.h"
 #include "net.h"
 #include "resp.h"
 
@@ -33,7 +33,7 @@ struct resp_client {
     struct resp_client *prev, *next;
     struct net_conn *conn;
     struct resp_server *srv;
-    struct cache_session sess;
+    struct kv_session sess;
     struct resp_parser parser;
     struct buf hold;       /* replies held back (resp_client_hold) */
     uint64_t hold_until;   /* what they wait for, in the service's terms */
@@ -42,11 +42,11 @@ struct resp_client {
 
 struct resp_server_ops {
     const char *name; /* "cache", "db": names the clients in log lines */
-    /* Runs one parsed command. r is ready for cache_exec: the session, the
+    /* Runs one parsed command. r is ready for kv_exec: the session, the
      * arguments, the batch's clock and r->out (the client's hold buffer
-     * when it holds replies, else its write buffer). NULL: cache_exec
+     * when it holds replies, else its write buffer). NULL: kv_exec
      * itself, with no indirect call. */
-    void (*exec)(struct resp_client *cl, struct cache_req *r);
+    void (*exec)(struct resp_client *cl, struct kv_req *r);
     /* 1: a peer that half-closes inside a command is told so before the
      * close; 0: the half-sent command is dropped silently. Either way the
      * replies already produced or held are sent before the close. */
@@ -56,7 +56,7 @@ struct resp_server_ops {
 struct resp_server {
     const struct resp_server_ops *ops;
     void *data;                 /* the owning service, for the hooks */
-    struct cache *cache;        /* limits, password, counters, client count */
+    struct keyspace *ks;        /* limits, password, counters, client count */
     struct ev_loop *loop;
     struct net_listener *listener;
     struct resp_client *clients;
@@ -69,7 +69,7 @@ struct resp_server {
  * rs may be zeroed or uninitialized; after a failure (-1, message in err)
  * it is safe to pass to resp_server_free. */
 int resp_server_listen(struct resp_server *rs, struct ev_loop *loop, const char *addr,
-                       struct cache *cache, const struct resp_server_ops *ops, void *data,
+                       struct keyspace *ks, const struct resp_server_ops *ops, void *data,
                        char *err, size_t errlen);
 /* Graceful stop: accepts no more; a client with nothing to send or hold is
  * closed at once, the others once their sent output is out. Held replies

@@ -19,9 +19,9 @@ static void client_process(struct resp_client *cl)
 {
     struct net_conn *c = cl->conn;
     struct resp_server *rs = cl->srv;
-    struct cache *cache = rs->cache;
+    struct keyspace *ks = rs->ks;
     /* Read once per batch: the calls below cannot change the hook. */
-    void (*exec)(struct resp_client *, struct cache_req *) = rs->ops->exec;
+    void (*exec)(struct resp_client *, struct kv_req *) = rs->ops->exec;
     int64_t now = util_now_ms();
     size_t out_before = buf_size(&c->wbuf);
     while (buf_size(&c->rbuf) > 0 && !cl->sess.quit &&
@@ -34,19 +34,19 @@ static void client_process(struct resp_client *cl)
             break;
         }
         const struct resp_limits *lim =
-            (cache->has_password && !cl->sess.authed) ? &unauth_limits : &cache->limits;
+            (ks->has_password && !cl->sess.authed) ? &unauth_limits : &ks->limits;
         ssize_t n = resp_parse(&cl->parser, (char *)buf_head(&c->rbuf), buf_size(&c->rbuf), lim);
         if (n == -2) {
-            if (buf_size(&c->rbuf) > cache->qbuf_max) {
+            if (buf_size(&c->rbuf) > ks->qbuf_max) {
                 log_warn("%s client %s: query buffer over %zu bytes, closing", rs->ops->name,
-                         c->peer, cache->qbuf_max);
+                         c->peer, ks->qbuf_max);
                 net_conn_abort(c, "query buffer limit");
                 return;
             }
             break;
         }
         if (n < 0) {
-            cache->stats.protocol_errors++;
+            ks->stats.protocol_errors++;
             resp_error(buf_size(&cl->hold) ? &cl->hold : &c->wbuf, cl->parser.err);
             if (!buf_size(&cl->hold))
                 net_conn_close(c, "protocol error");
@@ -56,21 +56,21 @@ static void client_process(struct resp_client *cl)
             break;
         }
         if (cl->parser.argc > 0) {
-            struct cache_req r = {
-                .c = cache, .sess = &cl->sess,
+            struct kv_req r = {
+                .ks = ks, .sess = &cl->sess,
                 .out = held ? &cl->hold : &c->wbuf, .argc = cl->parser.argc,
                 .argv = cl->parser.argv, .argl = cl->parser.argl, .now = now,
             };
             if (exec)
                 exec(cl, &r);
             else
-                cache_exec(&r);
+                kv_exec(&r);
         }
-        cache->stats.net_input_bytes += (uint64_t)n;
+        ks->stats.net_input_bytes += (uint64_t)n;
         buf_consume(&c->rbuf, (size_t)n);
     }
     if (buf_size(&c->wbuf) > out_before)
-        cache->stats.net_output_bytes += buf_size(&c->wbuf) - out_before;
+        ks->stats.net_output_bytes += buf_size(&c->wbuf) - out_before;
     if (cl->sess.quit && !buf_size(&cl->hold) && !(c->flags & NET_F_CLOSING))
         net_conn_close(c, "quit");
     /* Give back an argument array grown by one large command. */
@@ -104,7 +104,7 @@ static void client_on_eof(struct net_conn *c)
     struct buf *out = buf_size(&cl->hold) ? &cl->hold : &c->wbuf;
     if (cl->srv->ops->eof_reply && buf_size(&c->rbuf) > 0 && buf_size(&c->wbuf) < c->write_high &&
         !cl->sess.quit) {
-        cl->srv->cache->stats.protocol_errors++;
+        cl->srv->ks->stats.protocol_errors++;
         resp_error(out, "ERR Protocol error: connection closed inside a command");
     }
     if (buf_size(&cl->hold)) {
@@ -129,7 +129,7 @@ static void client_on_close(struct net_conn *c, const char *why)
         cl->next->prev = cl->prev;
     if (buf_size(&cl->hold))
         rs->nholding--;
-    rs->cache->nclients--;
+    rs->ks->nclients--;
     rs->last_close_iter = ev_iteration(rs->loop);
     buf_free(&cl->hold);
     resp_parser_free(&cl->parser);
@@ -147,17 +147,17 @@ static const struct net_conn_ops client_ops = {
 static int client_on_accept(struct net_conn *c, void *data)
 {
     struct resp_server *rs = data;
-    struct cache *cache = rs->cache;
+    struct keyspace *ks = rs->ks;
     struct resp_client *cl = calloc(1, sizeof *cl);
     if (!cl) {
-        cache->stats.rejected_connections++;
+        ks->stats.rejected_connections++;
         c->data = NULL;
         return -1;
     }
     cl->conn = c;
     cl->srv = rs;
-    cl->sess.id = cache->next_client_id++;
-    cl->sess.authed = !cache->has_password;
+    cl->sess.id = ks->next_client_id++;
+    cl->sess.authed = !ks->has_password;
     cl->sess.created_ms = util_now_ms();
     resp_parser_init(&cl->parser);
     buf_init(&cl->hold);
@@ -165,17 +165,17 @@ static int client_on_accept(struct net_conn *c, void *data)
     if (rs->clients)
         rs->clients->prev = cl;
     rs->clients = cl;
-    cache->nclients++;
-    cache->stats.connections++;
+    ks->nclients++;
+    ks->stats.connections++;
     c->data = cl;
     return 0;
 }
 
 int resp_server_listen(struct resp_server *rs, struct ev_loop *loop, const char *addr,
-                       struct cache *cache, const struct resp_server_ops *ops, void *data,
+                       struct keyspace *ks, const struct resp_server_ops *ops, void *data,
                        char *err, size_t errlen)
 {
-    *rs = (struct resp_server){.ops = ops, .data = data, .cache = cache, .loop = loop};
+    *rs = (struct resp_server){.ops = ops, .data = data, .ks = ks, .loop = loop};
     buf_init(&rs->spare);
     rs->listener = net_listen(loop, addr, 0, &client_ops,
                               client_on_accept, rs, err, errlen);
