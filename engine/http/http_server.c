@@ -11,6 +11,7 @@
 
 /* Which wait a connection is in: each has its own deadline. */
 enum sc_phase {
+    PH_UNSET = -1, /* recompute and re-arm on the next arm() */
     PH_NONE,  /* waiting on the handler: its own business, no deadline */
     PH_IDLE,  /* between requests */
     PH_HEAD,  /* part of a head has arrived */
@@ -315,6 +316,10 @@ static void dispatch(struct http_sconn *sc, struct http_req *r)
     }
     if (!r->keep_alive)
         sc->closing = 1; /* read no further request */
+    /* The next head (or body) gets a deadline of its own, even when its
+     * first bytes are already here: a client streaming pipelined requests
+     * is making progress. */
+    sc->phase = PH_UNSET;
     enqueue(sc, r);
     s->st.requests++;
     s->ops.on_request(s->ud, r);
@@ -445,7 +450,8 @@ static void sc_eof(struct net_conn *c)
 static void sc_timeout(struct net_conn *c)
 {
     struct http_sconn *sc = c->data;
-    sc->srv->st.timeouts++;
+    if (sc->phase != PH_NONE && sc->phase != PH_UNSET)
+        sc->srv->st.timeouts++;
     switch (sc->phase) {
     case PH_HEAD:
         fail(sc, 408, "request head not received in time");
@@ -456,11 +462,13 @@ static void sc_timeout(struct net_conn *c)
     case PH_IDLE:
         net_conn_close(c, "idle");
         break;
-    default:
+    case PH_WRITE:
         net_conn_abort(c, "answers not read in time");
         return;
+    default:
+        break; /* a stale deadline: nothing waits on the client */
     }
-    sc->phase = PH_NONE;
+    sc->phase = PH_UNSET;
     arm(sc);
 }
 
@@ -509,7 +517,7 @@ static int sc_accept(struct net_conn *c, void *ud)
         return -1;
     sc->srv = s;
     sc->c = c;
-    sc->phase = PH_NONE;
+    sc->phase = PH_UNSET;
     c->data = sc;
     /* Unparsed input is bounded by one head; bodies are consumed as they come. */
     c->read_max = s->cfg.limits.max_request_line + s->cfg.limits.max_header_size + 4096;
@@ -559,7 +567,7 @@ void http_resp_finish(struct http_req *req)
     /* A late answer: write it, then read on (requests may wait behind it). */
     if (flush_queue(sc))
         return;
-    sc->phase = PH_NONE;
+    sc->phase = PH_UNSET;
     arm(sc);
     if (buf_size(&c->rbuf) > 0)
         net_conn_resume(c); /* runs sc_read, which parses and writes */

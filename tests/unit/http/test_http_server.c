@@ -93,6 +93,8 @@ static void pump(int fd, struct buf *got, int (*until)(const struct buf *, const
 
 static int has(const struct buf *got, const void *needle)
 {
+    if (buf_size(got) == 0)
+        return 0;
     return memmem(buf_head(got), buf_size(got), needle, strlen(needle)) != NULL;
 }
 
@@ -113,6 +115,21 @@ static int nothing(const struct buf *got, const void *arg)
     (void)got;
     (void)arg;
     return 0;
+}
+
+static int once_calls;
+static int nothing_once(const struct buf *got, const void *arg)
+{
+    (void)got;
+    (void)arg;
+    return ++once_calls % 3 == 0; /* a few loop turns */
+}
+
+static void marker_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    *(int *)w->data = 1;
 }
 
 static int idle_server(const struct buf *got, const void *arg)
@@ -357,6 +374,32 @@ static void test_deadlines(void)
     sendstr(fd, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
     pump(fd, &got, nothing, NULL, &eof);
     ok(has(&got, "/a") && eof, "idle again after an answer: closed");
+    close(fd);
+    /* A request waiting on its handler has no deadline from the layer: a
+     * head that arrived in pieces must not leave its deadline behind. libev
+     * fires timers in order, so once `marker` (4x the deadlines) has fired,
+     * a stale deadline would have too. */
+    fd = client();
+    buf_reset(&got);
+    nheld = 0;
+    sendstr(fd, "GET /late HTTP/1.1\r\nHo");
+    pump(fd, &got, nothing_once, NULL, &eof);
+    sendstr(fd, "st: x\r\n\r\n");
+    int64_t end = util_mono_us() + 5000000;
+    while (nheld < 1 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    is_int(nheld, 1, "held");
+    ev_timer marker;
+    int fired = 0;
+    ev_timer_init(&marker, marker_cb, 0.2, 0.);
+    marker.data = &fired;
+    ev_timer_start(loop, &marker);
+    while (!fired && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    ok(!http_req_gone(held[0]), "a held request outlives the head deadline");
+    http_respond(held[0], 200, NULL, "done", 4);
+    pump(fd, &got, has, "done", &eof);
+    ok(has(&got, "done"), "and is answered");
     close(fd);
     struct http_server_stats st;
     http_server_stats(srv, &st);
