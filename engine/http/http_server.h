@@ -38,7 +38,7 @@ struct http_server_cfg {
     double idle_timeout;       /* keep-alive: waiting for the next request */
     double head_timeout;       /* from a head's first byte to its end (408) */
     double body_timeout;       /* from the end of a head to the end of its body (408) */
-    double send_timeout;       /* answers the client does not read (the connection ends) */
+    double send_timeout;       /* output pending this long unread: the connection ends */
     int max_conns;             /* 0: unlimited */
     int max_pipeline;          /* requests in flight on one connection */
 };
