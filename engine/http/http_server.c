@@ -29,6 +29,8 @@ struct http_sconn {
     struct http_body_reader body;
     int phase;
     int closing;                      /* no further request will be read */
+    uint64_t queued;                  /* bytes of answers ever put in wbuf */
+    uint64_t sent_mark;               /* bytes sent when the send deadline was armed */
     struct http_hdr hdrs[];           /* parse storage: limits.max_headers */
 };
 
@@ -180,6 +182,7 @@ static void enqueue(struct http_sconn *sc, struct http_req *r)
 static void write_response(struct http_sconn *sc, struct http_req *r, int keep)
 {
     struct buf *w = &sc->c->wbuf;
+    size_t before = buf_size(w);
     int bodiless = r->status < 200 || r->status == 204 || r->status == 304;
     size_t blen = buf_size(&r->resp_body);
     buf_printf(w, "HTTP/1.1 %d %s\r\n", r->status, http_status_text(r->status));
@@ -193,7 +196,11 @@ static void write_response(struct http_sconn *sc, struct http_req *r, int keep)
     buf_append(w, "\r\n", 2);
     if (!bodiless && !r->head && blen)
         buf_append(w, buf_head(&r->resp_body), blen);
+    sc->queued += buf_size(w) - before;
 }
+
+/* Bytes of answers the socket has taken so far. */
+static uint64_t sent(const struct http_sconn *sc) { return sc->queued - buf_size(&sc->c->wbuf); }
 
 /* Writes every finished answer at the front of the queue. Returns 1 when
  * the connection was closed (sc may be gone), else 0. */
@@ -291,6 +298,8 @@ static void arm(struct http_sconn *sc)
     if (ph == sc->phase)
         return; /* a deadline runs from the start of its wait, not per byte */
     sc->phase = ph;
+    if (ph == PH_WRITE)
+        sc->sent_mark = sent(sc);
     double t = ph == PH_IDLE ? cfg->idle_timeout
              : ph == PH_HEAD ? cfg->head_timeout
              : ph == PH_BODY ? cfg->body_timeout
@@ -406,8 +415,11 @@ static void process(struct http_sconn *sc)
         http_body_reader_init(&sc->body, m.body, m.content_length, s->cfg.limits.max_header_size);
         /* The client waits for a go-ahead before its body; give it unless
          * earlier answers are still to come (they would interleave). */
-        if (m.expect_continue && buf_size(&c->rbuf) == 0 && sc->nq == 0)
-            buf_append_str(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
+        if (m.expect_continue && buf_size(&c->rbuf) == 0 && sc->nq == 0) {
+            static const char go[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            buf_append(&c->wbuf, go, sizeof go - 1);
+            sc->queued += sizeof go - 1;
+        }
     }
 }
 
@@ -463,6 +475,13 @@ static void sc_timeout(struct net_conn *c)
         net_conn_close(c, "idle");
         break;
     case PH_WRITE:
+        if (sent(sc) > sc->sent_mark) {
+            /* Slow, but reading: the deadline is for a client that stopped. */
+            sc->srv->st.timeouts--;
+            sc->sent_mark = sent(sc);
+            net_conn_set_timeout(c, sc->srv->cfg.send_timeout);
+            return;
+        }
         net_conn_abort(c, "answers not read in time");
         return;
     default:

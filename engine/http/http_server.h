@@ -14,8 +14,8 @@
  * go out in request order whatever order they finish in.
  *
  * Every wait has a deadline: idle between requests, a head's arrival from
- * its first byte, a body's arrival from the end of its head, and unsent
- * output the client does not read. Limits answer 414/431 (head), 413 (body)
+ * its first byte, a body's arrival from the end of its head, and answers
+ * the client stops reading (no byte taken for send_timeout). Limits answer 414/431 (head), 413 (body)
  * or 400 (bad syntax or framing) and close the connection after everything
  * before them has been answered. A drain stops accepting, answers what was
  * already received with Connection: close, and closes idle connections. */
@@ -38,7 +38,7 @@ struct http_server_cfg {
     double idle_timeout;       /* keep-alive: waiting for the next request */
     double head_timeout;       /* from a head's first byte to its end (408) */
     double body_timeout;       /* from the end of a head to the end of its body (408) */
-    double send_timeout;       /* output pending this long unread: the connection ends */
+    double send_timeout;       /* output pending with no byte taken this long: the end */
     int max_conns;             /* 0: unlimited */
     int max_pipeline;          /* requests in flight on one connection */
 };

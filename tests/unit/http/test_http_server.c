@@ -25,6 +25,14 @@ static void on_request(void *ud, struct http_req *req)
         held[nheld++] = req;
         return;
     }
+    if (req->path_len == 4 && memcmp(req->path, "/big", 4) == 0) {
+        struct buf *b = http_resp_body(req);
+        buf_reserve(b, 16 << 20);
+        memset(buf_tail(b), 'b', 16 << 20);
+        buf_commit(b, 16 << 20);
+        http_resp_finish(req);
+        return;
+    }
     if (req->path_len == 5 && memcmp(req->path, "/echo", 5) == 0) {
         http_respond(req, 200, "text/plain", req->body, req->body_len);
         return;
@@ -354,6 +362,7 @@ static void test_deadlines(void)
     struct http_server_cfg cfg = base_cfg();
     cfg.idle_timeout = 0.05;
     cfg.head_timeout = 0.05;
+    cfg.send_timeout = 0.05;
     struct http_server *keep = srv;
     srv = start(&cfg);
     int fd = client(), eof;
@@ -401,9 +410,21 @@ static void test_deadlines(void)
     pump(fd, &got, has, "done", &eof);
     ok(has(&got, "done"), "and is answered");
     close(fd);
+    /* A client that never reads a big answer is cut off. */
+    fd = client();
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    sendstr(fd, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
     struct http_server_stats st;
+    end = util_mono_us() + 5000000;
+    do {
+        ev_run(loop, EVRUN_ONCE);
+        http_server_stats(srv, &st);
+    } while ((st.connections > 0 || st.timeouts < 4) && util_mono_us() < end);
+    is_int(st.connections, 0, "a client that stopped reading is cut off");
+    close(fd);
     http_server_stats(srv, &st);
-    is_int(st.timeouts, 3, "three deadlines counted");
+    is_int(st.timeouts, 4, "four deadlines counted");
     http_server_free(srv);
     srv = keep;
     buf_free(&got);
