@@ -55,7 +55,9 @@ class Topo:
 
 
 def start(strata_factory, topo, shards):
-    return strata_factory(topo.path.read_text(), ports=topo.ports[:shards] + [topo.sup],
+    # Every node's admin endpoint too: a node opens it after its services.
+    return strata_factory(topo.path.read_text(),
+                          ports=topo.ports[:shards] + topo.admins[:shards] + [topo.sup],
                           name="topo.lua")
 
 
