@@ -179,22 +179,34 @@ static void enqueue(struct http_sconn *sc, struct http_req *r)
 
 /* --- writing answers in order --------------------------------------------- */
 
-static void write_response(struct http_sconn *sc, struct http_req *r, int keep)
+static int bodiless(const struct http_req *r)
 {
-    struct buf *w = &sc->c->wbuf;
-    size_t before = buf_size(w);
-    int bodiless = r->status < 200 || r->status == 204 || r->status == 304;
-    size_t blen = buf_size(&r->resp_body);
+    return r->status < 200 || r->status == 204 || r->status == 304;
+}
+
+/* The status line, the layer's framing headers, the handler's headers. */
+static void write_head(struct buf *w, const struct http_req *r, int keep, const char *framing)
+{
     buf_printf(w, "HTTP/1.1 %d %s\r\n", r->status, http_status_text(r->status));
-    if (!bodiless)
-        buf_printf(w, "Content-Length: %zu\r\n", blen);
+    if (framing)
+        buf_append_str(w, framing);
     if (!keep)
         buf_append_str(w, "Connection: close\r\n");
     else if (r->minor == 0)
         buf_append_str(w, "Connection: keep-alive\r\n");
     buf_append(w, buf_head(&r->resp_head), buf_size(&r->resp_head));
     buf_append(w, "\r\n", 2);
-    if (!bodiless && !r->head && blen)
+}
+
+static void write_response(struct http_sconn *sc, struct http_req *r, int keep)
+{
+    struct buf *w = &sc->c->wbuf;
+    size_t before = buf_size(w);
+    size_t blen = buf_size(&r->resp_body);
+    char cl[48];
+    snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", blen);
+    write_head(w, r, keep, bodiless(r) ? NULL : cl);
+    if (!bodiless(r) && !r->head && blen)
         buf_append(w, buf_head(&r->resp_body), blen);
     sc->queued += buf_size(w) - before;
 }
@@ -202,47 +214,100 @@ static void write_response(struct http_sconn *sc, struct http_req *r, int keep)
 /* Bytes of answers the socket has taken so far. */
 static uint64_t sent(const struct http_sconn *sc) { return sc->queued - buf_size(&sc->c->wbuf); }
 
-/* Writes every finished answer at the front of the queue. Returns 1 when
- * the connection was closed (sc may be gone), else 0. */
+/* Body bytes of a streamed answer whose head is out: a chunk (HTTP/1.1),
+ * the raw bytes (HTTP/1.0: the body ends with the connection), or nothing
+ * (HEAD, 204, 304). */
+static void stream_emit(struct http_sconn *sc, struct http_req *r, const void *p, size_t n)
+{
+    if (n == 0 || r->head || bodiless(r))
+        return;
+    struct buf *w = &sc->c->wbuf;
+    size_t before = buf_size(w);
+    if (r->chunked)
+        buf_printf(w, "%zx\r\n", n);
+    buf_append(w, p, n);
+    if (r->chunked)
+        buf_append(w, "\r\n", 2);
+    sc->queued += buf_size(w) - before;
+}
+
+/* A streamed answer reached the front: its head goes out, with what the
+ * handler wrote while it waited. */
+static void stream_head(struct http_sconn *sc, struct http_req *r)
+{
+    struct buf *w = &sc->c->wbuf;
+    size_t before = buf_size(w);
+    int last = sc->closing && !r->next && !sc->cur;
+    int framed = bodiless(r) || r->head || r->minor == 1;
+    r->stream_keep = r->keep_alive && !last && framed;
+    r->chunked = !bodiless(r) && !r->head && r->minor == 1;
+    write_head(w, r, r->stream_keep, r->chunked ? "Transfer-Encoding: chunked\r\n" : NULL);
+    sc->queued += buf_size(w) - before;
+    r->head_sent = 1;
+    stream_emit(sc, r, buf_head(&r->resp_body), buf_size(&r->resp_body));
+    buf_free(&r->resp_body);
+}
+
+/* Ends a connection after the answer just written: requests behind it are
+ * dropped (their handlers hear on_gone). Returns 1 (sc may be gone). */
+static int close_after_answer(struct http_sconn *sc)
+{
+    sc->closing = 1;
+    while (sc->q_head) {
+        struct http_req *d = sc->q_head;
+        sc->q_head = d->next;
+        sc->nq--;
+        if (d->finished) {
+            req_free(d);
+        } else {
+            d->conn = NULL;
+            if (sc->srv->ops.on_gone)
+                sc->srv->ops.on_gone(sc->srv->ud, d);
+        }
+    }
+    sc->q_tail = NULL;
+    if (sc->cur) {
+        req_free(sc->cur);
+        sc->cur = NULL;
+    }
+    net_conn_close(sc->c, "answered");
+    return 1;
+}
+
+/* Writes every finished answer at the front of the queue, and the head of
+ * a streamed one that reached the front. Returns 1 when the connection was
+ * closed (sc may be gone), else 0. */
 static int flush_queue(struct http_sconn *sc)
 {
-    struct net_conn *c = sc->c;
-    while (sc->q_head && sc->q_head->finished) {
+    while (sc->q_head) {
         struct http_req *r = sc->q_head;
+        if (r->streaming && !r->head_sent)
+            stream_head(sc, r);
+        if (!r->finished)
+            break;
         sc->q_head = r->next;
         if (!sc->q_head)
             sc->q_tail = NULL;
         sc->nq--;
         int last = sc->closing && !sc->q_head && !sc->cur;
-        int keep = r->keep_alive && !r->close_after && !last;
-        write_response(sc, r, keep);
-        req_free(r);
-        if (!keep) {
-            /* Nothing after this answer will be read or answered. */
-            sc->closing = 1;
-            while (sc->q_head) {
-                struct http_req *d = sc->q_head;
-                sc->q_head = d->next;
-                sc->nq--;
-                if (d->finished)
-                    req_free(d);
-                else {
-                    d->conn = NULL;
-                    if (sc->srv->ops.on_gone)
-                        sc->srv->ops.on_gone(sc->srv->ud, d);
-                }
+        int keep;
+        if (r->streaming) {
+            if (r->chunked) {
+                static const char end[] = "0\r\n\r\n";
+                buf_append(&sc->c->wbuf, end, sizeof end - 1);
+                sc->queued += sizeof end - 1;
             }
-            sc->q_tail = NULL;
-            if (sc->cur) {
-                req_free(sc->cur);
-                sc->cur = NULL;
-            }
-            net_conn_close(c, "answered");
-            return 1;
+            keep = r->stream_keep && !last;
+        } else {
+            keep = r->keep_alive && !r->close_after && !last;
+            write_response(sc, r, keep);
         }
+        req_free(r);
+        if (!keep)
+            return close_after_answer(sc);
     }
     if (sc->closing && !sc->q_head && !sc->cur) {
-        net_conn_close(c, "closing");
+        net_conn_close(sc->c, "closing");
         return 1;
     }
     return 0;
@@ -435,7 +500,12 @@ static void sc_read(struct net_conn *c)
 static void sc_drain(struct net_conn *c)
 {
     struct http_sconn *sc = c->data;
-    arm(sc);
+    struct http_req *r = sc->q_head;
+    /* A streamed answer's output went out: its producer may send more. */
+    if (r && r->streaming && r->head_sent && !r->finished && sc->srv->ops.on_writable)
+        sc->srv->ops.on_writable(sc->srv->ud, r);
+    if (net_conn_alive(c))
+        arm(sc);
 }
 
 static void sc_eof(struct net_conn *c)
@@ -567,23 +637,16 @@ int http_resp_header(struct http_req *req, const char *name, const char *value)
 
 struct buf *http_resp_body(struct http_req *req) { return &req->resp_body; }
 
-void http_resp_finish(struct http_req *req)
+/* Output was added for the request at the front of the queue: inside one
+ * of the connection's callbacks it goes out when the callback returns;
+ * otherwise write it now and read on (requests may wait behind it). */
+static void kick(struct http_sconn *sc)
 {
-    struct http_sconn *sc = req->conn;
-    if (!sc) {
-        req_free(req); /* the client has gone */
-        return;
-    }
-    req->finished = 1;
     struct net_conn *c = sc->c;
-    if (sc->q_head != req)
-        return; /* goes out after those before it */
     if (c->depth > 0) {
-        /* Inside one of this connection's callbacks: written when it returns. */
         flush_queue(sc);
         return;
     }
-    /* A late answer: write it, then read on (requests may wait behind it). */
     if (flush_queue(sc))
         return;
     sc->phase = PH_UNSET;
@@ -592,6 +655,45 @@ void http_resp_finish(struct http_req *req)
         net_conn_resume(c); /* runs sc_read, which parses and writes */
     else
         net_conn_flush(c);
+}
+
+void http_resp_finish(struct http_req *req)
+{
+    struct http_sconn *sc = req->conn;
+    if (!sc) {
+        req_free(req); /* the client has gone */
+        return;
+    }
+    req->finished = 1;
+    if (sc->q_head == req)
+        kick(sc); /* else it goes out after those before it */
+}
+
+int http_resp_stream(struct http_req *req)
+{
+    if (req->streaming)
+        return 0;
+    req->streaming = 1;
+    if (req->conn && req->conn->q_head == req)
+        kick(req->conn);
+    return 0;
+}
+
+int http_resp_write(struct http_req *req, const void *p, size_t n)
+{
+    struct http_sconn *sc = req->conn;
+    if (!sc)
+        return 0; /* the client has gone: dropped */
+    if (!req->head_sent)
+        return buf_append(&req->resp_body, p, n);
+    stream_emit(sc, req, p, n);
+    kick(sc);
+    return 0;
+}
+
+size_t http_resp_backlog(const struct http_req *req)
+{
+    return req->conn ? buf_size(&req->conn->c->wbuf) : 0;
 }
 
 void http_respond(struct http_req *req, int status, const char *content_type, const void *body,

@@ -76,6 +76,7 @@ struct http_req {
     struct buf resp_body;
     int status;
     unsigned finished : 1, close_after : 1, is_error : 1;
+    unsigned streaming : 1, head_sent : 1, chunked : 1, stream_keep : 1;
 };
 
 struct http_server_ops {
@@ -85,6 +86,9 @@ struct http_server_ops {
     /* Optional: the connection of a request not yet answered went away; the
      * handler may stop its work (and must still call http_resp_finish). */
     void (*on_gone)(void *ud, struct http_req *req);
+    /* Optional: a streamed answer's output has all gone out; its producer
+     * may write more (see http_resp_stream). */
+    void (*on_writable)(void *ud, struct http_req *req);
 };
 
 struct http_server_stats {
@@ -114,7 +118,8 @@ void http_server_free(struct http_server *s);
 /* --- the response writer --------------------------------------------------
  * A response is a status (200 unless set), header lines and a body; it goes
  * out, with Content-Length and the Connection header the layer decides, on
- * http_resp_finish. */
+ * http_resp_finish, or streamed (http_resp_stream) when its length is not
+ * known in advance. */
 void http_resp_status(struct http_req *req, int status);
 /* Adds "name: value". Content-Length, Transfer-Encoding and Connection are
  * the layer's: adding them is refused (-1). */
@@ -124,6 +129,19 @@ struct buf *http_resp_body(struct http_req *req);
 /* Sends the answer (now, or once those before it went out) and releases the
  * request: the pointer is invalid afterwards. */
 void http_resp_finish(struct http_req *req);
+/* Streaming, for a body not known in advance (a large file, a handler that
+ * produces as it goes): the head goes out now, or once the answers before
+ * it have gone, framed with Transfer-Encoding: chunked (an HTTP/1.0 client
+ * gets the body up to the close); then every http_resp_write goes out as it
+ * comes, and http_resp_finish ends the body. Set the status and headers
+ * first; what the body buffer holds is sent first. */
+int http_resp_stream(struct http_req *req);
+/* Appends body bytes: sent at once once a streamed head is out, else kept
+ * in the body buffer. Dropped (0) when the client has gone. */
+int http_resp_write(struct http_req *req, const void *p, size_t n);
+/* Bytes of the connection's output the socket has not taken: a streaming
+ * producer waits for on_writable while this is large. */
+size_t http_resp_backlog(const struct http_req *req);
 /* Shortcut: status, Content-Type, body, finish. */
 void http_respond(struct http_req *req, int status, const char *content_type, const void *body,
                   size_t len);

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "http_client.h"
 #include "http_server.h"
 #include "tap.h"
 #include "util.h"
@@ -22,6 +23,13 @@ static void on_request(void *ud, struct http_req *req)
     (void)ud;
     requests++;
     if (req->path_len >= 5 && memcmp(req->path, "/late", 5) == 0) {
+        held[nheld++] = req;
+        return;
+    }
+    if (req->path_len == 7 && memcmp(req->path, "/stream", 7) == 0) {
+        http_resp_header(req, "Content-Type", "text/plain");
+        http_resp_write(req, "a", 1);
+        http_resp_stream(req);
         held[nheld++] = req;
         return;
     }
@@ -54,7 +62,16 @@ static void on_gone(void *ud, struct http_req *req)
     gone++;
 }
 
-static const struct http_server_ops ops = {.on_request = on_request, .on_gone = on_gone};
+static int writable;
+static void on_writable(void *ud, struct http_req *req)
+{
+    (void)ud;
+    (void)req;
+    writable++;
+}
+
+static const struct http_server_ops ops = {.on_request = on_request, .on_gone = on_gone,
+                                           .on_writable = on_writable};
 
 static void tick(struct ev_loop *l, ev_timer *w, int revents)
 {
@@ -79,7 +96,9 @@ static void sendstr(int fd, const char *s) { (void)!write(fd, s, strlen(s)); }
 
 /* Runs the loop, gathering what the client receives, until `until` returns
  * 1 for it or the peer closes (then *eof = 1); bounded at 5 s. */
-static void pump(int fd, struct buf *got, int (*until)(const struct buf *, const void *),
+static int pump_line;
+#define pump(...) (pump_line = __LINE__, pump_(__VA_ARGS__))
+static void pump_(int fd, struct buf *got, int (*until)(const struct buf *, const void *),
                  const void *arg, int *eof)
 {
     int64_t end = util_mono_us() + 5000000;
@@ -97,6 +116,7 @@ static void pump(int fd, struct buf *got, int (*until)(const struct buf *, const
         if (until && until(got, arg))
             return;
     }
+    printf("# pump gave up at line %d\n", pump_line);
 }
 
 static int has(const struct buf *got, const void *needle)
@@ -357,6 +377,93 @@ static void test_late_answer(void)
     buf_free(&got);
 }
 
+/* Reads one response out of got with the client's reader. */
+static int parse_one(const struct buf *got, size_t *used, char *body, size_t blen, int head_req)
+{
+    const struct http_limits lim = {1024, 4096, 32};
+    struct http_resp_reader rd;
+    http_resp_reader_init(&rd, &lim, 4096, head_req);
+    ssize_t n = http_resp_reader_feed(&rd, buf_head(got), buf_size(got));
+    int status = rd.state == HRR_DONE ? rd.msg.status : -1;
+    if (n >= 0)
+        *used = (size_t)n;
+    snprintf(body, blen, "%.*s", (int)buf_size(&rd.body), buf_size(&rd.body) ? buf_head(&rd.body) : "");
+    http_resp_reader_free(&rd);
+    return status;
+}
+
+static void test_streaming(void)
+{
+    int fd = client(), eof;
+    struct buf got;
+    buf_init(&got);
+    nheld = 0;
+    sendstr(fd, "GET /late HTTP/1.1\r\nHost: x\r\n\r\nGET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    int64_t end = util_mono_us() + 5000000;
+    while (nheld < 2 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    is_int(nheld, 2, "a held answer and a stream behind it");
+    struct http_req *late = held[0], *st = held[1];
+    http_resp_write(st, "b", 1); /* before its head can go out */
+    for (int i = 0; i < 5; i++)
+        ev_run(loop, EVRUN_NOWAIT);
+    char b[64];
+    ok(recv(fd, b, sizeof b, MSG_DONTWAIT) < 0, "the stream waits behind the held answer");
+    http_respond(late, 200, NULL, "first", 5);
+    pump(fd, &got, has, "2\r\nab\r\n", &eof); /* what waited goes as one chunk */
+    size_t used = 0;
+    char body[64];
+    is_int(parse_one(&got, &used, body, sizeof body, 0), 200, "the held answer first");
+    is_str(body, "first", "its body");
+    buf_consume(&got, used);
+    ok(has(&got, "Transfer-Encoding: chunked\r\n") && has(&got, "Content-Type: text/plain"),
+       "the stream's head: chunked, with its headers");
+    http_resp_write(st, "cd", 2); /* from outside any callback: goes out now */
+    pump(fd, &got, has, "2\r\ncd\r\n", &eof);
+    ok(has(&got, "2\r\ncd\r\n"), "a late chunk goes out at once");
+    ok(writable > 0 && http_resp_backlog(st) == 0, "on_writable once it went out (%d)", writable);
+    http_resp_finish(st);
+    pump(fd, &got, has, "0\r\n\r\n", &eof);
+    is_int(parse_one(&got, &used, body, sizeof body, 0), 200, "the stream parses as a response");
+    is_str(body, "abcd", "de-chunked: what was written before and after the head");
+    ok(!eof, "keep-alive after a chunked answer");
+    buf_reset(&got);
+    sendstr(fd, "GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    pump(fd, &got, has, "/after", &eof);
+    ok(has(&got, "/after"), "the next request on the same connection");
+    close(fd);
+
+    /* HTTP/1.0: no chunked coding; the body runs to the close. */
+    fd = client();
+    buf_reset(&got);
+    nheld = 0;
+    sendstr(fd, "GET /stream HTTP/1.0\r\n\r\n");
+    end = util_mono_us() + 5000000;
+    while (nheld < 1 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    http_resp_write(held[0], "xyz", 3);
+    http_resp_finish(held[0]);
+    pump(fd, &got, NULL, NULL, &eof);
+    ok(eof && has(&got, "Connection: close\r\n") && !has(&got, "chunked") && has(&got, "\r\n\r\naxyz"),
+       "HTTP/1.0 stream: raw body, then the close");
+    close(fd);
+
+    /* HEAD: the head only. */
+    fd = client();
+    buf_reset(&got);
+    nheld = 0;
+    sendstr(fd, "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    end = util_mono_us() + 5000000;
+    while (nheld < 1 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    http_resp_write(held[0], "nope", 4);
+    http_resp_finish(held[0]);
+    pump(fd, &got, has, "/x", &eof);
+    ok(!has(&got, "nope") && !has(&got, "chunked") && has(&got, "/x"), "HEAD stream: no body");
+    close(fd);
+    buf_free(&got);
+}
+
 static void test_deadlines(void)
 {
     struct http_server_cfg cfg = base_cfg();
@@ -479,6 +586,7 @@ int main(void)
     test_bodies();
     test_limits();
     test_late_answer();
+    test_streaming();
     test_deadlines();
     test_drain();
     http_server_free(srv);
