@@ -4,58 +4,29 @@
 #include <string.h>
 
 #include "log.h"
-#include "net.h"
+#include "http_client.h"
 
 #define HEALTH_TICK 0.1
 
 static void check_finish(struct health_target *ht, int ok, const char *why);
 
-enum { CHECK_PENDING = -1, CHECK_FAIL = 0, CHECK_OK = 1 };
-
-/* A check connection keeps its verdict in the target while it winds down;
- * on_close is where every check ends, whatever happened. */
-static void check_on_read(struct net_conn *c)
+/* Every check ends here, once, whatever happened: an answer (its status
+ * decides), or the call's error (refused, reset, timed out, malformed). */
+static void check_done(void *ud, const struct http_call_result *r)
 {
-    struct health_target *ht = c->data;
-    const char *p = buf_head(&c->rbuf);
-    size_t n = buf_size(&c->rbuf);
-    const char *nl = memchr(p, '\n', n);
-    if (!nl) {
-        if (n > 1024)
-            net_conn_abort(c, "status line too long");
-        return;
-    }
-    /* "HTTP/1.x NNN ..." is all a check needs. */
-    int ok = n >= 12 && memcmp(p, "HTTP/1.", 7) == 0 && p[8] == ' ' && p[9] >= '2' &&
-             p[9] <= '3' && p[10] >= '0' && p[10] <= '9' && p[11] >= '0' && p[11] <= '9';
-    ht->check_state = ok ? CHECK_OK : CHECK_FAIL;
-    if (!ok)
-        snprintf(ht->check_why, sizeof ht->check_why, "status %.3s", n >= 12 ? p + 9 : "???");
-    net_conn_abort(c, "done");
-}
-
-static void check_on_timeout(struct net_conn *c) { net_conn_abort(c, "check timed out"); }
-
-static void check_on_eof(struct net_conn *c) { net_conn_abort(c, "closed before a status"); }
-
-static void check_on_close(struct net_conn *c, const char *why)
-{
-    struct health_target *ht = c->data;
+    struct health_target *ht = ud;
     ht->check = NULL;
     if (ht->h->stopping)
         return;
-    int ok = ht->check_state == CHECK_OK;
-    if (ht->check_state == CHECK_PENDING)
-        snprintf(ht->check_why, sizeof ht->check_why, "%s", why);
-    check_finish(ht, ok, ht->check_why);
+    if (r->error) {
+        check_finish(ht, 0, r->error);
+        return;
+    }
+    int ok = r->status >= 200 && r->status < 400;
+    char why[32];
+    snprintf(why, sizeof why, "status %d", r->status);
+    check_finish(ht, ok, why);
 }
-
-static const struct net_conn_ops check_ops = {
-    .on_read = check_on_read,
-    .on_eof = check_on_eof,
-    .on_timeout = check_on_timeout,
-    .on_close = check_on_close,
-};
 
 static void check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -64,22 +35,18 @@ static void check_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct health *h = ht->h;
     if (ht->check)
         return; /* the previous one is still within its timeout */
-    ht->check_state = CHECK_PENDING;
-    ht->check_why[0] = 0;
-    struct net_conn *c = net_connect(loop, (struct sockaddr *)&ht->sa, ht->salen, &check_ops, ht);
-    if (!c) {
+    struct http_call_opts o = {
+        .method = "GET",
+        .host = ht->t->addr,
+        .target = h->cfg.path,
+        .headers = "User-Agent: strata-health\r\n",
+        .timeout = h->cfg.timeout,
+        .max_body = 0,
+        .head_only = 1,
+    };
+    ht->check = http_call_start(loop, (struct sockaddr *)&ht->sa, ht->salen, &o, check_done, ht);
+    if (!ht->check)
         check_finish(ht, 0, "cannot create socket");
-        return;
-    }
-    ht->check = c;
-    c->read_max = 4096;
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: strata-health\r\n"
-                     "Connection: close\r\n\r\n",
-                     h->cfg.path, ht->t->addr);
-    net_conn_write(c, req, (size_t)n);
-    net_conn_set_timeout(c, h->cfg.timeout);
 }
 
 static void check_finish(struct health_target *ht, int ok, const char *why)
@@ -217,8 +184,10 @@ void health_stop(struct health *h)
         ev_timer_stop(h->loop, &h->tick);
     for (int i = 0; i < h->n; i++) {
         ev_timer_stop(h->loop, &h->ht[i].timer);
-        if (h->ht[i].check)
-            net_conn_abort(h->ht[i].check, "stopping");
+        if (h->ht[i].check) {
+            http_call_cancel(h->ht[i].check);
+            h->ht[i].check = NULL;
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 /* health: which backends may take traffic, and at what weight.
  *
- * Three inputs decide it. Active checks send `GET path` every interval and
- * count consecutive answers: `fall` failures take a backend down, `rise`
- * successes bring it back. Passive ejection watches real traffic: `errors`
+ * Three inputs decide it. Active checks send `GET path` every interval
+ * (a call of the HTTP layer's client, engine/http/http_client: the answer's
+ * head is read with the same parser as every other response, the body is
+ * not waited for) and count consecutive answers: a 2xx or 3xx passes,
+ * `fall` failures take a backend down, `rise` successes bring it back. Passive ejection watches real traffic: `errors`
  * consecutive failures (connect errors, resets, 5xx) take a backend out for
  * `cooldown` seconds. A backend that comes back ramps its effective weight
  * up over `slow_start` seconds so a cold cache is not flooded. When no
@@ -20,7 +22,7 @@
 
 #include "lb.h"
 
-struct net_conn;
+struct http_call;
 
 struct health_cfg {
     int active;             /* active checks configured */
@@ -41,9 +43,7 @@ struct health_target {
     int ok_streak, fail_streak;
     uint64_t checks, checks_failed;
     ev_timer timer;
-    struct net_conn *check; /* in progress, or NULL */
-    int check_state;        /* pending / failed / passed */
-    char check_why[64];     /* why the last check failed */
+    struct http_call *check; /* in progress, or NULL */
     /* passive */
     int consec_errors;
     double ejected_until;   /* 0: not ejected */

@@ -1,6 +1,8 @@
-/* httpc: a tiny blocking HTTP/1.1 client for the command line (strata
- * status / reload talk to admin endpoints). Never used inside a node's
- * event loop. */
+/* httpc: the command line's blocking HTTP client (strata status / reload
+ * talk to admin endpoints). It is a thin wrapper over the HTTP layer's
+ * client (engine/http/http_client): one call on a private event loop, run
+ * until the answer, so responses are read and framed exactly as a node
+ * reads them. Never used inside a node's event loop. */
 #ifndef STRATA_HTTPC_H
 #define STRATA_HTTPC_H
 
@@ -8,9 +10,10 @@
 
 #include "buf.h"
 
-/* Sends one request with Connection: close and reads the whole response
- * (bounded to 8 MiB). Returns the status code with the body in `body`, or -1
- * with a message in err (connection refused, timeout, bad response). */
+/* Sends one request and reads the whole response (body bounded to 8 MiB),
+ * all within timeout_s. Returns the status code with the body appended to
+ * `resp_body`, or -1 with "ADDR: reason" in err (connection refused,
+ * timeout, malformed response). */
 int httpc_request(const char *method, const char *addr, const char *path, const char *body,
                   size_t body_len, double timeout_s, struct buf *resp_body, char *err,
                   size_t errlen);

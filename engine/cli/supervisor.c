@@ -19,6 +19,7 @@
 #include "log.h"
 #include "luahost.h"
 #include "topology.h"
+#include "util.h"
 
 #define SUP_MAX_NODES 64
 #define SUP_MAX_WATCH 64
@@ -60,6 +61,8 @@ struct supervisor {
     ev_signal sigint, sigterm, sighup;
     ev_timer kill_timer;
     struct admin *admin;
+    unsigned generation;   /* 1 at start, +1 per applied reload */
+    double last_reload_ms;
     int watch;
     ev_stat stats[SUP_MAX_WATCH];
     char watched[SUP_MAX_WATCH][PATH_MAX];
@@ -433,6 +436,8 @@ static void watch_files(struct supervisor *sup, const struct topo_nodes *t);
 static int supervisor_reload(struct supervisor *sup, int dry_run, int signal_nodes,
                              struct buf *changes, char *err, size_t errlen)
 {
+    int64_t t0 = util_mono_us();
+    size_t before = buf_size(changes);
     struct topo_nodes *t = malloc(sizeof *t);
     if (!t) {
         snprintf(err, errlen, "out of memory");
@@ -482,6 +487,11 @@ static int supervisor_reload(struct supervisor *sup, int dry_run, int signal_nod
     if (!dry_run && sup->watch)
         watch_files(sup, t);
     free(t);
+    if (!dry_run) {
+        if (buf_size(changes) > before)
+            sup->generation++;
+        sup->last_reload_ms = (double)(util_mono_us() - t0) / 1000.0;
+    }
     return 0;
 }
 
@@ -538,64 +548,81 @@ static void watch_files(struct supervisor *sup, const struct topo_nodes *t)
 
 /* --- admin endpoint ------------------------------------------------------ */
 
-static void sup_admin(void *ud, const struct admin_request *req, struct admin_response *resp)
+static void sup_status(void *ud, const struct admin_request *req, struct admin_response *resp)
+{
+    (void)req;
+    struct supervisor *sup = ud;
+    buf_printf(&resp->body, "{\"supervisor\":true,\"pid\":%d,\"stopping\":%s,\"generation\":%u,"
+               "\"nodes\":[", (int)getpid(), sup->stopping ? "true" : "false", sup->generation);
+    for (int i = 0; i < sup->n; i++) {
+        struct sup_node *nd = sup->nodes[i];
+        buf_append_str(&resp->body, i ? ",{\"name\":" : "{\"name\":");
+        buf_json_string(&resp->body, nd->name);
+        buf_printf(&resp->body, ",\"pid\":%d,\"ready\":%s,\"restarts\":%u,\"admin\":",
+                   (int)nd->pid, nd->ready ? "true" : "false", nd->restarts);
+        buf_json_string(&resp->body, nd->admin);
+        buf_append_str(&resp->body, ",\"services\":");
+        buf_json_string(&resp->body, nd->services);
+        buf_append_str(&resp->body, "}");
+    }
+    buf_append_str(&resp->body, "]}\n");
+}
+
+static void sup_metrics(void *ud, const struct admin_request *req, struct admin_response *resp)
+{
+    (void)req;
+    struct supervisor *sup = ud;
+    resp->content_type = "text/plain; version=0.0.4";
+    buf_append_str(&resp->body, "# HELP strata_node_restarts_total Restarts of a node by "
+                                "the supervisor.\n# TYPE strata_node_restarts_total counter\n");
+    for (int i = 0; i < sup->n; i++)
+        buf_printf(&resp->body, "strata_node_restarts_total{node=\"%s\"} %u\n",
+                   sup->nodes[i]->name, sup->nodes[i]->restarts);
+    buf_append_str(&resp->body, "# HELP strata_node_up 1 while the node process is ready.\n"
+                                "# TYPE strata_node_up gauge\n");
+    for (int i = 0; i < sup->n; i++)
+        buf_printf(&resp->body, "strata_node_up{node=\"%s\"} %d\n", sup->nodes[i]->name,
+                   sup->nodes[i]->pid && sup->nodes[i]->ready);
+}
+
+static void sup_healthz(void *ud, const struct admin_request *req, struct admin_response *resp)
+{
+    (void)req;
+    struct supervisor *sup = ud;
+    resp->content_type = "text/plain";
+    buf_append_str(&resp->body, sup->stopping ? "draining\n" : "ok\n");
+    if (sup->stopping)
+        resp->status = 503;
+}
+
+/* POST /reload: the supervisor's part (nodes that appeared or vanished),
+ * answered in the nodes' shape (admin_reload_answer). The caller (strata
+ * reload) then reloads each node through its own admin endpoint, to collect
+ * every node's answer. */
+static void sup_reload_route(void *ud, const struct admin_request *req,
+                             struct admin_response *resp)
 {
     struct supervisor *sup = ud;
-    if (strcmp(req->path, "/status") == 0 && strcmp(req->method, "GET") == 0) {
-        buf_printf(&resp->body, "{\"supervisor\":true,\"pid\":%d,\"stopping\":%s,\"nodes\":[",
-                   (int)getpid(), sup->stopping ? "true" : "false");
-        for (int i = 0; i < sup->n; i++) {
-            struct sup_node *nd = sup->nodes[i];
-            buf_append_str(&resp->body, i ? ",{\"name\":" : "{\"name\":");
-            buf_json_string(&resp->body, nd->name);
-            buf_printf(&resp->body, ",\"pid\":%d,\"ready\":%s,\"restarts\":%u,\"admin\":",
-                       (int)nd->pid, nd->ready ? "true" : "false", nd->restarts);
-            buf_json_string(&resp->body, nd->admin);
-            buf_append_str(&resp->body, ",\"services\":");
-            buf_json_string(&resp->body, nd->services);
-            buf_append_str(&resp->body, "}");
-        }
-        buf_append_str(&resp->body, "]}\n");
-    } else if (strcmp(req->path, "/metrics") == 0 && strcmp(req->method, "GET") == 0) {
-        resp->content_type = "text/plain; version=0.0.4";
-        buf_append_str(&resp->body, "# HELP strata_node_restarts_total Restarts of a node by "
-                                    "the supervisor.\n# TYPE strata_node_restarts_total counter\n");
-        for (int i = 0; i < sup->n; i++)
-            buf_printf(&resp->body, "strata_node_restarts_total{node=\"%s\"} %u\n",
-                       sup->nodes[i]->name, sup->nodes[i]->restarts);
-        buf_append_str(&resp->body, "# HELP strata_node_up 1 while the node process is ready.\n"
-                                    "# TYPE strata_node_up gauge\n");
-        for (int i = 0; i < sup->n; i++)
-            buf_printf(&resp->body, "strata_node_up{node=\"%s\"} %d\n", sup->nodes[i]->name,
-                       sup->nodes[i]->pid && sup->nodes[i]->ready);
-    } else if (strcmp(req->path, "/reload") == 0 && strcmp(req->method, "POST") == 0) {
-        int dry = admin_query_flag(req, "dry_run");
-        struct buf changes;
-        buf_init(&changes);
-        char err[1024];
-        /* The caller (strata reload) reloads each node through its own admin
-         * endpoint, to collect every node's answer. */
-        int rc = supervisor_reload(sup, dry, 0, &changes, err, sizeof err);
-        buf_printf(&resp->body, "{\"ok\":%s,\"dry_run\":%s", rc == 0 ? "true" : "false",
-                   dry ? "true" : "false");
-        if (rc < 0) {
-            resp->status = 422;
-            buf_append_str(&resp->body, ",\"error\":");
-            buf_json_string(&resp->body, err);
-        }
-        buf_append_str(&resp->body, ",\"changes\":");
-        buf_append(&changes, "", 1);
-        buf_json_string(&resp->body, buf_head(&changes));
-        buf_append_str(&resp->body, "}\n");
-        buf_free(&changes);
-    } else if (strcmp(req->path, "/healthz") == 0) {
-        resp->content_type = "text/plain";
-        buf_append_str(&resp->body, "ok\n");
-    } else {
-        resp->status = 404;
-        buf_append_str(&resp->body, "{\"error\":\"not found\"}\n");
-    }
+    int dry = admin_query_flag(req, "dry_run");
+    struct buf changes;
+    buf_init(&changes);
+    char err[1024];
+    int rc = supervisor_reload(sup, dry, 0, &changes, err, sizeof err);
+    buf_append(&changes, "", 1);
+    struct admin_reload r = {.node = "supervisor", .ok = rc == 0, .dry_run = dry,
+                             .generation = sup->generation, .reload_ms = sup->last_reload_ms,
+                             .changes = buf_head(&changes), .error = rc == 0 ? NULL : err};
+    admin_reload_answer(resp, &r);
+    buf_free(&changes);
 }
+
+static const struct admin_route sup_routes[] = {
+    {"/status", "GET", sup_status},
+    {"/metrics", "GET", sup_metrics},
+    {"/healthz", "GET", sup_healthz},
+    {"/reload", "POST", sup_reload_route},
+    {NULL, NULL, NULL},
+};
 
 int supervisor_main(const char *topology_path, const char *log_level)
 {
@@ -624,6 +651,7 @@ int supervisor_main(const char *topology_path, const char *log_level)
     signal(SIGPIPE, SIG_IGN);
     sup->loop = ev_default_loop(EVFLAG_AUTO);
     sup->drain_timeout = t->drain_timeout;
+    sup->generation = 1;
     sup->watch = t->watch;
     snprintf(sup->log_dir, sizeof sup->log_dir, "%s", t->log_dir);
     ev_signal_init(&sup->sigint, on_stop_signal, SIGINT);
@@ -637,7 +665,7 @@ int supervisor_main(const char *topology_path, const char *log_level)
     ev_signal_start(sup->loop, &sup->sigterm);
     ev_signal_start(sup->loop, &sup->sighup);
     if (t->sup_admin[0]) {
-        sup->admin = admin_start(sup->loop, t->sup_admin, sup_admin, sup, err, sizeof err);
+        sup->admin = admin_start(sup->loop, t->sup_admin, sup_routes, sup, err, sizeof err);
         if (!sup->admin) {
             fprintf(stderr, "%s: supervisor admin: %s\n", sup->path, err);
             free(t);

@@ -637,3 +637,59 @@ ssize_t http_chunked_scan(struct http_chunked *ck, const char *p, size_t n, int 
     *done = ck->state == CK_DONE;
     return (ssize_t)i;
 }
+
+/* ---- body framing for readers ------------------------------------------ */
+
+void http_body_reader_init(struct http_body_reader *r, enum http_body kind,
+                           uint64_t content_length, size_t max_trailer)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->left = kind == HTTP_BODY_LENGTH ? content_length : 0;
+    http_chunked_init(&r->ck, max_trailer);
+    r->done = kind == HTTP_BODY_NONE || (kind == HTTP_BODY_LENGTH && content_length == 0);
+}
+
+ssize_t http_body_reader_feed(struct http_body_reader *r, const char *p, size_t n,
+                              void (*data)(void *ud, const char *p, size_t n), void *ud)
+{
+    if (r->done)
+        return 0;
+    switch (r->kind) {
+    case HTTP_BODY_LENGTH: {
+        size_t take = n < r->left ? n : (size_t)r->left;
+        if (take && data)
+            data(ud, p, take);
+        r->left -= take;
+        r->done = r->left == 0;
+        return (ssize_t)take;
+    }
+    case HTTP_BODY_CHUNKED: {
+        int done = 0;
+        ssize_t used = http_chunked_scan(&r->ck, p, n, &done, data, ud);
+        if (used < 0)
+            return -1;
+        r->done = done;
+        return used;
+    }
+    case HTTP_BODY_CLOSE:
+        if (n && data)
+            data(ud, p, n);
+        return (ssize_t)n;
+    case HTTP_BODY_NONE:
+    default:
+        r->done = 1;
+        return 0;
+    }
+}
+
+int http_body_reader_eof(struct http_body_reader *r)
+{
+    if (r->done)
+        return 0;
+    if (r->kind == HTTP_BODY_CLOSE) {
+        r->done = 1;
+        return 0;
+    }
+    return -1;
+}

@@ -1,4 +1,5 @@
-/* http_parse: HTTP/1.x message heads and chunked framing for the balancer.
+/* http_parse: HTTP/1.x message heads and body framing, for the balancer's
+ * proxy and for the HTTP connection layer (engine/http) alike.
  *
  * A head is parsed only once it is complete in the buffer. Before the
  * syntax is handed to http_parser, a scan of the raw lines enforces the
@@ -124,5 +125,28 @@ void http_chunked_init(struct http_chunked *ck, size_t max_trailer);
  * set once the terminating empty line has been seen. */
 ssize_t http_chunked_scan(struct http_chunked *ck, const char *p, size_t n, int *done,
                           void (*data)(void *ud, const char *p, size_t n), void *ud);
+
+/* Body framing for a reader that wants the payload (a server reading a
+ * request body, a client reading a response): Content-Length, chunked
+ * (de-chunked through the data callback) or up to the end of the stream.
+ * It consumes only the body's bytes, so what follows (the next pipelined
+ * message) stays in the caller's buffer. */
+struct http_body_reader {
+    enum http_body kind;
+    uint64_t left; /* HTTP_BODY_LENGTH: bytes still to come */
+    struct http_chunked ck;
+    int done;      /* the whole body has been seen */
+};
+
+void http_body_reader_init(struct http_body_reader *r, enum http_body kind,
+                           uint64_t content_length, size_t max_trailer);
+/* Walks p[0..n), reporting payload spans to `data`. Returns the bytes that
+ * belong to the body (less than n when it ends inside the buffer), or -1 on
+ * bad chunked framing. r->done is set once the body is complete. */
+ssize_t http_body_reader_feed(struct http_body_reader *r, const char *p, size_t n,
+                              void (*data)(void *ud, const char *p, size_t n), void *ud);
+/* The stream ended (the peer closed): 0 when that completes the body (a
+ * close-delimited body, or one already done), -1 when it was cut short. */
+int http_body_reader_eof(struct http_body_reader *r);
 
 #endif

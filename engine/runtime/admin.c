@@ -1,220 +1,111 @@
 #include "admin.h"
 
-#include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "net.h"
-
-#define ADMIN_MAX_HEAD (16 * 1024)
-#define ADMIN_MAX_BODY (64 * 1024)
-#define ADMIN_DEADLINE 10.0
+#include "http_server.h"
 
 struct admin {
-    struct net_listener *listener;
-    admin_handler_fn handler;
+    struct http_server *srv;
+    const struct admin_route *routes;
     void *ud;
 };
 
-struct admin_conn {
-    struct admin *admin;
-    http_parser parser;
+static void answer(struct http_req *hr, struct admin_response *r)
+{
+    http_resp_status(hr, r->status);
+    http_resp_header(hr, "Content-Type", r->content_type);
+    http_resp_header(hr, "Cache-Control", "no-store");
+    buf_append(http_resp_body(hr), buf_head(&r->body), buf_size(&r->body));
+    http_resp_finish(hr);
+}
+
+static void error_json(struct admin_response *r, int status, const char *msg)
+{
+    r->status = status;
+    r->content_type = "application/json";
+    buf_append_str(&r->body, "{\"error\":");
+    buf_json_string(&r->body, msg);
+    buf_append_str(&r->body, "}\n");
+}
+
+static void on_request(void *ud, struct http_req *hr)
+{
+    struct admin *a = ud;
     struct admin_request req;
-    struct buf url;
-    struct buf body;
-    size_t head_bytes;
-    int done;
-    int error_status;
-};
-
-static int on_url(http_parser *p, const char *at, size_t n)
-{
-    struct admin_conn *ac = p->data;
-    if (buf_size(&ac->url) + n > sizeof ac->req.path + sizeof ac->req.query) {
-        ac->error_status = 414;
-        return -1;
-    }
-    buf_append(&ac->url, at, n);
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t n)
-{
-    struct admin_conn *ac = p->data;
-    if (buf_size(&ac->body) + n > ADMIN_MAX_BODY) {
-        ac->error_status = 413;
-        return -1;
-    }
-    buf_append(&ac->body, at, n);
-    return 0;
-}
-
-static int on_complete(http_parser *p)
-{
-    struct admin_conn *ac = p->data;
-    ac->done = 1;
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings parser_settings = {
-    .on_url = on_url,
-    .on_body = on_body,
-    .on_message_complete = on_complete,
-};
-
-static const char *status_text(int code)
-{
-    switch (code) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 422: return "Unprocessable Entity";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Status";
-    }
-}
-
-static void send_response(struct net_conn *c, struct admin_response *r)
-{
-    struct buf head;
-    buf_init(&head);
-    buf_printf(&head,
-               "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-               "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-               r->status, status_text(r->status), r->content_type, buf_size(&r->body));
-    net_conn_write(c, buf_head(&head), buf_size(&head));
-    net_conn_write(c, buf_head(&r->body), buf_size(&r->body));
-    buf_free(&head);
-    net_conn_close(c, "response sent");
-}
-
-static void send_error(struct net_conn *c, int status, const char *msg)
-{
-    struct admin_response r = {.status = status, .content_type = "application/json"};
-    buf_init(&r.body);
-    buf_append_str(&r.body, "{\"error\":");
-    buf_json_string(&r.body, msg);
-    buf_append_str(&r.body, "}\n");
-    send_response(c, &r);
-    buf_free(&r.body);
-}
-
-static void dispatch(struct net_conn *c, struct admin_conn *ac)
-{
-    struct admin_request *req = &ac->req;
-    snprintf(req->method, sizeof req->method, "%s",
-             http_method_str((enum http_method)ac->parser.method));
-    buf_append(&ac->url, "", 1);
-    const char *url = buf_head(&ac->url);
-    const char *q = strchr(url, '?');
-    size_t plen = q ? (size_t)(q - url) : strlen(url);
-    if (plen >= sizeof req->path || (q && strlen(q + 1) >= sizeof req->query)) {
-        send_error(c, 414, "request target too long");
+    memset(&req, 0, sizeof req);
+    struct admin_response resp = {.status = 200, .content_type = "application/json"};
+    buf_init(&resp.body);
+    if (hr->method_len >= sizeof req.method || hr->path_len >= sizeof req.path ||
+        hr->query_len >= sizeof req.query) {
+        error_json(&resp, 414, "request target too long");
+        answer(hr, &resp);
+        buf_free(&resp.body);
         return;
     }
-    memcpy(req->path, url, plen);
-    req->path[plen] = 0;
-    snprintf(req->query, sizeof req->query, "%s", q ? q + 1 : "");
-    req->body = buf_head(&ac->body);
-    req->body_len = buf_size(&ac->body);
-    struct admin_response r = {.status = 200, .content_type = "application/json"};
-    buf_init(&r.body);
-    ac->admin->handler(ac->admin->ud, req, &r);
-    send_response(c, &r);
-    buf_free(&r.body);
-}
-
-static void admin_read(struct net_conn *c)
-{
-    struct admin_conn *ac = c->data;
-    if (ac->done) {
-        buf_consume(&c->rbuf, buf_size(&c->rbuf));
-        return;
+    memcpy(req.method, hr->method, hr->method_len);
+    memcpy(req.path, hr->path, hr->path_len);
+    memcpy(req.query, hr->query, hr->query_len);
+    req.body = hr->body;
+    req.body_len = hr->body_len;
+    const char *want = hr->head ? "GET" : req.method;
+    const struct admin_route *found = NULL, *match = NULL;
+    for (const struct admin_route *rt = a->routes; rt->path; rt++) {
+        if (strcmp(rt->path, req.path) != 0)
+            continue;
+        found = rt;
+        if (strcmp(rt->method, want) == 0) {
+            match = rt;
+            break;
+        }
     }
-    size_t n = buf_size(&c->rbuf);
-    size_t used = http_parser_execute(&ac->parser, &parser_settings, buf_head(&c->rbuf), n);
-    ac->head_bytes += used;
-    buf_consume(&c->rbuf, n);
-    if (ac->done) {
-        dispatch(c, ac);
-        return;
-    }
-    if (HTTP_PARSER_ERRNO(&ac->parser) != HPE_OK || used != n) {
-        int st = ac->error_status ? ac->error_status : 400;
-        send_error(c, st, st == 400 ? http_errno_description(HTTP_PARSER_ERRNO(&ac->parser))
-                                    : status_text(st));
-        ac->done = 1;
-        return;
-    }
-    if (ac->head_bytes > ADMIN_MAX_HEAD + ADMIN_MAX_BODY) {
-        send_error(c, 431, "request too large");
-        ac->done = 1;
-    }
-}
-
-static void admin_timeout(struct net_conn *c)
-{
-    struct admin_conn *ac = c->data;
-    if (!ac->done) {
-        ac->done = 1;
-        send_error(c, 408, "request not received in time");
+    if (match) {
+        match->fn(a->ud, &req, &resp);
+    } else if (found) {
+        char allow[64] = "";
+        for (const struct admin_route *rt = a->routes; rt->path; rt++)
+            if (strcmp(rt->path, req.path) == 0)
+                snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s%s",
+                         allow[0] ? ", " : "", rt->method,
+                         strcmp(rt->method, "GET") == 0 ? ", HEAD" : "");
+        http_resp_header(hr, "Allow", allow);
+        error_json(&resp, 405, "method not allowed");
     } else {
-        net_conn_abort(c, "admin timeout");
+        error_json(&resp, 404, "not found");
     }
+    answer(hr, &resp);
+    buf_free(&resp.body);
 }
 
-static void admin_close(struct net_conn *c, const char *why)
-{
-    struct admin_conn *ac = c->data;
-    buf_free(&ac->url);
-    buf_free(&ac->body);
-    free(ac);
-}
-
-static const struct net_conn_ops admin_ops = {
-    .on_read = admin_read, .on_timeout = admin_timeout, .on_close = admin_close};
-
-static int admin_accept(struct net_conn *c, void *ud)
-{
-    struct admin_conn *ac = calloc(1, sizeof *ac);
-    if (!ac)
-        return -1;
-    ac->admin = ud;
-    http_parser_init(&ac->parser, HTTP_REQUEST);
-    ac->parser.data = ac;
-    buf_init(&ac->url);
-    buf_init(&ac->body);
-    c->data = ac;
-    c->read_max = ADMIN_MAX_HEAD + ADMIN_MAX_BODY;
-    net_conn_set_timeout(c, ADMIN_DEADLINE);
-    return 0;
-}
-
-struct admin *admin_start(struct ev_loop *loop, const char *addr, admin_handler_fn handler,
-                          void *ud, char *err, size_t errlen)
+struct admin *admin_start(struct ev_loop *loop, const char *addr,
+                          const struct admin_route *routes, void *ud, char *err, size_t errlen)
 {
     struct admin *a = calloc(1, sizeof *a);
     if (!a) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    a->handler = handler;
+    a->routes = routes;
     a->ud = ud;
-    a->listener = net_listen(loop, addr, 0, &admin_ops, admin_accept, a, err, errlen);
-    if (!a->listener) {
+    struct http_server_cfg cfg;
+    http_server_cfg_defaults(&cfg);
+    cfg.limits.max_request_line = 4096;
+    cfg.limits.max_header_size = 16 * 1024;
+    cfg.limits.max_headers = 64;
+    cfg.max_body = 64 * 1024;
+    cfg.idle_timeout = 10;
+    cfg.head_timeout = 10;
+    cfg.body_timeout = 10;
+    cfg.send_timeout = 10;
+    cfg.max_conns = 64;
+    cfg.max_pipeline = 4;
+    static const struct http_server_ops ops = {.on_request = on_request};
+    a->srv = http_server_start(loop, addr, &cfg, &ops, a, err, errlen);
+    if (!a->srv) {
         free(a);
         return NULL;
     }
-    a->listener->max_conns = 64;
     return a;
 }
 
@@ -222,11 +113,11 @@ void admin_stop(struct admin *a)
 {
     if (!a)
         return;
-    net_listener_close(a->listener);
+    http_server_free(a->srv);
     free(a);
 }
 
-const char *admin_addr(const struct admin *a) { return a->listener->addr; }
+const char *admin_addr(const struct admin *a) { return http_server_addr(a->srv); }
 
 int admin_query_flag(const struct admin_request *req, const char *name)
 {
@@ -249,4 +140,36 @@ int admin_query_flag(const struct admin_request *req, const char *name)
         p += len + (amp ? 1 : 0);
     }
     return 0;
+}
+
+void admin_reload_answer(struct admin_response *resp, const struct admin_reload *r)
+{
+    struct buf *b = &resp->body;
+    resp->status = r->ok ? 200 : 422;
+    resp->content_type = "application/json";
+    buf_printf(b, "{\"ok\":%s,\"node\":", r->ok ? "true" : "false");
+    buf_json_string(b, r->node ? r->node : "");
+    buf_printf(b, ",\"dry_run\":%s,\"generation\":%u,\"reload_ms\":%.3f,\"changes\":[",
+               r->dry_run ? "true" : "false", r->generation, r->reload_ms);
+    const char *p = r->changes ? r->changes : "";
+    int first = 1;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (len > 0) {
+            char *line = strndup(p, len);
+            if (!first)
+                buf_append_str(b, ",");
+            first = 0;
+            buf_json_string(b, line ? line : "");
+            free(line);
+        }
+        p += len + (nl ? 1 : 0);
+    }
+    buf_append_str(b, "],\"error\":");
+    if (r->error)
+        buf_json_string(b, r->error);
+    else
+        buf_append_str(b, "null");
+    buf_append_str(b, "}\n");
 }

@@ -1,11 +1,14 @@
-/* admin: the small HTTP/1.1 endpoint every node (and the supervisor) serves
- * on its admin address, loopback by default: GET /status (JSON),
- * GET /metrics (Prometheus text), POST /reload, GET /healthz.
+/* admin: the admin endpoint every node and the supervisor serve on their
+ * admin address (loopback by default): one router on the HTTP connection
+ * layer (engine/http), so nodes and the supervisor parse, bound and answer
+ * requests the same way, and `/reload` answers in one JSON shape wherever
+ * it is asked (admin_reload_json, docs/operations.md).
  *
- * One request per connection (responses carry Connection: close): admin
- * traffic is a scrape every few seconds, not a hot path, and this keeps
- * the parser state trivial. Requests are bounded (head 16 KiB, body 64 KiB,
- * 10 s to arrive); anything else gets a 4xx and the connection ends. */
+ * The owner gives a table of routes (path, methods, handler). The router
+ * answers 404 for an unknown path and 405 (with Allow) for a known path
+ * asked with another method; GET routes also answer HEAD. Connections may
+ * be kept alive (a scraper's); requests are bounded (head 16 KiB, body
+ * 64 KiB, 10 s to arrive) by the layer, which answers 4xx and closes. */
 #ifndef STRATA_ADMIN_H
 #define STRATA_ADMIN_H
 
@@ -23,23 +26,49 @@ struct admin_request {
 };
 
 struct admin_response {
-    int status;
-    const char *content_type;
+    int status;               /* 200 unless set */
+    const char *content_type; /* "application/json" unless set */
     struct buf body;
 };
 
-/* Fills resp (status defaults to 200, JSON). */
 typedef void (*admin_handler_fn)(void *ud, const struct admin_request *req,
                                  struct admin_response *resp);
 
+struct admin_route {
+    const char *path;    /* exact match */
+    const char *method;  /* "GET" (also answers HEAD) or "POST" */
+    admin_handler_fn fn;
+};
+
 struct admin;
 
-struct admin *admin_start(struct ev_loop *loop, const char *addr, admin_handler_fn handler,
-                          void *ud, char *err, size_t errlen);
+/* Serves `routes` (ended by a {NULL} entry; the table must outlive the
+ * endpoint) on addr. NULL with a message in err. */
+struct admin *admin_start(struct ev_loop *loop, const char *addr,
+                          const struct admin_route *routes, void *ud, char *err, size_t errlen);
 void admin_stop(struct admin *a);
 const char *admin_addr(const struct admin *a);
 
 /* 1 when the query string has name=1/true/yes (or bare name). */
 int admin_query_flag(const struct admin_request *req, const char *name);
+
+/* The answer to POST /reload, from a node or the supervisor alike:
+ *   {"ok":true,"node":"c1","dry_run":false,"generation":2,"reload_ms":0.41,
+ *    "changes":["..."],"error":null}
+ * `changes` holds one change per line (newline-separated, may be empty);
+ * `error` is NULL on success. */
+struct admin_reload {
+    const char *node;
+    int ok;
+    int dry_run;
+    unsigned generation;
+    double reload_ms;
+    const char *changes;
+    const char *error;
+};
+
+/* Writes the reload answer's JSON (with a final newline) and sets its
+ * status: 200, or 422 when the reload was refused. */
+void admin_reload_answer(struct admin_response *resp, const struct admin_reload *r);
 
 #endif

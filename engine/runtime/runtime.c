@@ -180,7 +180,57 @@ static struct service *start_service(struct runtime *rt, lua_State *L, int cfg, 
     return s;
 }
 
-static void admin_handle(void *ud, const struct admin_request *req, struct admin_response *resp);
+/* --- the node's admin routes ---------------------------------------------- */
+
+static void admin_status(void *ud, const struct admin_request *req, struct admin_response *resp)
+{
+    (void)req;
+    struct runtime_admin *ra = ud;
+    runtime_status_json(ra->rt, ra->node, &resp->body);
+}
+
+static void admin_metrics(void *ud, const struct admin_request *req, struct admin_response *resp)
+{
+    (void)req;
+    struct runtime_admin *ra = ud;
+    resp->content_type = "text/plain; version=0.0.4";
+    runtime_metrics(ra->rt, ra->node, &resp->body);
+}
+
+static void admin_healthz(void *ud, const struct admin_request *req, struct admin_response *resp)
+{
+    (void)req;
+    struct runtime_admin *ra = ud;
+    resp->content_type = "text/plain";
+    buf_append_str(&resp->body, ra->rt->stopping ? "draining\n" : "ok\n");
+    if (ra->rt->stopping)
+        resp->status = 503;
+}
+
+static void admin_reload(void *ud, const struct admin_request *req, struct admin_response *resp)
+{
+    struct runtime_admin *ra = ud;
+    struct runtime *rt = ra->rt;
+    int dry = admin_query_flag(req, "dry_run");
+    struct buf changes;
+    buf_init(&changes);
+    char err[1024];
+    int rc = runtime_reload(rt, dry, &changes, err, sizeof err);
+    buf_append(&changes, "", 1);
+    struct admin_reload r = {.node = ra->node, .ok = rc == 0, .dry_run = dry,
+                             .generation = rt->generation, .reload_ms = rt->last_reload_ms,
+                             .changes = buf_head(&changes), .error = rc == 0 ? NULL : err};
+    admin_reload_answer(resp, &r);
+    buf_free(&changes);
+}
+
+static const struct admin_route node_routes[] = {
+    {"/status", "GET", admin_status},
+    {"/metrics", "GET", admin_metrics},
+    {"/healthz", "GET", admin_healthz},
+    {"/reload", "POST", admin_reload},
+    {NULL, NULL, NULL},
+};
 
 static int start_admin(struct runtime *rt, const char *node, const char *addr, char *err,
                        size_t errlen)
@@ -193,7 +243,7 @@ static int start_admin(struct runtime *rt, const char *node, const char *addr, c
     ra->rt = rt;
     snprintf(ra->node, sizeof ra->node, "%s", node);
     char why[512];
-    ra->admin = admin_start(rt->loop, addr, admin_handle, ra, why, sizeof why);
+    ra->admin = admin_start(rt->loop, addr, node_routes, ra, why, sizeof why);
     if (!ra->admin) {
         snprintf(err, errlen, "node '%s': cannot start admin endpoint: %s", node, why);
         return -1;
@@ -514,60 +564,6 @@ void runtime_metrics(struct runtime *rt, const char *node, struct buf *out)
         char labels[160];
         snprintf(labels, sizeof labels, "node=\"%s\",service=\"%s\"", s->node, s->kind->name);
         s->kind->metrics(s, out, labels);
-    }
-}
-
-static void admin_handle(void *ud, const struct admin_request *req, struct admin_response *resp)
-{
-    struct runtime_admin *ra = ud;
-    struct runtime *rt = ra->rt;
-    int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
-    if (strcmp(req->path, "/status") == 0 && get) {
-        runtime_status_json(rt, ra->node, &resp->body);
-    } else if (strcmp(req->path, "/metrics") == 0 && get) {
-        resp->content_type = "text/plain; version=0.0.4";
-        runtime_metrics(rt, ra->node, &resp->body);
-    } else if (strcmp(req->path, "/healthz") == 0 && get) {
-        resp->content_type = "text/plain";
-        buf_append_str(&resp->body, rt->stopping ? "draining\n" : "ok\n");
-        if (rt->stopping)
-            resp->status = 503;
-    } else if (strcmp(req->path, "/reload") == 0 && strcmp(req->method, "POST") == 0) {
-        int dry = admin_query_flag(req, "dry_run");
-        struct buf changes;
-        buf_init(&changes);
-        char err[1024];
-        int rc = runtime_reload(rt, dry, &changes, err, sizeof err);
-        buf_append_str(&resp->body, rc == 0 ? "{\"ok\":true" : "{\"ok\":false,\"error\":");
-        if (rc < 0) {
-            buf_json_string(&resp->body, err);
-            resp->status = 422;
-        }
-        buf_printf(&resp->body, ",\"dry_run\":%s,\"generation\":%u,\"reload_ms\":%.3f,\"changes\":[",
-                   dry ? "true" : "false", rt->generation, rt->last_reload_ms);
-        buf_append(&changes, "", 1);
-        const char *p = buf_head(&changes);
-        int first = 1;
-        while (*p) {
-            const char *nl = strchr(p, '\n');
-            size_t len = nl ? (size_t)(nl - p) : strlen(p);
-            char line[512];
-            snprintf(line, sizeof line, "%.*s", (int)len, p);
-            if (!first)
-                buf_append_str(&resp->body, ",");
-            first = 0;
-            buf_json_string(&resp->body, line);
-            p += len + (nl ? 1 : 0);
-        }
-        buf_append_str(&resp->body, "]}\n");
-        buf_free(&changes);
-    } else if (strcmp(req->path, "/status") == 0 || strcmp(req->path, "/metrics") == 0 ||
-               strcmp(req->path, "/reload") == 0 || strcmp(req->path, "/healthz") == 0) {
-        resp->status = 405;
-        buf_append_str(&resp->body, "{\"error\":\"method not allowed\"}\n");
-    } else {
-        resp->status = 404;
-        buf_append_str(&resp->body, "{\"error\":\"not found\"}\n");
     }
 }
 

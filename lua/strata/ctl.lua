@@ -7,11 +7,17 @@ local text = require "strata.text"
 
 local M = {}
 
+-- POST to an admin endpoint. Every /reload answers in one shape, from a node
+-- or the supervisor (docs/operations.md):
+--   { ok = bool, node = NAME, dry_run = bool, generation = N, reload_ms = MS,
+--     changes = { "...", ... }, error = "file:line: message" | null }
 local function post(addr, path)
   local status, body = host.http_request("POST", addr, path, "", 10)
   if not status then return nil, body end
   local doc = cjson.decode(body)
   if type(doc) ~= "table" then return nil, "bad answer from " .. addr .. ": " .. body end
+  if type(doc.changes) ~= "table" then doc.changes = {} end
+  if doc.error == cjson.null then doc.error = nil end
   return doc, nil, status
 end
 
@@ -48,7 +54,7 @@ function M.reload(topo, opts)
       errs:write(tostring(doc.error) .. "\n")
       return 1
     end
-    for line in tostring(doc.changes or ""):gmatch("[^\n]+") do
+    for _, line in ipairs(doc.changes) do
       out:write((opts.dry_run and "would " or "") .. line .. "\n")
       local started = line:match("^start node (%S+)")
       if started then starting[started] = true end
@@ -70,7 +76,7 @@ function M.reload(topo, opts)
         failed = true
       else
         reachable = reachable + 1
-        local changes = doc.changes or {}
+        local changes = doc.changes
         if #changes == 0 then
           out:write(string.format("node %s: no changes\n", n.name))
         end

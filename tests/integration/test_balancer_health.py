@@ -260,3 +260,61 @@ def test_response_past_the_hold_bound_streams_and_is_not_retried(strata, backend
     c.close()
     assert lb_status(admin)["retries"] == 0
     assert bl[1].stats()["requests"] == 0
+
+
+class ScriptedBackend:
+    """A raw backend whose every answer is the bytes in `reply` (then it
+    closes): a health check must read them with the real response parser."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        self.checks = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                c.settimeout(5)
+                data = b""
+                try:
+                    while b"\r\n\r\n" not in data:
+                        chunk = c.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    self.checks += 1
+                    c.sendall(self.reply)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("bad", [
+    b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",                      # bare LF
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"SSH-2.0-OpenSSH\r\n",                                         # not HTTP at all
+    b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n",
+])
+def test_health_check_reads_answers_with_the_response_parser(strata, bad):
+    be = ScriptedBackend()
+    try:
+        port, admin, _ = start_lb(strata, [{"name": "raw", "addr": be.addr}], health=HEALTH)
+        wait_for(lambda: be.checks >= 2 and backend_state(admin, "raw")["healthy"],
+                 what="healthy with a good answer")
+        be.reply = bad
+        wait_for(lambda: not backend_state(admin, "raw")["healthy"], what="down on a bad answer")
+        be.reply = b"HTTP/1.1 204 No Content\r\n\r\n"
+        wait_for(lambda: backend_state(admin, "raw")["healthy"], what="up again")
+    finally:
+        be.close()

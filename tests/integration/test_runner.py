@@ -55,7 +55,9 @@ class Topo:
 
 
 def start(strata_factory, topo, shards):
-    return strata_factory(topo.path.read_text(), ports=topo.ports[:shards] + [topo.sup],
+    # Every node's admin endpoint too: a node opens it after its services.
+    return strata_factory(topo.path.read_text(),
+                          ports=topo.ports[:shards] + topo.admins[:shards] + [topo.sup],
                           name="topo.lua")
 
 
@@ -317,3 +319,80 @@ def test_ctrl_c_in_a_terminal_drains_each_node_once(topo):
     assert out.count("SIGTERM: draining") == 2, out
     assert "node c1: cache on 127.0.0.1:%d at stop: keys=0" % topo.ports[0] in out
     assert "second stop signal" not in out
+
+
+RELOAD_KEYS = {"ok", "node", "dry_run", "generation", "reload_ms", "changes", "error"}
+
+
+def test_reload_answers_in_one_shape_from_nodes_and_the_supervisor(strata, topo):
+    start(strata, topo, 2)
+    code, body = http("POST", topo.admins[0], "/reload?dry_run=1")
+    node = json.loads(body)
+    assert code == 200 and set(node) == RELOAD_KEYS
+    assert node["ok"] is True and node["node"] == "c1" and node["error"] is None
+    assert node["dry_run"] is True and node["changes"] == [] and node["generation"] == 1
+    topo.write(3)
+    code, body = http("POST", topo.sup, "/reload")
+    sup = json.loads(body)
+    assert code == 200 and set(sup) == RELOAD_KEYS
+    assert sup["ok"] is True and sup["node"] == "supervisor" and sup["error"] is None
+    assert sup["dry_run"] is False and sup["generation"] == 2
+    assert len(sup["changes"]) == 1 and sup["changes"][0].startswith("start node c3 (cache ")
+    wait_for(lambda: port_open(topo.ports[2]), what="c3 started")
+    # A refused reload: 422, same keys, the error as file:line: message.
+    topo.path.write_text(topo.text(3, "lru") + "strata.cache { shards = = 1 }\n")
+    for port, name in ((topo.admins[0], "c1"), (topo.sup, "supervisor")):
+        code, body = http("POST", port, "/reload")
+        doc = json.loads(body)
+        assert code == 422 and set(doc) == RELOAD_KEYS, body
+        assert doc["ok"] is False and doc["node"] == name and doc["changes"] == []
+        assert doc["error"].startswith(f"{topo.path}:")
+
+
+def test_admin_router_methods_and_keep_alive(strata, topo):
+    import http.client
+    topo.write(1)
+    start(strata, topo, 1)
+    for port in (topo.admins[0], topo.sup):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        # Several requests over one connection.
+        for path in ("/status", "/metrics", "/healthz"):
+            conn.request("GET", path)
+            r = conn.getresponse()
+            assert r.status == 200 and r.read()
+        conn.request("GET", "/reload")
+        r = conn.getresponse()
+        assert r.status == 405 and r.getheader("Allow") == "POST"
+        assert json.loads(r.read()) == {"error": "method not allowed"}
+        conn.request("HEAD", "/status")
+        r = conn.getresponse()
+        assert r.status == 200 and int(r.getheader("Content-Length")) > 0 and r.read() == b""
+        conn.request("GET", "/nope")
+        r = conn.getresponse()
+        assert r.status == 404 and json.loads(r.read()) == {"error": "not found"}
+        conn.close()
+
+
+def test_admin_limits_answer_and_close(strata, topo):
+    import socket
+    topo.write(1)
+    start(strata, topo, 1)
+    with socket.create_connection(("127.0.0.1", topo.admins[0]), timeout=10) as s:
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 431 ")
+    with socket.create_connection(("127.0.0.1", topo.admins[0]), timeout=10) as s:
+        s.sendall(b"POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 413 ")
+    assert topo.status(0)["generation"] == 1

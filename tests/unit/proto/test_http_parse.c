@@ -186,6 +186,71 @@ static void test_chunked(void)
     }
 }
 
+struct text {
+    char b[128];
+    size_t n;
+};
+
+static void collect(void *ud, const char *p, size_t n)
+{
+    struct text *c = ud;
+    if (c->n + n < sizeof c->b) {
+        memcpy(c->b + c->n, p, n);
+        c->n += n;
+        c->b[c->n] = 0;
+    }
+}
+
+/* The body reader: payload out, framing consumed, what follows left alone. */
+static void test_body_reader(void)
+{
+    struct http_body_reader r;
+    struct text c = {.n = 0};
+    http_body_reader_init(&r, HTTP_BODY_LENGTH, 5, 64);
+    is_int(http_body_reader_feed(&r, "he", 2, collect, &c), 2, "length: a first piece");
+    ok(!r.done, "length: not done after 2 of 5");
+    is_int(http_body_reader_feed(&r, "lloGET /", 8, collect, &c), 3,
+           "length: stops at the end of the body");
+    ok(r.done, "length: done");
+    is_str(c.b, "hello", "length: payload");
+    is_int(http_body_reader_eof(&r), 0, "eof after a complete body is fine");
+
+    c.n = 0;
+    c.b[0] = 0;
+    http_body_reader_init(&r, HTTP_BODY_CHUNKED, 0, 64);
+    const char *ch = "3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\nNEXT";
+    size_t total = 0;
+    for (size_t i = 0; i < strlen(ch) && !r.done; i++) { /* one byte at a time */
+        ssize_t used = http_body_reader_feed(&r, ch + i, 1, collect, &c);
+        if (used < 0)
+            break;
+        total += (size_t)used;
+    }
+    ok(r.done, "chunked: done");
+    is_int(total, strlen(ch) - 4, "chunked: framing and trailer consumed, NEXT left");
+    is_str(c.b, "abcde", "chunked: payload de-chunked");
+
+    http_body_reader_init(&r, HTTP_BODY_CHUNKED, 0, 64);
+    is_int(http_body_reader_feed(&r, "3\r\nabcX", 8, NULL, NULL), -1, "chunked: bad framing");
+    http_body_reader_init(&r, HTTP_BODY_CHUNKED, 0, 64);
+    http_body_reader_feed(&r, "3\r\nab", 6, NULL, NULL);
+    is_int(http_body_reader_eof(&r), -1, "chunked: cut short by the close");
+
+    c.n = 0;
+    c.b[0] = 0;
+    http_body_reader_init(&r, HTTP_BODY_CLOSE, 0, 64);
+    is_int(http_body_reader_feed(&r, "all of it", 9, collect, &c), 9, "close: takes everything");
+    ok(!r.done, "close: not done before the close");
+    is_int(http_body_reader_eof(&r), 0, "close: the close ends it");
+    ok(r.done, "close: done");
+    is_str(c.b, "all of it", "close: payload");
+
+    http_body_reader_init(&r, HTTP_BODY_LENGTH, 0, 64);
+    ok(r.done, "length 0: done at once");
+    http_body_reader_init(&r, HTTP_BODY_NONE, 0, 64);
+    ok(r.done && http_body_reader_feed(&r, "x", 1, NULL, NULL) == 0, "none: consumes nothing");
+}
+
 int main(void)
 {
     test_good_requests();
@@ -193,5 +258,6 @@ int main(void)
     test_responses();
     test_cookie();
     test_chunked();
+    test_body_reader();
     return tap_done();
 }
