@@ -11,6 +11,7 @@
 
 #include "buf.h"
 #include "ctl_host.h"
+#include "heartbeat.h"
 #include "log.h"
 #include "luahost.h"
 #include "runtime.h"
@@ -154,21 +155,6 @@ static int cmd_check(int argc, char **argv)
     return rc;
 }
 
-/* Tells the supervisor (if any) that this node is serving. */
-static void report_ready(void)
-{
-    const char *fd = getenv("STRATA_READY_FD");
-    if (!fd)
-        return;
-    int n = atoi(fd);
-    if (n > 2) {
-        ssize_t w = write(n, "ready\n", 6);
-        (void)w;
-        close(n);
-    }
-    unsetenv("STRATA_READY_FD");
-}
-
 static int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -238,8 +224,10 @@ static int cmd_run(int argc, char **argv)
     luahost_close(L);
     if (rc == 0) {
         log_info("ready: %d service%s from %s", rt.nservices, rt.nservices == 1 ? "" : "s", path);
-        report_ready();
+        struct heartbeat hb;
+        heartbeat_start(&hb, loop);
         runtime_run(&rt);
+        heartbeat_stop(&hb, loop);
         log_info("stopped");
     }
     runtime_free(&rt);

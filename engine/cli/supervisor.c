@@ -26,6 +26,9 @@
 #define SUP_BACKOFF_MIN 0.1
 #define SUP_BACKOFF_MAX 5.0
 #define SUP_STABLE_AFTER 10.0 /* a node up this long resets its backoff */
+/* Default seconds of heartbeat silence after which a ready node is taken for
+ * stuck: long enough for a SAVE of a large dataset, which blocks the loop. */
+#define SUP_STALL_TIMEOUT 20.0
 
 struct supervisor;
 
@@ -44,6 +47,8 @@ struct sup_node {
     double started_at;
     int removed;           /* stopping for good: gone from the topology */
     unsigned restarts;
+    double last_beat;      /* when its heartbeat (or ready) last arrived */
+    unsigned stalls;       /* times it was killed for a silent loop */
 };
 
 struct supervisor {
@@ -58,6 +63,8 @@ struct supervisor {
     int starting;          /* initial start: a node failing now fails the run */
     int failed;
     double drain_timeout;
+    double stall_timeout;  /* a ready node silent this long is replaced */
+    ev_timer stall_timer;
     ev_signal sigint, sigterm, sighup;
     ev_timer kill_timer;
     struct admin *admin;
@@ -80,6 +87,7 @@ struct topo_nodes {
     char log_dir[PATH_MAX];
     int watch;
     double drain_timeout;
+    double stall_timeout;
     char files[SUP_MAX_WATCH][PATH_MAX];
     int nfiles;
 };
@@ -126,7 +134,9 @@ static int load_nodes(const char *path, struct topo_nodes *t, char *err, size_t 
     t->watch = lua_toboolean(L, -1);
     lua_getfield(L, -2, "drain_timeout");
     t->drain_timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 10.0;
-    lua_pop(L, 3);
+    lua_getfield(L, -3, "stall_timeout");
+    t->stall_timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : SUP_STALL_TIMEOUT;
+    lua_pop(L, 4);
     lua_getfield(L, topo, "nodes");
     int nodes = lua_gettop(L);
     lua_Integer nn = (lua_Integer)lua_rawlen(L, nodes);
@@ -191,19 +201,26 @@ static void print_ready_table(struct supervisor *sup)
         log_info("  supervisor admin %s", admin_addr(sup->admin));
 }
 
+/* The node's pipe: "ready" once it serves, then a heartbeat byte every
+ * HEARTBEAT_INTERVAL (engine/cli/heartbeat.h). End of file: it exited (the
+ * child watcher reports how). */
 static void on_ready(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     struct sup_node *nd = w->data;
-    char b[64];
+    char b[256];
     ssize_t n = read(nd->ready_fd, b, sizeof b);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
-    ev_io_stop(loop, w);
-    close(nd->ready_fd);
-    nd->ready_fd = -1;
-    if (n <= 0)
-        return; /* exited before ready: the child watcher reports it */
+    if (n <= 0) {
+        ev_io_stop(loop, w);
+        close(nd->ready_fd);
+        nd->ready_fd = -1;
+        return;
+    }
+    nd->last_beat = ev_now(loop);
+    if (nd->ready)
+        return;
     nd->ready = 1;
     struct supervisor *sup = nd->sup;
     if (sup->starting) {
@@ -214,6 +231,34 @@ static void on_ready(struct ev_loop *loop, ev_io *w, int revents)
         print_ready_table(sup);
     } else {
         log_info("node %s ready (pid %d)", nd->name, (int)nd->pid);
+    }
+}
+
+/* A ready node whose heartbeat stopped is stuck (a loop that never
+ * returns, SIGSTOP): it keeps its ports but serves no one, and a SIGTERM
+ * would wait on the loop it cannot run. Kill it; the child watcher
+ * restarts it like any node that was killed. */
+static void on_stall_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct supervisor *sup = w->data;
+    if (sup->stopping)
+        return;
+    double now = ev_now(loop);
+    for (int i = 0; i < sup->n; i++) {
+        struct sup_node *nd = sup->nodes[i];
+        if (!nd->pid || !nd->ready || nd->ready_fd < 0 || nd->removed)
+            continue;
+        if (now - nd->last_beat < sup->stall_timeout)
+            continue;
+        nd->stalls++;
+        log_error("node %s (pid %d): no heartbeat for %.1f s, its loop is stuck; killing it "
+                  "(stall #%u)", nd->name, (int)nd->pid, now - nd->last_beat, nd->stalls);
+        kill(nd->pid, SIGKILL);
+        /* One kill per stall: the pipe closes when it dies. */
+        ev_io_stop(loop, &nd->ready_io);
+        close(nd->ready_fd);
+        nd->ready_fd = -1;
     }
 }
 
@@ -270,7 +315,7 @@ static int spawn(struct sup_node *nd)
     nd->pid = pid;
     nd->ready = 0;
     nd->ready_fd = p[0];
-    nd->started_at = ev_now(sup->loop);
+    nd->started_at = nd->last_beat = ev_now(sup->loop);
     ev_io_init(&nd->ready_io, on_ready, p[0], EV_READ);
     nd->ready_io.data = nd;
     ev_io_start(sup->loop, &nd->ready_io);
@@ -558,8 +603,9 @@ static void sup_status(void *ud, const struct admin_request *req, struct admin_r
         struct sup_node *nd = sup->nodes[i];
         buf_append_str(&resp->body, i ? ",{\"name\":" : "{\"name\":");
         buf_json_string(&resp->body, nd->name);
-        buf_printf(&resp->body, ",\"pid\":%d,\"ready\":%s,\"restarts\":%u,\"admin\":",
-                   (int)nd->pid, nd->ready ? "true" : "false", nd->restarts);
+        buf_printf(&resp->body, ",\"pid\":%d,\"ready\":%s,\"restarts\":%u,\"stalls\":%u,"
+                   "\"admin\":", (int)nd->pid, nd->ready ? "true" : "false", nd->restarts,
+                   nd->stalls);
         buf_json_string(&resp->body, nd->admin);
         buf_append_str(&resp->body, ",\"services\":");
         buf_json_string(&resp->body, nd->services);
@@ -578,6 +624,12 @@ static void sup_metrics(void *ud, const struct admin_request *req, struct admin_
     for (int i = 0; i < sup->n; i++)
         buf_printf(&resp->body, "strata_node_restarts_total{node=\"%s\"} %u\n",
                    sup->nodes[i]->name, sup->nodes[i]->restarts);
+    buf_append_str(&resp->body, "# HELP strata_node_stalls_total Times a node was killed "
+                                "because its loop stopped turning.\n"
+                                "# TYPE strata_node_stalls_total counter\n");
+    for (int i = 0; i < sup->n; i++)
+        buf_printf(&resp->body, "strata_node_stalls_total{node=\"%s\"} %u\n",
+                   sup->nodes[i]->name, sup->nodes[i]->stalls);
     buf_append_str(&resp->body, "# HELP strata_node_up 1 while the node process is ready.\n"
                                 "# TYPE strata_node_up gauge\n");
     for (int i = 0; i < sup->n; i++)
@@ -651,6 +703,7 @@ int supervisor_main(const char *topology_path, const char *log_level)
     signal(SIGPIPE, SIG_IGN);
     sup->loop = ev_default_loop(EVFLAG_AUTO);
     sup->drain_timeout = t->drain_timeout;
+    sup->stall_timeout = t->stall_timeout;
     sup->generation = 1;
     sup->watch = t->watch;
     snprintf(sup->log_dir, sizeof sup->log_dir, "%s", t->log_dir);
@@ -659,6 +712,12 @@ int supervisor_main(const char *topology_path, const char *log_level)
     ev_signal_init(&sup->sighup, on_hup, SIGHUP);
     ev_timer_init(&sup->kill_timer, on_kill_timer, 0., 0.);
     ev_timer_init(&sup->watch_timer, on_watch_timer, 0., 0.);
+    {
+        double every = sup->stall_timeout / 4 < 0.5 ? sup->stall_timeout / 4 : 0.5;
+        ev_timer_init(&sup->stall_timer, on_stall_timer, every, every);
+        sup->stall_timer.data = sup;
+        ev_timer_start(sup->loop, &sup->stall_timer);
+    }
     sup->sigint.data = sup->sigterm.data = sup->sighup.data = sup;
     sup->kill_timer.data = sup->watch_timer.data = sup;
     ev_signal_start(sup->loop, &sup->sigint);

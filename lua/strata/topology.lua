@@ -265,10 +265,14 @@ local function build_dsl(ctx)
       fail(where, "strata.supervisor is already set (at %s)", ctx.supervisor.where)
     end
     ctx.check_fields(where, "strata.supervisor", spec, {
-      admin = true, watch = true, log_dir = true, drain_timeout = true,
+      admin = true, watch = true, log_dir = true, drain_timeout = true, stall_timeout = true,
     })
     if spec.watch ~= nil and type(spec.watch) ~= "boolean" then
       fail(where, "watch must be true or false")
+    end
+    local stall = ctx.duration(where, "stall_timeout", spec.stall_timeout)
+    if stall ~= nil and stall < 0.5 then
+      fail(where, "stall_timeout must be at least 500ms (a node beats every 250ms)")
     end
     local admin, ahost, aport
     if spec.admin ~= nil then admin, ahost, aport = ctx.addr(where, "admin", spec.admin) end
@@ -277,6 +281,7 @@ local function build_dsl(ctx)
       watch = spec.watch or false,
       log_dir = ctx.folder(where, "log_dir", spec.log_dir),
       drain_timeout = ctx.duration(where, "drain_timeout", spec.drain_timeout) or 10,
+      stall_timeout = stall,
     }
   end
 
