@@ -142,6 +142,14 @@ local function new_context(path)
     fail(where, "%s: bad duration '%s' (want e.g. 500ms, 1s, 2m)", what, tostring(v))
   end
 
+  function ctx.bool(where, what, v)
+    if v == nil then return nil end
+    if type(v) ~= "boolean" then
+      fail(where, "%s must be true or false, not %s", what, tostring(v))
+    end
+    return v
+  end
+
   -- Its range is the service kind's to check.
   function ctx.int(where, what, v)
     if v == nil then return nil end
@@ -245,6 +253,39 @@ end
 
 -- The constructors ---------------------------------------------------------
 
+-- Who may connect to a cache or db node, and how much they may hold: the
+-- same fields on both kinds. The password may come from the topology, an
+-- environment variable or a file (relative to the topology's folder); the
+-- kind resolves it and checks the ranges.
+local ACCESS_FIELDS = { "password", "password_env", "password_file", "debug", "max_clients",
+                        "max_client_memory" }
+
+local function access_fields(ctx, where, spec, cfg)
+  cfg.password = ctx.string(where, "password", spec.password)
+  cfg.password_env = ctx.string(where, "password_env", spec.password_env)
+  cfg.password_file = ctx.folder(where, "password_file", spec.password_file)
+  cfg.debug = ctx.bool(where, "debug", spec.debug)
+  cfg.max_clients = ctx.int(where, "max_clients", spec.max_clients)
+  cfg.max_client_memory = ctx.size(where, "max_client_memory", spec.max_client_memory)
+  return cfg
+end
+
+local function is_loopback(host)
+  return host:match("^127%.") ~= nil or host == "::1" or host == "localhost"
+end
+
+-- A node anyone on the network can reach with no password: allowed (a
+-- private network may be the protection), but said, on stderr.
+local function warn_open(cfg)
+  if cfg.password or cfg.password_env or cfg.password_file then return end
+  local h = cfg.listen:match("^%[?(.-)%]?:%d+$") or cfg.listen
+  if is_loopback(h) then return end
+  io.stderr:write(string.format(
+    "%s: warning: %s on node '%s' listens on %s, beyond loopback, without a password " ..
+    "(set password_env or password_file; see docs/security.md)\n",
+    cfg.where, cfg.kind, cfg.node, cfg.listen))
+end
+
 local function build_dsl(ctx)
   local strata = { version = host.version }
 
@@ -282,10 +323,12 @@ local function build_dsl(ctx)
 
   function strata.cache(spec)
     local where = ctx.where()
-    ctx.check_fields(where, "strata.cache", spec, {
+    local fields = {
       shards = true, max_memory = true, eviction = true, eviction_samples = true,
-      eviction_fallback = true, password = true,
-    })
+      eviction_fallback = true,
+    }
+    for _, f in ipairs(ACCESS_FIELDS) do fields[f] = true end
+    ctx.check_fields(where, "strata.cache", spec, fields)
     if type(spec.shards) ~= "table" or #spec.shards == 0 then
       fail(where, "strata.cache needs shards = { { node = ..., listen = ... }, ... }")
     end
@@ -307,7 +350,7 @@ local function build_dsl(ctx)
     for i, sh in ipairs(spec.shards) do
       local what = string.format("cache shard %d", i)
       ctx.check_fields(where, what, sh, { node = true, listen = true })
-      local cfg = ctx.add {
+      local cfg = ctx.add(access_fields(ctx, where, spec, {
         kind = "cache", where = where,
         node = ctx.node_name(where, what .. " node", sh.node),
         listen = ctx.addr(where, what .. " listen", sh.listen),
@@ -315,8 +358,8 @@ local function build_dsl(ctx)
         eviction = eviction, eviction_path = eviction_path,
         eviction_fallback = fallback,
         eviction_samples = ctx.int(where, "eviction_samples", spec.eviction_samples),
-        password = ctx.string(where, "password", spec.password),
-      }
+      }))
+      warn_open(cfg)
       obj.shards[i] = { node = cfg.node, addr = cfg.listen }
     end
     ctx.objects[obj] = "cache"
@@ -325,9 +368,9 @@ local function build_dsl(ctx)
 
   function strata.db(spec)
     local where = ctx.where()
-    ctx.check_fields(where, "strata.db", spec, {
-      primary = true, replicas = true, reads = true, password = true, compact_min = true,
-    })
+    local fields = { primary = true, replicas = true, reads = true, compact_min = true }
+    for _, f in ipairs(ACCESS_FIELDS) do fields[f] = true end
+    ctx.check_fields(where, "strata.db", spec, fields)
     if type(spec.primary) ~= "table" then
       fail(where, "strata.db needs primary = { node = ..., listen = ..., dir = ... }")
     end
@@ -335,15 +378,16 @@ local function build_dsl(ctx)
     local function one(t, what, role)
       ctx.check_fields(where, what, t, db_fields)
       local node = ctx.node_name(where, what .. " node", t.node)
-      return ctx.add {
+      local cfg = ctx.add(access_fields(ctx, where, spec, {
         kind = "db", where = where, role = role, node = node,
         listen = ctx.addr(where, what .. " listen", t.listen),
         -- the default lives here with the resolution: var/NODE beside the topology
         dir = ctx.folder(where, what .. " dir", t.dir or ("var/" .. node)),
         fsync = ctx.string(where, what .. " fsync", t.fsync),
-        password = ctx.string(where, "password", spec.password),
         compact_min = ctx.size(where, "compact_min", spec.compact_min),
-      }
+      }))
+      warn_open(cfg)
+      return cfg
     end
     local primary = one(spec.primary, "db primary", "primary")
     if spec.primary.replica_of ~= nil then
@@ -653,7 +697,7 @@ end
 -- it. The declaration's line is left out: moving a block is no change. The
 -- policy and app files a config names count with their contents: editing a
 -- policy is a change even when the topology stays the same.
-local FILE_FIELDS = { eviction_path = true, policy_path = true, app = true }
+local FILE_FIELDS = { eviction_path = true, policy_path = true, app = true, password_file = true }
 
 function M.fingerprint(cfg)
   local out = {}
