@@ -96,7 +96,7 @@ int kv_info_wants(const struct kv_info_sel *sel, const char *section);
 
 /* Where in INFO a shell's hook is asked to write. */
 enum kv_info_at {
-    KV_INFO_MEMORY,        /* fields inside "# Memory", after used_memory_clients */
+    KV_INFO_MEMORY,        /* fields inside "# Memory", after maxmemory_clients */
     KV_INFO_STATS,         /* fields inside "# Stats", after expired_keys */
     KV_INFO_SECTIONS,      /* whole sections of its own, before "# Keyspace" */
 };

@@ -66,6 +66,7 @@ local function new_context(path)
     node_order = {},
     refs = {},       -- { name =, kind =, where = } references checked at the end
     objects = setmetatable({}, { __mode = "k" }), -- service objects -> kind
+    warnings = {},   -- lines for stderr, written when the topology is valid
   }
 
   function ctx.where(level)
@@ -275,12 +276,13 @@ local function is_loopback(host)
 end
 
 -- A node anyone on the network can reach with no password: allowed (a
--- private network may be the protection), but said, on stderr.
-local function warn_open(cfg)
+-- private network may be the protection), but said on stderr once the
+-- topology is found valid (M.load).
+local function warn_open(ctx, cfg)
   if cfg.password or cfg.password_env or cfg.password_file then return end
   local h = cfg.listen:match("^%[?(.-)%]?:%d+$") or cfg.listen
   if is_loopback(h) then return end
-  io.stderr:write(string.format(
+  ctx.warnings[#ctx.warnings + 1] = (string.format(
     "%s: warning: %s on node '%s' listens on %s, beyond loopback, without a password " ..
     "(set password_env or password_file; see docs/security.md)\n",
     cfg.where, cfg.kind, cfg.node, cfg.listen))
@@ -359,7 +361,7 @@ local function build_dsl(ctx)
         eviction_fallback = fallback,
         eviction_samples = ctx.int(where, "eviction_samples", spec.eviction_samples),
       }))
-      warn_open(cfg)
+      warn_open(ctx, cfg)
       obj.shards[i] = { node = cfg.node, addr = cfg.listen }
     end
     ctx.objects[obj] = "cache"
@@ -386,7 +388,7 @@ local function build_dsl(ctx)
         fsync = ctx.string(where, what .. " fsync", t.fsync),
         compact_min = ctx.size(where, "compact_min", spec.compact_min),
       }))
-      warn_open(cfg)
+      warn_open(ctx, cfg)
       return cfg
     end
     local primary = one(spec.primary, "db primary", "primary")
@@ -648,7 +650,10 @@ function M.load(path)
     chunk()
     return finish(ctx)
   end)
-  if ok then return res end
+  if ok then
+    for _, w in ipairs(ctx.warnings) do io.stderr:write(w) end
+    return res
+  end
   if type(res) == "table" and res.topology_error then return nil, res.topology_error end
   -- A plain Lua error inside the script already carries file:line.
   return nil, full_path_message(res, path)

@@ -32,7 +32,7 @@ def node_pid(proc):
 
 # ---- 1. CONFIG SET cannot load code ------------------------------------------
 
-EVIL = """local f = io.open(%r, "w") if f then f:write("ran") f:close() end
+EVIL = """local f = io and io.open({0!r}, "w") if f then f:write("ran") f:close() end
 local M = {{ api = 1 }}
 function M.choose(c) return 1 end
 return M
