@@ -351,10 +351,17 @@ def test_noeviction_refuses_a_write_that_does_not_fit(strata, tmp_path):
 def test_max_clients(strata, tmp_path):
     port = free_port()
     strata(cache_topology(port, max_clients=3), [port])
-    held = [Raw(port) for _ in range(3)]
-    for h in held:
+
+    def served():
+        # The fixture's port probe may still hold a slot for a moment.
+        h = Raw(port)
         h.send(b"PING\r\n")
-        assert h.line() == b"+PONG"
+        if h.line() == b"+PONG":
+            return h
+        h.s.close()
+        return None
+
+    held = [wait_for(served, what="a client slot") for _ in range(3)]
     extra = Raw(port)
     assert extra.line() == b"-ERR max number of clients reached"
     assert extra.closed()
