@@ -410,3 +410,30 @@ def test_db_everysec_writes_survive_a_descriptor_shortage(tmp_path):
         proc.terminate()
         proc.wait(timeout=20 * SLOW)
     assert proc.returncode == 0, log_path.read_text()[-3000:]
+
+
+def test_a_reload_changes_which_policy_file_config_set_may_load(strata, tmp_path):
+    import signal
+    (tmp_path / "a.lua").write_text(GOOD)
+    (tmp_path / "b.lua").write_text(GOOD)
+    port = free_port()
+    proc = strata(cache_topology(port, max_memory="1mb", eviction="a.lua"), [port])
+    r = redis.Redis(port=port, socket_timeout=10 * SLOW)
+    with pytest.raises(redis.ResponseError, match=PROTECTED):
+        r.config_set("maxmemory-policy", "b.lua")
+    (tmp_path / "topo.lua").write_text(cache_topology(port, max_memory="1mb", eviction="b.lua"))
+    proc.proc.send_signal(signal.SIGHUP)
+    b = str((tmp_path / "b.lua").resolve())
+    wait_for(lambda: r.config_get("maxmemory-policy")["maxmemory-policy"] == b,
+             what="the reloaded policy")
+    assert r.config_set("maxmemory-policy", "lru")
+    with pytest.raises(redis.ResponseError, match=PROTECTED):
+        r.config_set("maxmemory-policy", "a.lua")
+    assert r.config_set("maxmemory-policy", "b.lua")
+    # A reload to a built-in policy leaves no file CONFIG SET may load.
+    (tmp_path / "topo.lua").write_text(cache_topology(port, max_memory="1mb", eviction="lru"))
+    proc.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: r.config_get("maxmemory-policy")["maxmemory-policy"] == "allkeys-lru",
+             what="the reloaded built-in policy")
+    with pytest.raises(redis.ResponseError, match=r"it names none"):
+        r.config_set("maxmemory-policy", "b.lua")
