@@ -222,13 +222,17 @@ static void cache_srv_status(struct service *s, struct buf *out)
     buf_printf(out,
                "\"keys\":%zu,\"expires\":%zu,\"used_memory\":%zu,\"max_memory\":%llu,"
                "\"connections\":%zu,\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%.4f,"
-               "\"evicted_keys\":%llu,\"expired_keys\":%llu,\"commands\":%llu,\"eviction\":",
+               "\"evicted_keys\":%llu,\"expired_keys\":%llu,\"commands\":%llu,"
+               "\"rejected_connections\":%llu,\"evicted_clients\":%llu,"
+               "\"used_memory_clients\":%zu,\"eviction\":",
                c->ks.store.count, c->ks.store.nvol, c->ks.store.mem.used,
                (unsigned long long)c->ks.mem_limit, c->ks.nclients,
                (unsigned long long)c->ks.stats.hits, (unsigned long long)c->ks.stats.misses,
                lookups ? (double)c->ks.stats.hits / (double)lookups : 0.0,
                (unsigned long long)c->evict.evicted, (unsigned long long)c->ks.store.expired,
-               (unsigned long long)c->ks.stats.commands);
+               (unsigned long long)c->ks.stats.commands,
+               (unsigned long long)c->ks.stats.rejected_connections,
+               (unsigned long long)c->ks.stats.evicted_clients, c->ks.client_buf_bytes);
     buf_json_string(out, cache_policy_name(c));
 }
 
@@ -249,6 +253,9 @@ static void cache_srv_metrics(struct service *s, struct buf *out, const char *la
         {"strata_cache_expired_keys_total", "counter", c->ks.store.expired},
         {"strata_cache_commands_total", "counter", c->ks.stats.commands},
         {"strata_cache_eviction_policy_errors_total", "counter", c->evict.lua_errors},
+        {"strata_cache_rejected_connections_total", "counter", c->ks.stats.rejected_connections},
+        {"strata_cache_evicted_clients_total", "counter", c->ks.stats.evicted_clients},
+        {"strata_cache_client_buffer_bytes", "gauge", c->ks.client_buf_bytes},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         buf_printf(out, "# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].type, m[i].name, labels,

@@ -625,12 +625,14 @@ static void db_srv_status(struct service *s, struct buf *out)
                "\"role\":\"primary\",\"keys\":%zu,\"connections\":%zu,\"fsync\":\"%s\","
                "\"log_offset\":%llu,\"log_synced_offset\":%llu,\"snapshot_offset\":%llu,"
                "\"bgsave_in_progress\":%s,\"disk_ok\":%s,\"writes_refused\":%llu,"
-               "\"commands\":%llu",
+               "\"commands\":%llu,\"rejected_connections\":%llu,\"evicted_clients\":%llu",
                srv->ks.store.count, srv->ks.nclients, wal_fsync_name(srv->policy),
                (unsigned long long)p->wal.end, (unsigned long long)p->wal.synced,
                (unsigned long long)p->snap_offset, p->child > 0 ? "true" : "false",
                wal_ok(&p->wal) ? "true" : "false", (unsigned long long)srv->refused_writes,
-               (unsigned long long)srv->ks.stats.commands);
+               (unsigned long long)srv->ks.stats.commands,
+               (unsigned long long)srv->ks.stats.rejected_connections,
+               (unsigned long long)srv->ks.stats.evicted_clients);
 }
 
 static void db_srv_metrics(struct service *s, struct buf *out, const char *labels)
@@ -653,6 +655,8 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
         {"strata_db_disk_ok", "gauge", wal_ok(&p->wal)},
         {"strata_db_snapshots_total", "counter", p->snapshots},
         {"strata_db_log_bytes_since_snapshot", "gauge", persist_log_bytes(p)},
+        {"strata_db_rejected_connections_total", "counter", srv->ks.stats.rejected_connections},
+        {"strata_db_evicted_clients_total", "counter", srv->ks.stats.evicted_clients},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         buf_printf(out, "# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].type, m[i].name, labels,

@@ -91,29 +91,44 @@ static void client_account(struct resp_client *cl)
     cl->acct = now;
 }
 
-/* The sum of client buffers is over its limit: close the clients with the
- * largest input buffers until it is under (Redis's maxmemory-clients). Only
- * input is blamed: output waits behind each client's high mark. Runs from a
- * read callback, never while another function walks the client list. */
+/* The client to close when buffers are over their limit: the one with the
+ * largest input buffer (a command it has not finished sending), or, when no
+ * client has input pending, the one holding the most output. */
+static struct resp_client *client_mem_victim(struct resp_server *rs)
+{
+    struct resp_client *in = NULL, *all = NULL;
+    for (struct resp_client *cl = rs->clients; cl; cl = cl->next) {
+        if (!in || cl->conn->rbuf.cap > in->conn->rbuf.cap)
+            in = cl;
+        if (!all || cl->acct > all->acct)
+            all = cl;
+    }
+    if (in && in->conn->rbuf.cap > 0)
+        return in;
+    return all && all->acct > 0 ? all : NULL;
+}
+
+/* The sum of client buffers is over its limit: close clients, the largest
+ * input buffers first, until it is under (Redis's maxmemory-clients). Runs
+ * from a read callback, never while another function walks the client
+ * list. */
 static void enforce_client_memory(struct resp_server *rs)
 {
     struct keyspace *ks = rs->ks;
     resp_server_buf_bytes(rs); /* exact counts before choosing */
     while (rs->client_mem > ks->client_mem_limit) {
-        struct resp_client *victim = NULL;
-        for (struct resp_client *cl = rs->clients; cl; cl = cl->next)
-            if (!victim || cl->conn->rbuf.cap > victim->conn->rbuf.cap)
-                victim = cl;
-        if (!victim || victim->conn->rbuf.cap == 0)
+        struct resp_client *victim = client_mem_victim(rs);
+        if (!victim)
             return;
         ks->stats.evicted_clients++;
         unsigned long skipped;
         if (log_limit_allow(&rs->evict_log, (double)util_mono_us() / 1e6, 10.0, &skipped))
             log_warn("%s client %s closed: client buffers hold %zu bytes, over the limit of "
-                     "%llu (max_client_memory); its input buffer held %zu bytes (%lu more "
+                     "%llu (max_client_memory); it held %zu bytes, %zu of them input (%lu more "
                      "closed since the last line)",
                      rs->ops->name, victim->conn->peer, rs->client_mem,
-                     (unsigned long long)ks->client_mem_limit, victim->conn->rbuf.cap, skipped);
+                     (unsigned long long)ks->client_mem_limit, victim->acct,
+                     victim->conn->rbuf.cap, skipped);
         net_conn_abort(victim->conn, "client memory limit"); /* on_close subtracts it */
     }
 }

@@ -437,3 +437,31 @@ def test_a_reload_changes_which_policy_file_config_set_may_load(strata, tmp_path
              what="the reloaded built-in policy")
     with pytest.raises(redis.ResponseError, match=r"it names none"):
         r.config_set("maxmemory-policy", "b.lua")
+
+
+def test_admin_endpoint_shows_limits_not_the_password(strata, tmp_path):
+    import json
+    import urllib.request
+    (tmp_path / "pw").write_text("admin-secret-789\n")
+    port, admin = free_port(), free_port()
+    text = (cache_topology(port, password_file="pw", max_clients=2) +
+            f'strata.node {{ name = "c1", admin = "127.0.0.1:{admin}" }}\n')
+    proc = strata(text, [port, admin])
+    held = [redis.Redis(port=port, password="admin-secret-789", socket_timeout=10 * SLOW)
+            for _ in range(2)]
+    for h in held:
+        wait_for(lambda: h.ping(), what="a client slot")
+    extra = Raw(port)
+    assert extra.line() == b"-ERR max number of clients reached"
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=10) as r:
+            return r.read().decode()
+
+    status = get("/status")
+    cache = [s for s in json.loads(status)["services"] if s.get("kind", "cache") == "cache"][0]
+    assert cache["rejected_connections"] >= 1 and cache["evicted_clients"] == 0, cache
+    metrics = get("/metrics")
+    assert "strata_cache_rejected_connections_total" in metrics
+    for text in (status, metrics, proc.output()):
+        assert "admin-secret-789" not in text
