@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "evict_lua.h"
 #include "log.h"
@@ -114,20 +115,53 @@ static void get_policy(struct keyspace *ks, char *out, size_t n)
     snprintf(out, n, "%s", cache_policy_name(ks->shell));
 }
 
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* 1 when a client's value names the Lua policy file the topology names.
+ * The file system is looked at only for a value with that file's name, so
+ * a client cannot probe for other files either. */
+static int is_topology_policy(struct cache *c, const char *val)
+{
+    if (!c->topo_lua[0] || strcmp(base_name(val), base_name(c->topo_lua)) != 0)
+        return 0;
+    char path[1024];
+    return cache_resolve_path(c, val, path, sizeof path) == 0 && strcmp(path, c->topo_lua) == 0;
+}
+
+/* CONFIG SET maxmemory-policy: a built-in policy, or the Lua policy file
+ * the topology names for this cache. Any other file is refused without
+ * being opened: what code a node runs is the topology's decision, not a
+ * client's (the lesson of Redis 7's protected configs). */
 static int set_policy(struct keyspace *ks, const char *val, size_t vl, int64_t now_ms, char *why,
                       size_t whylen)
 {
+    struct cache *c = ks->shell;
+    enum evict_policy p;
     char err[512];
-    if (cache_set_policy(ks->shell, val, now_ms, err, sizeof err) == 0)
+    if (cache_policy_parse(val, &p) < 0) {
+        if (!(strchr(val, '/') || (vl > 4 && strcmp(val + vl - 4, ".lua") == 0))) {
+            snprintf(why, whylen,
+                     "argument(s) must be one of the following: volatile-lru, volatile-lfu, "
+                     "volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, "
+                     "noeviction, allkeys-fifo, volatile-fifo, allkeys-ttl, lru, lfu, fifo, "
+                     "random, ttl, or the Lua policy the topology names");
+            return -1;
+        }
+        if (!is_topology_policy(c, val)) {
+            snprintf(why, whylen,
+                     "can't set protected config: a Lua policy file can be set only when the "
+                     "topology names it for this cache%s",
+                     c->topo_lua[0] ? "" : " (it names none)");
+            return -1;
+        }
+    }
+    if (cache_set_policy(c, val, now_ms, err, sizeof err) == 0)
         return 0;
-    if (strncmp(err, "unknown eviction policy", 23) == 0)
-        snprintf(why, whylen,
-                 "argument(s) must be one of the following: volatile-lru, volatile-lfu, "
-                 "volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, "
-                 "noeviction, allkeys-fifo, volatile-fifo, allkeys-ttl, or the path of a Lua "
-                 "policy");
-    else
-        snprintf(why, whylen, "%s", err);
+    snprintf(why, whylen, "%s", err);
     return -1;
 }
 
@@ -157,7 +191,7 @@ static int set_fallback(struct keyspace *ks, const char *val, size_t vl, int64_t
                         char *why, size_t whylen)
 {
     enum evict_policy p;
-    if (evict_policy_parse(val, &p) < 0) {
+    if (cache_policy_parse(val, &p) < 0) {
         snprintf(why, whylen, "argument must be a built-in eviction policy");
         return -1;
     }
@@ -221,6 +255,18 @@ int cache_resolve_path(const struct cache *c, const char *name, char *out, size_
     return luahost_resolve_path(c->topology[0] ? c->topology : NULL, name, out, outlen);
 }
 
+int cache_policy_parse(const char *name, enum evict_policy *out)
+{
+    static const char *const shorts[][2] = {
+        {"lru", "allkeys-lru"},       {"lfu", "allkeys-lfu"}, {"fifo", "allkeys-fifo"},
+        {"random", "allkeys-random"}, {"ttl", "volatile-ttl"},
+    };
+    for (size_t i = 0; i < sizeof shorts / sizeof shorts[0]; i++)
+        if (strcasecmp(name, shorts[i][0]) == 0)
+            return evict_policy_parse(shorts[i][1], out);
+    return evict_policy_parse(name, out);
+}
+
 const char *cache_policy_name(const struct cache *c)
 {
     if (c->evict.policy == EVICT_LUA)
@@ -231,7 +277,7 @@ const char *cache_policy_name(const struct cache *c)
 int cache_set_policy(struct cache *c, const char *name, int64_t now_ms, char *err, size_t errlen)
 {
     enum evict_policy p;
-    if (evict_policy_parse(name, &p) == 0) {
+    if (cache_policy_parse(name, &p) == 0) {
         evict_set_policy(&c->evict, &c->ks.store, p, now_ms);
         c->lua_path[0] = 0;
         return 0;

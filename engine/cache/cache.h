@@ -19,6 +19,10 @@ struct cache {
     struct evict evict;
     char topology[1024];          /* for resolving relative Lua policy paths */
     char lua_path[1024];          /* the Lua policy's resolved path, when policy == lua */
+    /* The one Lua policy file CONFIG SET may switch to: the one the
+     * topology names for this cache (resolved), "" when it names none. A
+     * node runs no other code than what its topology names. */
+    char topo_lua[1024];
 };
 
 /* Sets up the keyspace with the cache's hooks; the cache must not move
@@ -28,6 +32,10 @@ void cache_free(struct cache *c);
 /* Sets the eviction policy: a built-in name, or a path to a Lua module
  * (resolved against the topology's directory). 0 or -1 with err. */
 int cache_set_policy(struct cache *c, const char *name, int64_t now_ms, char *err, size_t errlen);
+/* A built-in policy name as the topology and CONFIG SET accept it: the
+ * engine's names and the short ones (lru, lfu, fifo, random: allkeys-*;
+ * ttl: volatile-ttl). 0, or -1 when it is none. */
+int cache_policy_parse(const char *name, enum evict_policy *out);
 /* The policy as CONFIG GET and INFO show it. */
 const char *cache_policy_name(const struct cache *c);
 /* Sets max_memory (0: unlimited) and evicts down to it. */

@@ -40,10 +40,31 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* ---- config ----------------------------------------------------------- */
 
 struct cache_cfg {
-    char node[64], listen[64], eviction[64], eviction_path[1024], fallback[64], password[256],
-        topology[1024];
+    char node[64], listen[64], eviction[64], eviction_path[1024], fallback[64], topology[1024];
     int64_t max_memory, samples;
+    struct kv_access access;
 };
+
+/* Who may connect and how much they may hold (kv_access_check): the
+ * password comes from the topology, an environment variable or a file,
+ * resolved at check, start and reload alike, so a missing one is refused
+ * with the declaration's file:line; no message carries it. */
+static int read_access(lua_State *L, int idx, struct cache_cfg *cfg, char *err, size_t errlen)
+{
+    char literal[1024], env[256], file[1024];
+    struct kv_access *a = &cfg->access;
+    if (cfg_string(L, idx, "password", "", literal, sizeof literal, err, errlen) < 0 ||
+        cfg_string(L, idx, "password_env", "", env, sizeof env, err, errlen) < 0 ||
+        cfg_string(L, idx, "password_file", "", file, sizeof file, err, errlen) < 0 ||
+        cfg_bool(L, idx, "debug", 0, &a->debug, err, errlen) < 0 ||
+        cfg_int(L, idx, "max_clients", KV_DEFAULT_MAX_CLIENTS, &a->max_clients, err, errlen) < 0 ||
+        cfg_int(L, idx, "max_client_memory", -1, &a->max_client_memory, err, errlen) < 0)
+        return -1;
+    int rc = kv_access_check(a, "cache", cfg->node, literal, env, file,
+                             (uint64_t)cfg->max_memory, err, errlen);
+    explicit_bzero(literal, sizeof literal);
+    return rc;
+}
 
 static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct cache_cfg *cfg, char *err,
                     size_t errlen)
@@ -60,9 +81,10 @@ static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct
         cfg_string(L, idx, "eviction_fallback", "allkeys-lru", cfg->fallback,
                    sizeof cfg->fallback, err, errlen) < 0 ||
         cfg_int(L, idx, "eviction_samples", 5, &cfg->samples, err, errlen) < 0 ||
-        cfg_string(L, idx, "password", "", cfg->password, sizeof cfg->password, err, errlen) < 0 ||
         cfg_string(L, idx, "topology", env ? env->topology_path : "", cfg->topology,
                    sizeof cfg->topology, err, errlen) < 0)
+        return -1;
+    if (cfg->max_memory >= 0 && read_access(L, idx, cfg, err, errlen) < 0)
         return -1;
     enum evict_policy p;
     if (cfg->max_memory < 0) {
@@ -74,7 +96,7 @@ static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct
                  EVICT_MAX_SAMPLES, (long long)cfg->samples);
         return -1;
     }
-    if (evict_policy_parse(cfg->fallback, &p) < 0) {
+    if (cache_policy_parse(cfg->fallback, &p) < 0) {
         snprintf(err, errlen, "cache %s: unknown eviction_fallback '%s'", cfg->node,
                  cfg->fallback);
         return -1;
@@ -84,7 +106,7 @@ static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct
             snprintf(err, errlen, "cache %s: eviction = \"lua\" needs eviction_path", cfg->node);
             return -1;
         }
-    } else if (evict_policy_parse(cfg->eviction, &p) < 0) {
+    } else if (cache_policy_parse(cfg->eviction, &p) < 0) {
         snprintf(err, errlen, "cache %s: unknown eviction policy '%s'", cfg->node, cfg->eviction);
         return -1;
     }
@@ -95,7 +117,9 @@ static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct
 static int cache_srv_validate(lua_State *L, int idx, char *err, size_t errlen)
 {
     struct cache_cfg cfg;
-    return read_cfg(NULL, L, idx, &cfg, err, errlen);
+    int rc = read_cfg(NULL, L, idx, &cfg, err, errlen);
+    explicit_bzero(&cfg.access, sizeof cfg.access);
+    return rc;
 }
 
 /* Applies the policy part of a config; on error nothing changes. */
@@ -107,8 +131,11 @@ static int apply_policy(struct cache *c, const struct cache_cfg *cfg, char *err,
         snprintf(err, errlen, "cache %s: %s", cfg->node, why);
         return -1;
     }
-    evict_policy_parse(cfg->fallback, &c->evict.fallback);
+    cache_policy_parse(cfg->fallback, &c->evict.fallback);
     c->evict.samples = (int)cfg->samples;
+    /* What CONFIG SET maxmemory-policy may switch to besides built-ins. */
+    snprintf(c->topo_lua, sizeof c->topo_lua, "%s",
+             strcmp(cfg->eviction, "lua") == 0 ? c->lua_path : "");
     return 0;
 }
 
@@ -136,10 +163,8 @@ static struct service *cache_srv_start(const struct service_env *env, lua_State 
     snprintf(c->ks.node, sizeof c->ks.node, "%s", cfg.node);
     snprintf(c->topology, sizeof c->topology, "%s", cfg.topology);
     c->ks.mem_limit = (uint64_t)cfg.max_memory;
-    if (cfg.password[0]) {
-        c->ks.has_password = 1;
-        snprintf(c->ks.password, sizeof c->ks.password, "%s", cfg.password);
-    }
+    kv_access_apply(&c->ks, &cfg.access);
+    explicit_bzero(&cfg.access, sizeof cfg.access);
     ev_timer_init(&srv->cron, cron_cb, CACHE_CRON_SECONDS, CACHE_CRON_SECONDS);
     srv->cron.data = srv;
     if (apply_policy(c, &cfg, err, errlen) < 0) {
@@ -197,13 +222,17 @@ static void cache_srv_status(struct service *s, struct buf *out)
     buf_printf(out,
                "\"keys\":%zu,\"expires\":%zu,\"used_memory\":%zu,\"max_memory\":%llu,"
                "\"connections\":%zu,\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%.4f,"
-               "\"evicted_keys\":%llu,\"expired_keys\":%llu,\"commands\":%llu,\"eviction\":",
+               "\"evicted_keys\":%llu,\"expired_keys\":%llu,\"commands\":%llu,"
+               "\"rejected_connections\":%llu,\"evicted_clients\":%llu,"
+               "\"used_memory_clients\":%zu,\"eviction\":",
                c->ks.store.count, c->ks.store.nvol, c->ks.store.mem.used,
                (unsigned long long)c->ks.mem_limit, c->ks.nclients,
                (unsigned long long)c->ks.stats.hits, (unsigned long long)c->ks.stats.misses,
                lookups ? (double)c->ks.stats.hits / (double)lookups : 0.0,
                (unsigned long long)c->evict.evicted, (unsigned long long)c->ks.store.expired,
-               (unsigned long long)c->ks.stats.commands);
+               (unsigned long long)c->ks.stats.commands,
+               (unsigned long long)c->ks.stats.rejected_connections,
+               (unsigned long long)c->ks.stats.evicted_clients, c->ks.client_buf_bytes);
     buf_json_string(out, cache_policy_name(c));
 }
 
@@ -224,6 +253,9 @@ static void cache_srv_metrics(struct service *s, struct buf *out, const char *la
         {"strata_cache_expired_keys_total", "counter", c->ks.store.expired},
         {"strata_cache_commands_total", "counter", c->ks.stats.commands},
         {"strata_cache_eviction_policy_errors_total", "counter", c->evict.lua_errors},
+        {"strata_cache_rejected_connections_total", "counter", c->ks.stats.rejected_connections},
+        {"strata_cache_evicted_clients_total", "counter", c->ks.stats.evicted_clients},
+        {"strata_cache_client_buffer_bytes", "gauge", c->ks.client_buf_bytes},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         buf_printf(out, "# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].type, m[i].name, labels,
@@ -258,15 +290,27 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
                    (unsigned long long)c->ks.mem_limit, (long long)cfg.max_memory);
     buf_printf(changes, "node %s: cache eviction %s\n", cfg.node,
                strcmp(cfg.eviction, "lua") == 0 ? cfg.eviction_path : cfg.eviction);
-    if (strcmp(cfg.password, c->ks.password) != 0)
+    const struct kv_access *a = &cfg.access;
+    if (strcmp(a->password, c->ks.password) != 0)
         buf_printf(changes, "node %s: cache password changed (new connections)\n", cfg.node);
-    if (dry_run)
-        return 0;
-    if (apply_policy(c, &cfg, err, errlen) < 0)
-        return -1;
-    c->ks.mem_limit = (uint64_t)cfg.max_memory;
-    c->ks.has_password = cfg.password[0] != 0;
-    snprintf(c->ks.password, sizeof c->ks.password, "%s", cfg.password);
+    if (a->debug != c->ks.debug_enabled)
+        buf_printf(changes, "node %s: cache debug %s\n", cfg.node, a->debug ? "on" : "off");
+    if ((size_t)a->max_clients != c->ks.max_clients)
+        buf_printf(changes, "node %s: cache max_clients %zu -> %lld\n", cfg.node,
+                   c->ks.max_clients, (long long)a->max_clients);
+    if ((uint64_t)a->max_client_memory != c->ks.client_mem_limit)
+        buf_printf(changes, "node %s: cache max_client_memory %llu -> %lld\n", cfg.node,
+                   (unsigned long long)c->ks.client_mem_limit, (long long)a->max_client_memory);
+    int rc = 0;
+    if (!dry_run && apply_policy(c, &cfg, err, errlen) < 0)
+        rc = -1;
+    if (!dry_run && rc == 0) {
+        c->ks.mem_limit = (uint64_t)cfg.max_memory;
+        kv_access_apply(&c->ks, a);
+    }
+    explicit_bzero(&cfg.access, sizeof cfg.access);
+    if (dry_run || rc < 0)
+        return rc;
     keyspace_enforce_memory(&c->ks, util_now_ms());
     return 0;
 }

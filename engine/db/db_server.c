@@ -181,8 +181,9 @@ static void cmd_lastsave(struct kv_req *r)
 }
 
 /* DEBUG DISK-ERROR <n|on|off> [write|fsync|both]: the log's next n (or all)
- * writes and/or fsyncs fail with EIO. For fault tests only. */
-static void cmd_debug(struct kv_req *r)
+ * writes and/or fsyncs fail with EIO. For fault tests only: the keyspace
+ * runs it only when the topology sets debug = true. */
+static void db_debug(struct kv_req *r)
 {
     struct db_server *srv = r->ks->shell;
     if (r->argc >= 3 && kv_arg_is(r, 1, "disk-error")) {
@@ -216,7 +217,6 @@ static const struct kv_command db_commands[] = {
     {"bgsave", cmd_bgsave, -1, KV_CMD_ADMIN, 0, 0, 0},
     {"bgrewriteaof", cmd_bgrewriteaof, -1, KV_CMD_ADMIN, 0, 0, 0},
     {"lastsave", cmd_lastsave, -1, 0, 0, 0, 0},
-    {"debug", cmd_debug, -1, KV_CMD_ADMIN, 0, 0, 0},
 };
 
 /* ---- INFO and CONFIG ---------------------------------------------------- */
@@ -300,17 +300,26 @@ static void get_dir(struct keyspace *ks, char *out, size_t n)
     snprintf(out, n, "%s", ((struct db_server *)ks->shell)->dir);
 }
 
+/* The data directory reaches the file system: the topology's alone. */
+static int set_protected(struct keyspace *ks, const char *val, size_t vl, int64_t now_ms,
+                         char *why, size_t whylen)
+{
+    snprintf(why, whylen, "can't set protected config");
+    return -1;
+}
+
 static const struct kv_param db_params[] = {
     {"maxmemory", get_zero, set_never_evicts},
     {"maxmemory-policy", get_noeviction, set_never_evicts},
     {"save", get_empty, set_save},
     {"appendonly", get_yes, set_appendonly},
     {"appendfsync", get_fsync, NULL},
-    {"dir", get_dir, NULL},
+    {"dir", get_dir, set_protected},
 };
 
 static const struct kv_hooks db_hooks = {
     .info = hook_info,
+    .debug = db_debug,
     .params = db_params,
     .nparams = sizeof db_params / sizeof db_params[0],
     .commands = db_commands,
@@ -430,9 +439,28 @@ static const struct persist_ops db_persist_ops = {rec_load, rec_apply, rec_dump}
 /* ---- config ----------------------------------------------------------- */
 
 struct db_cfg {
-    char node[64], listen[64], role[16], dir[1024], fsync[16], password[256];
+    char node[64], listen[64], role[16], dir[1024], fsync[16];
     int64_t compact_min;
+    struct kv_access access;
 };
+
+/* Who may connect and how much they may hold, as a cache reads it
+ * (kv_access_check): no message carries the password. */
+static int read_access(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t errlen)
+{
+    char literal[1024], env[256], file[1024];
+    struct kv_access *a = &cfg->access;
+    if (cfg_string(L, idx, "password", "", literal, sizeof literal, err, errlen) < 0 ||
+        cfg_string(L, idx, "password_env", "", env, sizeof env, err, errlen) < 0 ||
+        cfg_string(L, idx, "password_file", "", file, sizeof file, err, errlen) < 0 ||
+        cfg_bool(L, idx, "debug", 0, &a->debug, err, errlen) < 0 ||
+        cfg_int(L, idx, "max_clients", KV_DEFAULT_MAX_CLIENTS, &a->max_clients, err, errlen) < 0 ||
+        cfg_int(L, idx, "max_client_memory", -1, &a->max_client_memory, err, errlen) < 0)
+        return -1;
+    int rc = kv_access_check(a, "db", cfg->node, literal, env, file, 0, err, errlen);
+    explicit_bzero(literal, sizeof literal);
+    return rc;
+}
 
 static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t errlen)
 {
@@ -443,8 +471,8 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
         cfg_string(L, idx, "role", "primary", cfg->role, sizeof cfg->role, err, errlen) < 0 ||
         cfg_string(L, idx, "dir", "", cfg->dir, sizeof cfg->dir, err, errlen) < 0 ||
         cfg_string(L, idx, "fsync", "everysec", cfg->fsync, sizeof cfg->fsync, err, errlen) < 0 ||
-        cfg_string(L, idx, "password", "", cfg->password, sizeof cfg->password, err, errlen) < 0 ||
-        cfg_int(L, idx, "compact_min", 0, &cfg->compact_min, err, errlen) < 0)
+        cfg_int(L, idx, "compact_min", 0, &cfg->compact_min, err, errlen) < 0 ||
+        read_access(L, idx, cfg, err, errlen) < 0)
         return -1;
     if (!cfg->dir[0])
         snprintf(cfg->dir, sizeof cfg->dir, "var/%s", cfg->node);
@@ -471,7 +499,9 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
 static int db_srv_validate(lua_State *L, int idx, char *err, size_t errlen)
 {
     struct db_cfg cfg;
-    return read_cfg(L, idx, &cfg, err, errlen);
+    int rc = read_cfg(L, idx, &cfg, err, errlen);
+    explicit_bzero(&cfg.access, sizeof cfg.access);
+    return rc;
 }
 
 /* ---- the service kind --------------------------------------------------- */
@@ -500,10 +530,8 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     keyspace_init(c, 0, util_now_ms());
     keyspace_set_hooks(c, &db_hooks, srv);
     snprintf(c->node, sizeof c->node, "%s", cfg.node);
-    if (cfg.password[0]) {
-        c->has_password = 1;
-        snprintf(c->password, sizeof c->password, "%s", cfg.password);
-    }
+    kv_access_apply(c, &cfg.access);
+    explicit_bzero(&cfg.access, sizeof cfg.access);
     ev_timer_init(&srv->cron, cron_cb, DB_CRON_SECONDS, DB_CRON_SECONDS);
     srv->cron.data = srv;
     ev_prepare_init(&srv->flush, flush_cb);
@@ -597,12 +625,14 @@ static void db_srv_status(struct service *s, struct buf *out)
                "\"role\":\"primary\",\"keys\":%zu,\"connections\":%zu,\"fsync\":\"%s\","
                "\"log_offset\":%llu,\"log_synced_offset\":%llu,\"snapshot_offset\":%llu,"
                "\"bgsave_in_progress\":%s,\"disk_ok\":%s,\"writes_refused\":%llu,"
-               "\"commands\":%llu",
+               "\"commands\":%llu,\"rejected_connections\":%llu,\"evicted_clients\":%llu",
                srv->ks.store.count, srv->ks.nclients, wal_fsync_name(srv->policy),
                (unsigned long long)p->wal.end, (unsigned long long)p->wal.synced,
                (unsigned long long)p->snap_offset, p->child > 0 ? "true" : "false",
                wal_ok(&p->wal) ? "true" : "false", (unsigned long long)srv->refused_writes,
-               (unsigned long long)srv->ks.stats.commands);
+               (unsigned long long)srv->ks.stats.commands,
+               (unsigned long long)srv->ks.stats.rejected_connections,
+               (unsigned long long)srv->ks.stats.evicted_clients);
 }
 
 static void db_srv_metrics(struct service *s, struct buf *out, const char *labels)
@@ -625,6 +655,8 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
         {"strata_db_disk_ok", "gauge", wal_ok(&p->wal)},
         {"strata_db_snapshots_total", "counter", p->snapshots},
         {"strata_db_log_bytes_since_snapshot", "gauge", persist_log_bytes(p)},
+        {"strata_db_rejected_connections_total", "counter", srv->ks.stats.rejected_connections},
+        {"strata_db_evicted_clients_total", "counter", srv->ks.stats.evicted_clients},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         buf_printf(out, "# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].type, m[i].name, labels,

@@ -288,11 +288,17 @@ int wal_read_segment(const char *path, wal_record_fn fn, void *arg, struct wal_s
 
 /* --- the everysec helper thread ------------------------------------------ */
 
+/* The thread syncs the writer's own segment descriptor: nothing is
+ * allocated on the sync path (a dup per sync failed with EMFILE when the
+ * node was out of descriptors, and that looked like a failing disk). The
+ * handoff keeps it safe: the loop closes a segment's descriptor (rotation,
+ * close) only after syncer_wait_idle, so the thread never syncs a number
+ * that was closed or reused. */
 struct wal_syncer {
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int job_fd;          /* a dup of the segment fd, owned by the thread; -1: none */
+    int job_fd;          /* the segment fd to sync (the writer's); -1: no job */
     uint64_t job_target;
     int busy, done, quit;
     int done_errno;
@@ -313,7 +319,6 @@ static void *syncer_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         int rc = fdatasync(fd);
         int e = rc < 0 ? errno : 0;
-        close(fd);
         pthread_mutex_lock(&s->mu);
         s->job_fd = -1;
         s->busy = 0;
@@ -621,13 +626,8 @@ void wal_sync_tick(struct wal *w, int64_t now_ms)
         set_err(w, &w->sync_err, e, "fsync");
         return;
     }
-    int fd = dup(w->fd);
-    if (fd < 0) {
-        set_err(w, &w->sync_err, errno, "fsync");
-        return;
-    }
     pthread_mutex_lock(&s->mu);
-    s->job_fd = fd;
+    s->job_fd = w->fd; /* not closed before the job is done: see struct wal_syncer */
     s->job_target = w->written;
     s->busy = 1;
     pthread_cond_broadcast(&s->cv);
@@ -660,7 +660,7 @@ int wal_rotate(struct wal *w, char *err, size_t errlen)
     if (fd < 0)
         return -1;
     if (w->syncer)
-        syncer_wait_idle(w->syncer); /* it holds its own dup; this is for tidiness */
+        syncer_wait_idle(w->syncer); /* it may be syncing w->fd: never close it under it */
     close(w->fd);
     w->fd = fd;
     w->seg_start = w->end;

@@ -1,8 +1,10 @@
 /* keyspace: lifecycle, lookups and argument helpers (see keyspace.h). */
 #include "keyspace.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -20,6 +22,8 @@ void keyspace_init(struct keyspace *ks, uint64_t seed, int64_t now_ms)
     ks->start_ms = now_ms;
     ks->stats.ops_last_ms = now_ms;
     ks->next_client_id = 1;
+    ks->max_clients = KV_DEFAULT_MAX_CLIENTS;
+    ks->client_mem_limit = KV_UNLIMITED_CLIENT_MEMORY;
 }
 
 void keyspace_free(struct keyspace *ks) { store_free(&ks->store); }
@@ -55,6 +59,130 @@ void keyspace_cron(struct keyspace *ks, int64_t now_ms)
         st->ops_last_ms = now_ms;
         st->ops_last_cmds = st->commands;
     }
+}
+
+int kv_reserve(struct kv_req *r, size_t grow)
+{
+    struct keyspace *ks = r->ks;
+    uint64_t lim = ks->mem_limit;
+    if (!lim || ks->store.mem.used + grow <= lim)
+        return 0;
+    /* Reclaim down to what leaves room for the write; a write bigger than
+     * the whole limit can never fit. */
+    if (grow < lim && ks->hooks->reclaim) {
+        ks->mem_limit = lim - grow;
+        int rc = keyspace_enforce_memory(ks, r->now);
+        ks->mem_limit = lim;
+        if (rc == 0)
+            return 1;
+    }
+    ks->stats.oom_rejections++;
+    resp_error(r->out, KV_ERR_OOM);
+    return -1;
+}
+
+uint64_t kv_client_memory(uint64_t max_memory)
+{
+    if (!max_memory)
+        return KV_UNLIMITED_CLIENT_MEMORY;
+    return max_memory > KV_MIN_CLIENT_MEMORY ? max_memory : KV_MIN_CLIENT_MEMORY;
+}
+
+/* Reads the first line of a password file, without its line end. */
+static int read_secret_file(const char *file, char *out, size_t outlen, char *err, size_t errlen)
+{
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        snprintf(err, errlen, "password_file '%s' cannot be read: %s", file, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        snprintf(err, errlen, "password_file '%s' cannot be read", file);
+        return -1;
+    }
+    line[n] = 0;
+    n = strcspn(line, "\r\n");
+    line[n] = 0;
+    if (n == 0) {
+        snprintf(err, errlen, "password_file '%s' is empty", file);
+        return -1;
+    }
+    if (n >= outlen) {
+        snprintf(err, errlen, "password_file '%s': the password is longer than %zu bytes", file,
+                 outlen - 1);
+        return -1;
+    }
+    memcpy(out, line, n + 1);
+    explicit_bzero(line, sizeof line);
+    return 0;
+}
+
+int kv_password_resolve(const char *password, const char *env, const char *file, char *out,
+                        size_t outlen, char *err, size_t errlen)
+{
+    int sources = (password[0] != 0) + (env[0] != 0) + (file[0] != 0);
+    out[0] = 0;
+    if (sources > 1) {
+        snprintf(err, errlen, "set only one of password, password_env and password_file");
+        return -1;
+    }
+    if (file[0])
+        return read_secret_file(file, out, outlen, err, errlen);
+    const char *v = password;
+    if (env[0]) {
+        v = getenv(env);
+        if (!v) {
+            snprintf(err, errlen, "password_env: environment variable %s is not set", env);
+            return -1;
+        }
+        if (!v[0]) {
+            snprintf(err, errlen, "password_env: environment variable %s is empty", env);
+            return -1;
+        }
+    }
+    if (strlen(v) >= outlen) {
+        snprintf(err, errlen, "the password is longer than %zu bytes", outlen - 1);
+        return -1;
+    }
+    snprintf(out, outlen, "%s", v);
+    return 0;
+}
+
+int kv_access_check(struct kv_access *a, const char *what, const char *node, const char *password,
+                    const char *env, const char *file, uint64_t max_memory, char *err,
+                    size_t errlen)
+{
+    char why[1536];
+    if (kv_password_resolve(password, env, file, a->password, sizeof a->password, why,
+                            sizeof why) < 0) {
+        snprintf(err, errlen, "%s %s: %s", what, node, why);
+        return -1;
+    }
+    if (a->max_clients < 1 || a->max_clients > 1000000) {
+        snprintf(err, errlen, "%s %s: max_clients must be in 1..1000000, not %lld", what, node,
+                 (long long)a->max_clients);
+        return -1;
+    }
+    if (a->max_client_memory == -1) {
+        a->max_client_memory = (int64_t)kv_client_memory(max_memory);
+    } else if (a->max_client_memory < 0) {
+        snprintf(err, errlen, "%s %s: max_client_memory must not be negative", what, node);
+        return -1;
+    }
+    return 0;
+}
+
+void kv_access_apply(struct keyspace *ks, const struct kv_access *a)
+{
+    ks->has_password = a->password[0] != 0;
+    snprintf(ks->password, sizeof ks->password, "%s", a->password);
+    ks->debug_enabled = a->debug;
+    ks->max_clients = (size_t)a->max_clients;
+    ks->client_mem_limit = (uint64_t)a->max_client_memory;
 }
 
 /* ---- lookups ----------------------------------------------------------- */

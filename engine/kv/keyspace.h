@@ -33,6 +33,21 @@
 #define KV_OPS_SAMPLES 16
 /* The Redis version clients are told, for their compatibility checks. */
 #define KV_COMPAT_VERSION "7.0.0"
+/* Clients a node serves at once unless the topology says otherwise (Redis's
+ * maxclients default). */
+#define KV_DEFAULT_MAX_CLIENTS 10000
+/* The sum of client buffers allowed when the topology sets no
+ * max_client_memory: max_memory, at least KV_MIN_CLIENT_MEMORY, or
+ * KV_UNLIMITED_CLIENT_MEMORY when max_memory is 0 (see kv_client_memory). */
+#define KV_MIN_CLIENT_MEMORY (32ull * 1024 * 1024)
+#define KV_UNLIMITED_CLIENT_MEMORY (1024ull * 1024 * 1024)
+/* Replies Redis clients know. */
+#define KV_ERR_OOM "OOM command not allowed when used memory > 'maxmemory'."
+#define KV_ERR_MAXCLIENTS "ERR max number of clients reached"
+#define KV_ERR_DEBUG_OFF                                                                        \
+    "ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you " \
+    "can run it from a local connection, otherwise you need to set this option in the "        \
+    "configuration file, and then restart the server."
 
 struct keyspace;
 struct kv_command;
@@ -43,6 +58,7 @@ struct kv_stats {
     uint64_t connections, rejected_connections;
     uint64_t protocol_errors;
     uint64_t oom_rejections;   /* writes refused over mem_limit */
+    uint64_t evicted_clients;  /* closed because client buffers were over their limit */
     uint64_t net_input_bytes, net_output_bytes;
     /* instantaneous ops/sec: a ring of per-cron-tick rates */
     int64_t ops_last_ms;
@@ -80,7 +96,7 @@ int kv_info_wants(const struct kv_info_sel *sel, const char *section);
 
 /* Where in INFO a shell's hook is asked to write. */
 enum kv_info_at {
-    KV_INFO_MEMORY,        /* fields inside "# Memory", after used_memory_clients */
+    KV_INFO_MEMORY,        /* fields inside "# Memory", after maxmemory_clients */
     KV_INFO_STATS,         /* fields inside "# Stats", after expired_keys */
     KV_INFO_SECTIONS,      /* whole sections of its own, before "# Keyspace" */
 };
@@ -110,6 +126,9 @@ struct kv_hooks {
     /* The shell's CONFIG parameters, listed before the keyspace's own. */
     const struct kv_param *params;
     size_t nparams;
+    /* DEBUG's subcommands (the db's DISK-ERROR). Runs only when the
+     * keyspace's debug switch is on. NULL: DEBUG knows none. */
+    void (*debug)(struct kv_req *r);
     /* The shell's own commands (SAVE, ...), found after the keyspace's. */
     const struct kv_command *commands;
     size_t ncommands;
@@ -122,8 +141,11 @@ struct keyspace {
     void *shell;                    /* the owning service, for its hooks and commands */
     uint64_t mem_limit;             /* 0: none; a shell with reclaim sets it */
     int read_only;                  /* writes refused with -READONLY (a replica) */
+    int debug_enabled;              /* DEBUG allowed: the topology's debug = true */
     int has_password;
     char password[256];
+    size_t max_clients;             /* more are refused with -ERR max number...; 0: none */
+    uint64_t client_mem_limit;      /* sum of client buffers (max_client_memory); 0: none */
     struct resp_limits limits;
     size_t qbuf_max;                /* close a client whose unparsed input exceeds this */
     struct kv_stats stats;
@@ -169,6 +191,46 @@ int kv_arg_ll(struct kv_req *r, size_t i, long long *out);
 int kv_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 /* "1.50M" etc., as INFO's *_human fields show sizes. */
 void kv_human_bytes(char *out, size_t n, double v);
+/* Before a write that grows the keyspace by about `grow` bytes, while
+ * nothing is allocated yet: 0 when it fits under mem_limit (or there is no
+ * limit), 1 when it fits after the shell reclaimed memory (entries may have
+ * been freed: look keys up again), -1 after replying -OOM (nothing can make
+ * room: the write is refused before it allocates). */
+int kv_reserve(struct kv_req *r, size_t grow);
+/* About what writing a value of vlen bytes under a key of klen bytes adds,
+ * over what entry e (NULL: none) holds now. */
+static inline size_t kv_growth(size_t klen, const struct store_entry *e, size_t vlen)
+{
+    if (!e)
+        return klen + vlen + 64;
+    size_t old = store_vlen(e);
+    return vlen > old ? vlen - old : 0;
+}
+/* The client buffer limit a topology gets when it sets none. */
+uint64_t kv_client_memory(uint64_t max_memory);
+/* The password a topology names: the literal `password`, the environment
+ * variable `env`, or the first line of the file `file` (each "" when not
+ * set; at most one may be). Copied into out (< outlen bytes); "" when none
+ * is set. -1 with why in err, never the secret itself: a missing variable
+ * or file, an empty value, two sources at once. */
+int kv_password_resolve(const char *password, const char *env, const char *file, char *out,
+                        size_t outlen, char *err, size_t errlen);
+/* The settings every keyspace shell (cache, db) reads from its topology
+ * alike: who may connect and how much they may hold. */
+struct kv_access {
+    char password[256];            /* resolved; "" none */
+    int debug;                     /* DEBUG allowed */
+    int64_t max_clients;           /* 1..1000000 */
+    int64_t max_client_memory;     /* >= 0 (0: no limit); -1 in: the default */
+};
+/* Resolves the password (kv_password_resolve) and checks the ranges,
+ * filling in the default client memory for max_memory. -1 with why in err
+ * ("<what> <node>: ..."). */
+int kv_access_check(struct kv_access *a, const char *what, const char *node, const char *password,
+                    const char *env, const char *file, uint64_t max_memory, char *err,
+                    size_t errlen);
+/* Puts them on the keyspace (new connections see the new password). */
+void kv_access_apply(struct keyspace *ks, const struct kv_access *a);
 /* 1 when user/pass are accepted for the default user. */
 int kv_auth_check(const struct keyspace *ks, const char *user, size_t ul, const char *pass,
                   size_t pl);

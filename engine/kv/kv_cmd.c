@@ -6,7 +6,6 @@
 
 #include "kv_commands.h"
 
-#define ERR_OOM "OOM command not allowed when used memory > 'maxmemory'."
 #define ERR_READONLY "READONLY You can't write against a read only replica."
 
 /* Flag sets, to keep the table readable. */
@@ -33,6 +32,7 @@ static const struct kv_command commands[] = {
     {"client", kv_do_client, -2, 0, NOKEYS},
     {"config", kv_do_config, -2, KV_CMD_ADMIN, NOKEYS},
     {"info", kv_do_info, -1, 0, NOKEYS},
+    {"debug", kv_do_debug, -2, KV_CMD_ADMIN | KV_CMD_DEBUG, NOKEYS},
     {"get", kv_do_get, 2, R, KEY1},
     {"set", kv_do_set, -3, WM, KEY1},
     {"setnx", kv_do_setnx, 3, WM, KEY1},
@@ -175,6 +175,10 @@ static inline int check(struct kv_req *r, const struct kv_command *cmd)
         kv_reply_wrongargs(r, cmd->name);
         return 0;
     }
+    if ((cmd->flags & KV_CMD_DEBUG) && !ks->debug_enabled) {
+        resp_error(r->out, KV_ERR_DEBUG_OFF);
+        return 0;
+    }
     if (ks->read_only && (cmd->flags & KV_CMD_WRITE)) {
         resp_error(r->out, ERR_READONLY);
         return 0;
@@ -190,7 +194,7 @@ static inline void run(struct kv_req *r, const struct kv_command *cmd)
     if (ks->mem_limit && (cmd->flags & KV_CMD_DENYOOM) && ks->store.mem.used > ks->mem_limit &&
         keyspace_enforce_memory(ks, r->now) < 0) {
         ks->stats.oom_rejections++;
-        resp_error(r->out, ERR_OOM);
+        resp_error(r->out, KV_ERR_OOM);
         return;
     }
     cmd->fn(r);

@@ -10,7 +10,7 @@
  * db's SAVE, ...) are declared the same way in its kv_hooks.
  *
  * Running a command is two steps so a shell can act between them:
- * kv_check (unknown command, NOAUTH, arity, read-only: replies with the
+ * kv_check (unknown command, NOAUTH, arity, DEBUG switched off, read-only: replies with the
  * error and returns 0) and kv_run (the memory limit, then the command).
  * kv_exec does both and is what a shell with nothing to add calls. */
 #ifndef STRATA_KV_CMD_H
@@ -28,6 +28,7 @@ enum {
     KV_CMD_READONLY = 1 << 4, /* reads keys, changes nothing */
     KV_CMD_TTL = 1 << 5,      /* a write that changes only its keys' TTLs */
     KV_CMD_FLUSH = 1 << 6,    /* a write that may remove every key */
+    KV_CMD_DEBUG = 1 << 7,    /* a test hook: refused unless the keyspace's debug switch is on */
 };
 
 typedef void (*kv_cmd_fn)(struct kv_req *r);

@@ -25,6 +25,7 @@ void kv_do_auth(struct kv_req *r);
 void kv_do_client(struct kv_req *r);
 void kv_do_config(struct kv_req *r);
 void kv_do_info(struct kv_req *r);
+void kv_do_debug(struct kv_req *r);
 
 /* kv_strings.c */
 void kv_do_get(struct kv_req *r);

@@ -210,6 +210,26 @@ static void get_qbuf(struct keyspace *ks, char *out, size_t n)
     snprintf(out, n, "%zu", ks->qbuf_max);
 }
 static void get_timeout(struct keyspace *ks, char *out, size_t n) { snprintf(out, n, "0"); }
+static void get_maxclients(struct keyspace *ks, char *out, size_t n)
+{
+    snprintf(out, n, "%zu", ks->max_clients);
+}
+static void get_maxmemory_clients(struct keyspace *ks, char *out, size_t n)
+{
+    snprintf(out, n, "%llu", (unsigned long long)ks->client_mem_limit);
+}
+static void get_debug(struct keyspace *ks, char *out, size_t n)
+{
+    snprintf(out, n, "%s", ks->debug_enabled ? "yes" : "no");
+}
+/* Settings that open the node to more than its data (test hooks) are the
+ * topology's alone, as Redis keeps its enable-* switches out of CONFIG SET. */
+static int set_protected(struct keyspace *ks, const char *val, size_t vl, int64_t now_ms,
+                         char *why, size_t whylen)
+{
+    snprintf(why, whylen, "can't set protected config");
+    return -1;
+}
 
 /* The keyspace's own parameters: shown, not settable at run time. */
 static const struct kv_param core_params[] = {
@@ -217,6 +237,9 @@ static const struct kv_param core_params[] = {
     {"proto-max-bulk-len", get_bulklen, NULL},
     {"client-query-buffer-limit", get_qbuf, NULL},
     {"timeout", get_timeout, NULL},
+    {"maxclients", get_maxclients, NULL},
+    {"maxmemory-clients", get_maxmemory_clients, NULL},
+    {"enable-debug-command", get_debug, set_protected},
 };
 #define NCORE_PARAMS (sizeof core_params / sizeof core_params[0])
 #define MAX_PARAMS 64
@@ -330,6 +353,17 @@ void kv_do_config(struct kv_req *r)
     kv_reply_unknown_sub(r, "CONFIG");
 }
 
+/* ---- DEBUG ---------------------------------------------------------------- */
+
+/* Runs only when the topology turned the debug switch on (kv_check refuses
+ * it otherwise); the subcommands are the shell's. */
+void kv_do_debug(struct kv_req *r)
+{
+    if (r->ks->hooks->debug)
+        return r->ks->hooks->debug(r);
+    kv_reply_unknown_sub(r, "DEBUG");
+}
+
 /* ---- INFO -------------------------------------------------------------- */
 
 static size_t rss_bytes(void)
@@ -375,8 +409,10 @@ void kv_do_info(struct kv_req *r)
                    (long long)up, (long long)up / 86400, ks->node, ks->listen);
     }
     if (kv_info_wants(&sel, "clients"))
-        buf_printf(&b, "# Clients\r\nconnected_clients:%zu\r\nblocked_clients:0\r\n\r\n",
-                   ks->nclients);
+        buf_printf(&b,
+                   "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n"
+                   "blocked_clients:0\r\n\r\n",
+                   ks->nclients, ks->max_clients);
     if (kv_info_wants(&sel, "memory")) {
         size_t used = ks->store.mem.used, rss = rss_bytes();
         char h1[32], h2[32], h3[32];
@@ -387,8 +423,9 @@ void kv_do_info(struct kv_req *r)
                    "# Memory\r\nused_memory:%zu\r\nused_memory_human:%s\r\n"
                    "used_memory_rss:%zu\r\nused_memory_rss_human:%s\r\n"
                    "used_memory_peak:%zu\r\nused_memory_peak_human:%s\r\n"
-                   "used_memory_clients:%zu\r\n",
-                   used, h1, rss, h2, ks->store.mem.peak, h3, ks->client_buf_bytes);
+                   "used_memory_clients:%zu\r\nmaxmemory_clients:%llu\r\n",
+                   used, h1, rss, h2, ks->store.mem.peak, h3, ks->client_buf_bytes,
+                   (unsigned long long)ks->client_mem_limit);
         if (hook)
             hook(ks, KV_INFO_MEMORY, &sel, &b);
         buf_printf(&b, "mem_fragmentation_ratio:%.2f\r\nmem_allocator:libc\r\n\r\n",
@@ -403,11 +440,12 @@ void kv_do_info(struct kv_req *r)
                    "# Stats\r\ntotal_connections_received:%llu\r\n"
                    "total_commands_processed:%llu\r\ninstantaneous_ops_per_sec:%.0f\r\n"
                    "total_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"
-                   "rejected_connections:%llu\r\nexpired_keys:%llu\r\n",
+                   "rejected_connections:%llu\r\nevicted_clients:%llu\r\nexpired_keys:%llu\r\n",
                    (unsigned long long)st->connections, (unsigned long long)st->commands,
                    ops / KV_OPS_SAMPLES, (unsigned long long)st->net_input_bytes,
                    (unsigned long long)st->net_output_bytes,
                    (unsigned long long)st->rejected_connections,
+                   (unsigned long long)st->evicted_clients,
                    (unsigned long long)ks->store.expired);
         if (hook)
             hook(ks, KV_INFO_STATS, &sel, &b);

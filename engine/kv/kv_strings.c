@@ -80,6 +80,14 @@ void kv_do_set(struct kv_req *r)
         }
     }
     struct store_entry *e = kv_lookup_write(r, 1);
+    /* Room for the value before any reply is written (GET's included). */
+    if (!(((flags & F_NX) && e) || ((flags & F_XX) && !e))) {
+        int room = kv_reserve(r, kv_growth(r->argl[1], e, r->argl[2]));
+        if (room < 0)
+            return;
+        if (room > 0)
+            e = store_lookup(&r->ks->store, r->argv[1], r->argl[1], r->now);
+    }
     if (flags & F_GET) {
         if (e)
             resp_bulk(r->out, store_val(e), store_vlen(e));
@@ -111,6 +119,8 @@ void kv_do_setnx(struct kv_req *r)
     struct store_entry *e = kv_lookup_write(r, 1);
     if (e)
         return resp_int(r->out, 0);
+    if (kv_reserve(r, kv_growth(r->argl[1], NULL, r->argl[2])) < 0)
+        return;
     if (kv_write_value(r, 1, NULL, r->argv[2], r->argl[2], 0))
         resp_int(r->out, 1);
 }
@@ -121,6 +131,11 @@ static void setex_common(struct kv_req *r, int sec, const char *name)
     if (parse_expire(r, 2, sec, 0, name, &expire) < 0)
         return;
     struct store_entry *e = kv_lookup_write(r, 1);
+    int room = kv_reserve(r, kv_growth(r->argl[1], e, r->argl[3]));
+    if (room < 0)
+        return;
+    if (room > 0)
+        e = store_lookup(&r->ks->store, r->argv[1], r->argl[1], r->now);
     if (kv_write_value(r, 1, e, r->argv[3], r->argl[3], expire))
         resp_ok(r->out);
 }
@@ -131,6 +146,11 @@ void kv_do_psetex(struct kv_req *r) { setex_common(r, 0, "psetex"); }
 void kv_do_getset(struct kv_req *r)
 {
     struct store_entry *e = kv_lookup_write(r, 1);
+    int room = kv_reserve(r, kv_growth(r->argl[1], e, r->argl[2]));
+    if (room < 0)
+        return;
+    if (room > 0)
+        e = store_lookup(&r->ks->store, r->argv[1], r->argl[1], r->now);
     if (e)
         resp_bulk(r->out, store_val(e), store_vlen(e));
     else
@@ -190,10 +210,21 @@ void kv_do_mget(struct kv_req *r)
     }
 }
 
+/* What MSET's pairs may add, counted as new keys (an upper bound). */
+static size_t mset_growth(const struct kv_req *r)
+{
+    size_t grow = 0;
+    for (size_t i = 1; i + 1 < r->argc; i += 2)
+        grow += kv_growth(r->argl[i], NULL, r->argl[i + 1]);
+    return grow;
+}
+
 void kv_do_mset(struct kv_req *r)
 {
     if (r->argc % 2 == 0)
         return kv_reply_wrongargs(r, "mset");
+    if (kv_reserve(r, mset_growth(r)) < 0)
+        return;
     for (size_t i = 1; i < r->argc; i += 2)
         if (!kv_write_value(r, i, kv_lookup_write(r, i), r->argv[i + 1], r->argl[i + 1], 0))
             return;
@@ -207,6 +238,8 @@ void kv_do_msetnx(struct kv_req *r)
     for (size_t i = 1; i < r->argc; i += 2)
         if (store_lookup(&r->ks->store, r->argv[i], r->argl[i], r->now))
             return resp_int(r->out, 0);
+    if (kv_reserve(r, mset_growth(r)) < 0)
+        return;
     for (size_t i = 1; i < r->argc; i += 2)
         if (!kv_write_value(r, i, kv_lookup_write(r, i), r->argv[i + 1], r->argl[i + 1], 0))
             return;
@@ -306,6 +339,13 @@ void kv_do_incrbyfloat(struct kv_req *r)
 void kv_do_append(struct kv_req *r)
 {
     struct store_entry *e = kv_lookup_write(r, 1);
+    if (e && store_vlen(e) + r->argl[2] > STORE_MAX_VALUE)
+        return resp_error(r->out, ERR_TOOBIG);
+    int room = kv_reserve(r, e ? r->argl[2] : kv_growth(r->argl[1], NULL, r->argl[2]));
+    if (room < 0)
+        return;
+    if (room > 0)
+        e = store_lookup(&r->ks->store, r->argv[1], r->argl[1], r->now);
     if (!e) {
         if (kv_write_value(r, 1, NULL, r->argv[2], r->argl[2], 0))
             resp_int(r->out, (long long)r->argl[2]);
@@ -366,6 +406,16 @@ void kv_do_setrange(struct kv_req *r)
         return resp_error(r->out, ERR_TOOBIG);
     size_t old = e ? store_vlen(e) : 0;
     size_t need = (size_t)off + add > old ? (size_t)off + add : old;
+    /* The resulting size is known before anything is allocated: a value
+     * the memory limit cannot hold is refused here, not after. */
+    int room = kv_reserve(r, e ? need - old : kv_growth(r->argl[1], NULL, need));
+    if (room < 0)
+        return;
+    if (room > 0) {
+        e = store_lookup(&r->ks->store, r->argv[1], r->argl[1], r->now);
+        old = e ? store_vlen(e) : 0;
+        need = (size_t)off + add > old ? (size_t)off + add : old;
+    }
     if (!e) {
         e = kv_write_value(r, 1, NULL, NULL, need, 0);
         if (!e)

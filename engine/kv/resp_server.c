@@ -78,7 +78,75 @@ static void client_process(struct resp_client *cl)
         resp_parser_reset(&cl->parser);
 }
 
-static void client_on_read(struct net_conn *c) { client_process(c->data); }
+/* What a client's buffers hold now. */
+static size_t client_bytes(const struct resp_client *cl)
+{
+    return cl->conn->rbuf.cap + cl->conn->wbuf.cap + cl->hold.cap;
+}
+
+static void client_account(struct resp_client *cl)
+{
+    size_t now = client_bytes(cl);
+    cl->srv->client_mem = cl->srv->client_mem - cl->acct + now;
+    cl->acct = now;
+}
+
+/* The client to close when buffers are over their limit: the one with the
+ * largest input buffer (a command it has not finished sending), or, when no
+ * client has input pending, the one holding the most output. */
+static struct resp_client *client_mem_victim(struct resp_server *rs)
+{
+    struct resp_client *in = NULL, *all = NULL;
+    for (struct resp_client *cl = rs->clients; cl; cl = cl->next) {
+        if (!in || cl->conn->rbuf.cap > in->conn->rbuf.cap)
+            in = cl;
+        if (!all || cl->acct > all->acct)
+            all = cl;
+    }
+    if (in && in->conn->rbuf.cap > 0)
+        return in;
+    return all && all->acct > 0 ? all : NULL;
+}
+
+/* The sum of client buffers is over its limit: close clients, the largest
+ * input buffers first, until it is under (Redis's maxmemory-clients). Runs
+ * from a read callback, never while another function walks the client
+ * list. */
+static void enforce_client_memory(struct resp_server *rs)
+{
+    struct keyspace *ks = rs->ks;
+    resp_server_buf_bytes(rs); /* exact counts before choosing */
+    while (rs->client_mem > ks->client_mem_limit) {
+        struct resp_client *victim = client_mem_victim(rs);
+        if (!victim)
+            return;
+        ks->stats.evicted_clients++;
+        unsigned long skipped;
+        if (log_limit_allow(&rs->evict_log, (double)util_mono_us() / 1e6, 10.0, &skipped))
+            log_warn("%s client %s closed: client buffers hold %zu bytes, over the limit of "
+                     "%llu (max_client_memory); it held %zu bytes, %zu of them input (%lu more "
+                     "closed since the last line)",
+                     rs->ops->name, victim->conn->peer, rs->client_mem,
+                     (unsigned long long)ks->client_mem_limit, victim->acct,
+                     victim->conn->rbuf.cap, skipped);
+        net_conn_abort(victim->conn, "client memory limit"); /* on_close subtracts it */
+    }
+}
+
+static void client_on_read(struct net_conn *c)
+{
+    struct resp_client *cl = c->data;
+    if (!cl)
+        return; /* refused at accept: closing */
+    client_process(cl);
+    cl = c->data;
+    if (!cl || !net_conn_alive(c))
+        return;
+    client_account(cl);
+    struct resp_server *rs = cl->srv;
+    if (rs->ks->client_mem_limit && rs->client_mem > rs->ks->client_mem_limit)
+        enforce_client_memory(rs);
+}
 
 static void client_on_drain(struct net_conn *c)
 {
@@ -98,6 +166,10 @@ static void client_on_drain(struct net_conn *c)
 static void client_on_eof(struct net_conn *c)
 {
     struct resp_client *cl = c->data;
+    if (!cl) {
+        net_conn_close(c, "peer closed");
+        return;
+    }
     client_process(cl);
     if (!net_conn_alive(c) || (c->flags & NET_F_CLOSING))
         return;
@@ -129,6 +201,7 @@ static void client_on_close(struct net_conn *c, const char *why)
         cl->next->prev = cl->prev;
     if (buf_size(&cl->hold))
         rs->nholding--;
+    rs->client_mem -= cl->acct;
     rs->ks->nclients--;
     rs->last_close_iter = ev_iteration(rs->loop);
     buf_free(&cl->hold);
@@ -148,6 +221,20 @@ static int client_on_accept(struct net_conn *c, void *data)
 {
     struct resp_server *rs = data;
     struct keyspace *ks = rs->ks;
+    if (ks->max_clients && ks->nclients >= ks->max_clients) {
+        /* Told why, as Redis does, then closed once the line is out; the
+         * connection has no client state, so nothing it sends is read. */
+        ks->stats.rejected_connections++;
+        unsigned long skipped;
+        if (log_limit_allow(&rs->maxclients_log, (double)util_mono_us() / 1e6, 60.0, &skipped))
+            log_warn("%s: %zu clients (max_clients) reached; refusing new ones (%lu more refused "
+                     "since the last line)",
+                     rs->ops->name, ks->nclients, skipped);
+        c->data = NULL;
+        net_conn_write(c, "-" KV_ERR_MAXCLIENTS "\r\n", sizeof KV_ERR_MAXCLIENTS + 2);
+        net_conn_close(c, "max clients");
+        return 0;
+    }
     struct resp_client *cl = calloc(1, sizeof *cl);
     if (!cl) {
         ks->stats.rejected_connections++;
@@ -244,10 +331,13 @@ void resp_server_free(struct resp_server *rs)
     buf_free(&rs->spare);
 }
 
-size_t resp_server_buf_bytes(const struct resp_server *rs)
+size_t resp_server_buf_bytes(struct resp_server *rs)
 {
     size_t bytes = 0;
-    for (const struct resp_client *cl = rs->clients; cl; cl = cl->next)
-        bytes += cl->conn->rbuf.cap + cl->conn->wbuf.cap + cl->hold.cap;
+    for (struct resp_client *cl = rs->clients; cl; cl = cl->next) {
+        cl->acct = client_bytes(cl);
+        bytes += cl->acct;
+    }
+    rs->client_mem = bytes;
     return bytes;
 }

@@ -1,9 +1,10 @@
 /* resp_server: the client side of a RESP service built on a keyspace
  * (keyspace.h, kv_cmd.h) — the cache and the db.
  *
- * Owns the listener and the clients: accept (a session per client), the
- * parse loop with its limits (query buffer cap, the small limits before
- * AUTH), backpressure (parsing stops while a client's output is over its
+ * Owns the listener and the clients: accept (a session per client; past
+ * ks->max_clients a newcomer is told so and closed), the parse loop with its
+ * limits (query buffer cap, the small limits before AUTH, the sum of all
+ * clients' buffers: ks->client_mem_limit), backpressure (parsing stops while a client's output is over its
  * high mark and goes on when it drains), QUIT, protocol errors, drain and
  * idle. The service embeds a struct resp_server and keeps the rest: its
  * command execution, timers and state.
@@ -38,6 +39,7 @@ struct resp_client {
     struct buf hold;       /* replies held back (resp_client_hold) */
     uint64_t hold_until;   /* what they wait for, in the service's terms */
     int stalled;           /* stopped parsing at an output high mark */
+    size_t acct;           /* its buffers as last counted in srv->client_mem */
 };
 
 struct resp_server_ops {
@@ -63,6 +65,12 @@ struct resp_server {
     size_t nholding;            /* clients with held replies */
     struct buf spare;           /* swapped with a client's hold when releasing it */
     unsigned last_close_iter;   /* loop iteration in which a client last went away */
+    /* The clients' buffers (read, write, held), kept as they change, for
+     * ks->client_mem_limit: over it, the client with the largest input
+     * buffer is closed. Recounted exactly by resp_server_buf_bytes. */
+    size_t client_mem;
+    struct log_limit evict_log;
+    struct log_limit maxclients_log;
 };
 
 /* Listens on addr ("host:port", port 0 picks one: see rs->listener->addr).
@@ -80,8 +88,9 @@ void resp_server_drain(struct resp_server *rs);
 int resp_server_idle(const struct resp_server *rs);
 /* Closes every client and the listener. rs must be zeroed or listened. */
 void resp_server_free(struct resp_server *rs);
-/* Bytes the clients' buffers hold (INFO used_memory_clients). */
-size_t resp_server_buf_bytes(const struct resp_server *rs);
+/* Bytes the clients' buffers hold (INFO used_memory_clients), counted
+ * afresh (O(clients): for the cron); also resets client_mem to it. */
+size_t resp_server_buf_bytes(struct resp_server *rs);
 /* Sends the held replies of every client whose hold_until is <= upto.
  * Returns how many clients got theirs. A client that stopped parsing while
  * its replies were held is resumed by on_drain once they are out. */

@@ -66,6 +66,7 @@ local function new_context(path)
     node_order = {},
     refs = {},       -- { name =, kind =, where = } references checked at the end
     objects = setmetatable({}, { __mode = "k" }), -- service objects -> kind
+    warnings = {},   -- lines for stderr, written when the topology is valid
   }
 
   function ctx.where(level)
@@ -140,6 +141,14 @@ local function new_context(path)
       if n then return n end
     end
     fail(where, "%s: bad duration '%s' (want e.g. 500ms, 1s, 2m)", what, tostring(v))
+  end
+
+  function ctx.bool(where, what, v)
+    if v == nil then return nil end
+    if type(v) ~= "boolean" then
+      fail(where, "%s must be true or false, not %s", what, tostring(v))
+    end
+    return v
   end
 
   -- Its range is the service kind's to check.
@@ -245,6 +254,40 @@ end
 
 -- The constructors ---------------------------------------------------------
 
+-- Who may connect to a cache or db node, and how much they may hold: the
+-- same fields on both kinds. The password may come from the topology, an
+-- environment variable or a file (relative to the topology's folder); the
+-- kind resolves it and checks the ranges.
+local ACCESS_FIELDS = { "password", "password_env", "password_file", "debug", "max_clients",
+                        "max_client_memory" }
+
+local function access_fields(ctx, where, spec, cfg)
+  cfg.password = ctx.string(where, "password", spec.password)
+  cfg.password_env = ctx.string(where, "password_env", spec.password_env)
+  cfg.password_file = ctx.folder(where, "password_file", spec.password_file)
+  cfg.debug = ctx.bool(where, "debug", spec.debug)
+  cfg.max_clients = ctx.int(where, "max_clients", spec.max_clients)
+  cfg.max_client_memory = ctx.size(where, "max_client_memory", spec.max_client_memory)
+  return cfg
+end
+
+local function is_loopback(host)
+  return host:match("^127%.") ~= nil or host == "::1" or host == "localhost"
+end
+
+-- A node anyone on the network can reach with no password: allowed (a
+-- private network may be the protection), but said on stderr once the
+-- topology is found valid (M.load).
+local function warn_open(ctx, cfg)
+  if cfg.password or cfg.password_env or cfg.password_file then return end
+  local h = cfg.listen:match("^%[?(.-)%]?:%d+$") or cfg.listen
+  if is_loopback(h) then return end
+  ctx.warnings[#ctx.warnings + 1] = (string.format(
+    "%s: warning: %s on node '%s' listens on %s, beyond loopback, without a password " ..
+    "(set password_env or password_file; see docs/security.md)\n",
+    cfg.where, cfg.kind, cfg.node, cfg.listen))
+end
+
 local function build_dsl(ctx)
   local strata = { version = host.version }
 
@@ -287,10 +330,12 @@ local function build_dsl(ctx)
 
   function strata.cache(spec)
     local where = ctx.where()
-    ctx.check_fields(where, "strata.cache", spec, {
+    local fields = {
       shards = true, max_memory = true, eviction = true, eviction_samples = true,
-      eviction_fallback = true, password = true,
-    })
+      eviction_fallback = true,
+    }
+    for _, f in ipairs(ACCESS_FIELDS) do fields[f] = true end
+    ctx.check_fields(where, "strata.cache", spec, fields)
     if type(spec.shards) ~= "table" or #spec.shards == 0 then
       fail(where, "strata.cache needs shards = { { node = ..., listen = ... }, ... }")
     end
@@ -312,7 +357,7 @@ local function build_dsl(ctx)
     for i, sh in ipairs(spec.shards) do
       local what = string.format("cache shard %d", i)
       ctx.check_fields(where, what, sh, { node = true, listen = true })
-      local cfg = ctx.add {
+      local cfg = ctx.add(access_fields(ctx, where, spec, {
         kind = "cache", where = where,
         node = ctx.node_name(where, what .. " node", sh.node),
         listen = ctx.addr(where, what .. " listen", sh.listen),
@@ -320,8 +365,8 @@ local function build_dsl(ctx)
         eviction = eviction, eviction_path = eviction_path,
         eviction_fallback = fallback,
         eviction_samples = ctx.int(where, "eviction_samples", spec.eviction_samples),
-        password = ctx.string(where, "password", spec.password),
-      }
+      }))
+      warn_open(ctx, cfg)
       obj.shards[i] = { node = cfg.node, addr = cfg.listen }
     end
     ctx.objects[obj] = "cache"
@@ -330,9 +375,9 @@ local function build_dsl(ctx)
 
   function strata.db(spec)
     local where = ctx.where()
-    ctx.check_fields(where, "strata.db", spec, {
-      primary = true, replicas = true, reads = true, password = true, compact_min = true,
-    })
+    local fields = { primary = true, replicas = true, reads = true, compact_min = true }
+    for _, f in ipairs(ACCESS_FIELDS) do fields[f] = true end
+    ctx.check_fields(where, "strata.db", spec, fields)
     if type(spec.primary) ~= "table" then
       fail(where, "strata.db needs primary = { node = ..., listen = ..., dir = ... }")
     end
@@ -340,15 +385,16 @@ local function build_dsl(ctx)
     local function one(t, what, role)
       ctx.check_fields(where, what, t, db_fields)
       local node = ctx.node_name(where, what .. " node", t.node)
-      return ctx.add {
+      local cfg = ctx.add(access_fields(ctx, where, spec, {
         kind = "db", where = where, role = role, node = node,
         listen = ctx.addr(where, what .. " listen", t.listen),
         -- the default lives here with the resolution: var/NODE beside the topology
         dir = ctx.folder(where, what .. " dir", t.dir or ("var/" .. node)),
         fsync = ctx.string(where, what .. " fsync", t.fsync),
-        password = ctx.string(where, "password", spec.password),
         compact_min = ctx.size(where, "compact_min", spec.compact_min),
-      }
+      }))
+      warn_open(ctx, cfg)
+      return cfg
     end
     local primary = one(spec.primary, "db primary", "primary")
     if spec.primary.replica_of ~= nil then
@@ -609,7 +655,10 @@ function M.load(path)
     chunk()
     return finish(ctx)
   end)
-  if ok then return res end
+  if ok then
+    for _, w in ipairs(ctx.warnings) do io.stderr:write(w) end
+    return res
+  end
   if type(res) == "table" and res.topology_error then return nil, res.topology_error end
   -- A plain Lua error inside the script already carries file:line.
   return nil, full_path_message(res, path)
@@ -658,7 +707,7 @@ end
 -- it. The declaration's line is left out: moving a block is no change. The
 -- policy and app files a config names count with their contents: editing a
 -- policy is a change even when the topology stays the same.
-local FILE_FIELDS = { eviction_path = true, policy_path = true, app = true }
+local FILE_FIELDS = { eviction_path = true, policy_path = true, app = true, password_file = true }
 
 function M.fingerprint(cfg)
   local out = {}

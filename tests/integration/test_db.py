@@ -18,8 +18,10 @@ import redis
 from conftest import SLOW, free_port, run_cli, wait_for
 
 
-def db_topology(port, data_dir, fsync="always", password=None):
+def db_topology(port, data_dir, fsync="always", password=None, debug=False):
     extra = ', password = "%s"' % password if password else ""
+    if debug:  # DEBUG DISK-ERROR, for the fault tests: off unless the topology says so
+        extra += ", debug = true"
     return ('strata.db { primary = { node = "db1", listen = "127.0.0.1:%d", dir = "%s", '
             'fsync = "%s" }%s }\n' % (port, data_dir, fsync, extra))
 
@@ -27,8 +29,10 @@ def db_topology(port, data_dir, fsync="always", password=None):
 class Db:
     """One db node that can be killed and restarted on the same port and dir."""
 
-    def __init__(self, strata, tmp_path, fsync="always", data_dir=None, password=None):
+    def __init__(self, strata, tmp_path, fsync="always", data_dir=None, password=None,
+                 debug=False):
         self.strata = strata
+        self.debug = debug
         self.port = free_port()
         self.dir = str(data_dir or tmp_path / "data")
         self.fsync = fsync
@@ -39,7 +43,8 @@ class Db:
     def start(self):
         # --node: the process is the db node itself, so kill -9 hits the db
         # (not a supervisor whose node would then stop gracefully).
-        self.proc = self.strata(db_topology(self.port, self.dir, self.fsync, self.password),
+        self.proc = self.strata(db_topology(self.port, self.dir, self.fsync, self.password,
+                                            self.debug),
                                 [self.port], args=["--node", "db1"])
         return self
 
@@ -446,7 +451,7 @@ def disk_error_cycle(db, r, arm, fix):
 
 @pytest.mark.parametrize("fsync", ["always", "everysec"])
 def test_injected_eio(strata, tmp_path, fsync):
-    db = Db(strata, tmp_path, fsync=fsync)
+    db = Db(strata, tmp_path, fsync=fsync, debug=True)
     r = db.client()
     r.set("warm", "1")
     admin = db.client()
@@ -456,7 +461,7 @@ def test_injected_eio(strata, tmp_path, fsync):
 
 
 def test_fsync_eio_everysec_refuses_then_recovers(strata, tmp_path):
-    db = Db(strata, tmp_path, fsync="everysec")
+    db = Db(strata, tmp_path, fsync="everysec", debug=True)
     r = db.client()
     r.set("a", "1")
     r.execute_command("DEBUG", "DISK-ERROR", "ON", "FSYNC")

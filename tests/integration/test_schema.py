@@ -78,6 +78,10 @@ def topo_for(kind, field, value):
     if kind == "cache":
         assert table is None
         return cache_topo(free_port(), lua)
+    if kind == "db":
+        assert table is None
+        return (f'strata.db {{ primary = {{ node = "d1", listen = "127.0.0.1:{free_port()}" }}, '
+                f'{lua} }}\n')
     assert kind == "balancer", kind
     if table == "backend":
         return balancer_topo(free_port(), free_port(), backend_extra=lua)

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -259,6 +260,40 @@ static void test_writer(int policy)
     wal_close(&w);
 }
 
+/* everysec syncs the segment's own descriptor: with no descriptor left to
+ * allocate (RLIMIT_NOFILE at what is open), a sync still succeeds, and
+ * rotation under a sync in progress closes nothing under it. */
+static void test_sync_without_spare_descriptors(void)
+{
+    char err[256];
+    struct wal w;
+    rm_rf(tmpdir);
+    mkdir(tmpdir, 0755);
+    ok(wal_create(&w, tmpdir, 7, 0, WAL_FSYNC_EVERYSEC, err, sizeof err) == 0, "create everysec");
+    struct rlimit old;
+    getrlimit(RLIMIT_NOFILE, &old);
+    int top = dup(0); /* the lowest free number: everything below is open */
+    close(top);
+    struct rlimit tight = {(rlim_t)top, old.rlim_max};
+    ok(setrlimit(RLIMIT_NOFILE, &tight) == 0, "descriptors capped at what is open (%d)", top);
+    ok(dup(0) < 0 && errno == EMFILE, "no descriptor is free");
+    for (int i = 0; i < 3; i++) {
+        uint64_t at = wal_append(&w, "record", 6);
+        ok(wal_flush(&w) == 0, "write %d", i);
+        wal_sync_tick(&w, 1000 * (i + 1));
+        ok(wal_ok(&w), "a background sync needs no new descriptor (%d)", i);
+        ok(wal_sync_now(&w) == 0 && w.synced >= at && w.sync_errors == 0, "synced (%d)", i);
+    }
+    setrlimit(RLIMIT_NOFILE, &old);
+    wal_append(&w, "more", 4);
+    wal_flush(&w);
+    wal_sync_tick(&w, 9000);
+    ok(wal_rotate(&w, err, sizeof err) == 0, "rotate right after a sync started");
+    wal_append(&w, "next", 4);
+    ok(wal_sync_now(&w) == 0 && wal_ok(&w), "the new segment syncs");
+    wal_close(&w);
+}
+
 static void test_errors(void)
 {
     char err[256];
@@ -346,6 +381,7 @@ int main(void)
     test_writer(WAL_FSYNC_EVERYSEC);
     test_writer(WAL_FSYNC_NO);
     test_errors();
+    test_sync_without_spare_descriptors();
     test_datadir();
     rm_rf(tmpdir);
     return tap_done();

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kv_cmd.h"
 #include "tap.h"
@@ -49,14 +50,16 @@ static void test_plain(void)
            "MSET pairs");
     is_int(KS.stats.commands, 6, "every command counted, refused ones too");
     is_str(run(0, "CONFIG GET *"),
-           "*8\r\n$9\r\ndatabases\r\n$1\r\n1\r\n$18\r\nproto-max-bulk-len\r\n$9\r\n536870912\r\n"
-           "$25\r\nclient-query-buffer-limit\r\n$10\r\n1073741824\r\n$7\r\ntimeout\r\n$1\r\n0\r\n",
-           "CONFIG GET * without a shell: the keyspace's own four");
+           "*14\r\n$9\r\ndatabases\r\n$1\r\n1\r\n$18\r\nproto-max-bulk-len\r\n$9\r\n536870912\r\n"
+           "$25\r\nclient-query-buffer-limit\r\n$10\r\n1073741824\r\n$7\r\ntimeout\r\n$1\r\n0\r\n"
+           "$10\r\nmaxclients\r\n$5\r\n10000\r\n$17\r\nmaxmemory-clients\r\n$10\r\n1073741824\r\n"
+           "$20\r\nenable-debug-command\r\n$2\r\nno\r\n",
+           "CONFIG GET * without a shell: the keyspace's own seven");
     is_str(run(0, "CONFIG SET maxmemory 1mb"),
            "-ERR Unknown option or number of arguments for CONFIG SET - 'maxmemory'\r\n",
            "no shell, no maxmemory");
     const char *info = run(0, "INFO");
-    ok(strstr(info, "# Memory\r\nused_memory:") && !strstr(info, "maxmemory") &&
+    ok(strstr(info, "# Memory\r\nused_memory:") && !strstr(info, "\r\nmaxmemory:") &&
            !strstr(info, "evicted_keys"),
        "INFO has no eviction fields without a cache");
     ok(strstr(info, "db0:keys=1,expires=0,avg_ttl=0") != NULL, "INFO keyspace");
@@ -216,7 +219,7 @@ static void test_hooks(void)
     is_str(run(0, "CONFIG GET shell-*"),
            "*4\r\n$10\r\nshell-knob\r\n$3\r\none\r\n$11\r\nshell-fixed\r\n$3\r\none\r\n",
            "CONFIG GET a shell's parameters");
-    ok(strncmp(run(0, "CONFIG GET *"), "*12\r\n$10\r\nshell-knob\r\n", 21) == 0,
+    ok(strncmp(run(0, "CONFIG GET *"), "*18\r\n$10\r\nshell-knob\r\n", 21) == 0,
        "the shell's parameters come first");
     is_str(run(0, "CONFIG SET shell-knob two"), "+OK\r\n", "CONFIG SET calls the shell");
     is_str(SH.value, "two", "value applied");
@@ -235,8 +238,9 @@ static void test_hooks(void)
     is_int(SH.sets, sets, "names are checked before any value is applied");
 
     const char *info = run(0, "INFO");
-    ok(strstr(info, "used_memory_clients:0\r\nshell_mem:1\r\nmem_fragmentation_ratio:") != NULL,
-       "INFO memory: the shell's fields after used_memory_clients");
+    ok(strstr(info, "used_memory_clients:0\r\nmaxmemory_clients:1073741824\r\nshell_mem:1\r\n"
+                    "mem_fragmentation_ratio:") != NULL,
+       "INFO memory: the shell's fields after the client memory fields");
     ok(strstr(info, "expired_keys:0\r\nshell_stat:2\r\nkeyspace_hits:") != NULL,
        "INFO stats: the shell's fields after expired_keys");
     ok(strstr(info, "# Shell\r\nshell_field:3\r\n\r\n# Keyspace\r\n") != NULL,
@@ -254,6 +258,83 @@ static void test_hooks(void)
     keyspace_set_hooks(&KS, NULL, NULL);
 }
 
+/* DEBUG runs only behind the keyspace's switch; the refusal is Redis's. */
+static void test_debug_switch(void)
+{
+    is_str(run(0, "DEBUG SLEEP 0"), "-" KV_ERR_DEBUG_OFF "\r\n", "DEBUG off by default");
+    KS.debug_enabled = 1;
+    is_str(run(0, "DEBUG SLEEP 0"), "-ERR unknown subcommand 'SLEEP'. Try DEBUG HELP.\r\n",
+           "on: the shell's subcommands (none here)");
+    KS.debug_enabled = 0;
+    is_str(run(0, "CONFIG SET enable-debug-command yes"),
+           "-ERR CONFIG SET failed (possibly related to argument 'enable-debug-command') - can't "
+           "set protected config\r\n",
+           "the switch is not a client's to flip");
+}
+
+/* A write that cannot fit is refused before it allocates. */
+static void test_reserve(void)
+{
+    run(0, "FLUSHALL");
+    KS.mem_limit = KS.store.mem.used + 4096;
+    size_t used = KS.store.mem.used;
+    is_str(run(0, "SETRANGE big 1000000 x"), "-" KV_ERR_OOM "\r\n", "SETRANGE past the limit");
+    is_str(run(0, "SETRANGE big 536870912 x"),
+           "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
+           "SETRANGE past 512 MB");
+    is_int(KS.store.mem.used, used, "nothing was allocated");
+    is_str(run(0, "SETRANGE small 10 x"), ":11\r\n", "a small one fits");
+    KS.mem_limit = 0;
+    is_int(kv_client_memory(0), 1ull << 30, "no max_memory: 1gb of client buffers");
+    is_int(kv_client_memory(1 << 20), 32ull << 20, "at least 32mb");
+    is_int(kv_client_memory(1ull << 32), 1ull << 32, "else max_memory");
+}
+
+static void test_password_sources(void)
+{
+    char pw[256], err[512];
+    ok(kv_password_resolve("lit", "", "", pw, sizeof pw, err, sizeof err) == 0 &&
+           strcmp(pw, "lit") == 0,
+       "a literal password");
+    setenv("KV_TEST_PW", "from-env", 1);
+    ok(kv_password_resolve("", "KV_TEST_PW", "", pw, sizeof pw, err, sizeof err) == 0 &&
+           strcmp(pw, "from-env") == 0,
+       "from the environment");
+    setenv("KV_TEST_PW", "", 1);
+    ok(kv_password_resolve("", "KV_TEST_PW", "", pw, sizeof pw, err, sizeof err) < 0 &&
+           strstr(err, "KV_TEST_PW is empty"),
+       "an empty variable: %s", err);
+    unsetenv("KV_TEST_PW");
+    ok(kv_password_resolve("", "KV_TEST_PW", "", pw, sizeof pw, err, sizeof err) < 0 &&
+           strstr(err, "KV_TEST_PW is not set"),
+       "a missing variable: %s", err);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/strata-test-pw.%ld", (long)getpid());
+    FILE *f = fopen(path, "w");
+    fputs("from-file\r\nsecond line\n", f);
+    fclose(f);
+    ok(kv_password_resolve("", "", path, pw, sizeof pw, err, sizeof err) == 0 &&
+           strcmp(pw, "from-file") == 0,
+       "the first line of a file");
+    f = fopen(path, "w");
+    fputs("\n", f);
+    fclose(f);
+    ok(kv_password_resolve("", "", path, pw, sizeof pw, err, sizeof err) < 0 &&
+           strstr(err, "is empty"),
+       "an empty file: %s", err);
+    unlink(path);
+    ok(kv_password_resolve("", "", path, pw, sizeof pw, err, sizeof err) < 0 &&
+           strstr(err, "cannot be read"),
+       "a missing file: %s", err);
+    ok(kv_password_resolve("a", "B", "", pw, sizeof pw, err, sizeof err) < 0 &&
+           strstr(err, "only one"),
+       "two sources: %s", err);
+    struct kv_access a = {.max_clients = 0, .max_client_memory = -1};
+    ok(kv_access_check(&a, "cache", "c1", "", "", "", 0, err, sizeof err) < 0 &&
+           strcmp(err, "cache c1: max_clients must be in 1..1000000, not 0") == 0,
+       "max_clients range: %s", err);
+}
+
 int main(void)
 {
     keyspace_init(&KS, 7, 0);
@@ -262,6 +343,9 @@ int main(void)
     test_auth();
     test_read_only();
     test_hooks();
+    test_debug_switch();
+    test_reserve();
+    test_password_sources();
     buf_free(&out);
     keyspace_free(&KS);
     return tap_done();
