@@ -17,11 +17,15 @@ def sup_status(port):
         return json.loads(r.read())
 
 
+def topology(admin, port, node_admin):
+    return ('strata.supervisor { admin = "127.0.0.1:%d", stall_timeout = "1s" }\n'
+            'strata.cache { shards = { { node = "c1", listen = "127.0.0.1:%d" } } }\n'
+            'strata.node { name = "c1", admin = "127.0.0.1:%d" }\n' % (admin, port, node_admin))
+
+
 def test_a_stopped_node_is_killed_and_restarted(strata):
-    port, admin = free_port(), free_port()
-    proc = strata('strata.supervisor { admin = "127.0.0.1:%d", stall_timeout = "1s" }\n'
-                  'strata.cache { shards = { { node = "c1", listen = "127.0.0.1:%d" } } }\n'
-                  % (admin, port), [port, admin])
+    port, admin, node_admin = free_port(), free_port(), free_port()
+    proc = strata(topology(admin, port, node_admin), [port, admin])
     wait_for(lambda: sup_status(admin)["nodes"][0]["ready"], what="node ready")
     first = sup_status(admin)["nodes"][0]["pid"]
     r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
@@ -47,10 +51,8 @@ def test_a_stopped_node_is_killed_and_restarted(strata):
 
 def test_a_busy_but_turning_node_is_left_alone(strata):
     """Beats come from the loop itself: a node serving traffic keeps beating."""
-    port, admin = free_port(), free_port()
-    strata('strata.supervisor { admin = "127.0.0.1:%d", stall_timeout = "1s" }\n'
-           'strata.cache { shards = { { node = "c1", listen = "127.0.0.1:%d" } } }\n'
-           % (admin, port), [port, admin])
+    port, admin, node_admin = free_port(), free_port(), free_port()
+    strata(topology(admin, port, node_admin), [port, admin])
     wait_for(lambda: sup_status(admin)["nodes"][0]["ready"], what="node ready")
     r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
     pipe = r.pipeline(transaction=False)
