@@ -95,22 +95,6 @@ void bal_reap_start(struct balancer *bal)
         ev_prepare_start(bal->loop, &bal->reap);
 }
 
-static void lua_fallback_log(struct balancer *bal, const char *why)
-{
-    bal->lua_fallbacks++;
-    double now = ev_now(bal->loop);
-    /* At most one line a second: a broken policy must not flood the log. */
-    if (now - bal->lua_logged_at >= 1.0) {
-        log_warn("lua policy %s: %s; used %s instead (%llu similar suppressed)",
-                 bal->cfg.policy_path, why, bal->cfg.fallback,
-                 (unsigned long long)bal->lua_suppressed);
-        bal->lua_logged_at = now;
-        bal->lua_suppressed = 0;
-    } else {
-        bal->lua_suppressed++;
-    }
-}
-
 /* ---- backend choice -------------------------------------------------------- */
 
 static uint64_t request_hash(struct bal_client *cl, const struct http_msg *m)
@@ -151,21 +135,7 @@ static struct bal_backend *pick_backend(struct bal_client *cl, const struct http
     for (int i = 0; i < ntried; i++)
         g->targets[cl->tried[i]]->skip = 1;
     struct lb_req r = {.hash = cl->hash, .msg = m, .client = cl->c->peer};
-    struct lb_target *t = NULL;
-    if (g->lua) {
-        char err[256];
-        t = lb_lua_pick(g->lua, &r, err, sizeof err);
-        if (!t) {
-            /* nil is a fine answer when nothing is left to try */
-            int any = 0;
-            for (int i = 0; i < g->nbe && !any; i++)
-                any = lb_candidate(g->targets[i]);
-            if (any)
-                lua_fallback_log(bal, err);
-        }
-    }
-    if (!t)
-        t = g->lb.ops->pick(&g->lb, &r);
+    struct lb_target *t = g->lb.ops->pick(&g->lb, &r);
     for (int i = 0; i < ntried; i++)
         g->targets[cl->tried[i]]->skip = 0;
     return (struct bal_backend *)t;
@@ -369,7 +339,7 @@ static int client_next_request(struct bal_client *cl)
         net_conn_abort(c, "out of memory");
         return 0;
     }
-    cl->hash = bal->gen->lb.ops == &lb_chash_ops ? request_hash(cl, m) : 0;
+    cl->hash = bal->gen->lb.wants_hash ? request_hash(cl, m) : 0;
     bal->requests++;
     struct bal_backend *be = pick_backend(cl, m);
     buf_consume(&c->rbuf, (size_t)n);
@@ -571,16 +541,17 @@ static void server_detach(struct bal_client *cl, int reusable)
     srv->cl = NULL;
     attempt_end(cl);
     if (cl->paused_by_srv) {
+        /* the client is in a callback or between requests: resuming runs
+         * no request of it from here (its state is not CL_HEAD yet) */
         cl->paused_by_srv = 0;
-        cl->c->flags &= ~(unsigned)NET_F_PAUSED;
-        net_conn_update(cl->c);
-    }
-    if (srv->paused_by_client) {
-        srv->paused_by_client = 0;
-        srv->c->flags &= ~(unsigned)NET_F_PAUSED;
+        net_conn_resume(cl->c);
     }
     if (reusable && !bal->draining && be->gen == bal->gen && be->nidle < BAL_POOL_MAX_IDLE &&
         buf_size(&srv->c->rbuf) == 0) {
+        if (srv->paused_by_client) { /* nothing buffered: resuming reads nothing now */
+            srv->paused_by_client = 0;
+            net_conn_resume(srv->c);
+        }
         srv->in_pool = 1;
         srv->next = be->idle;
         srv->prev = NULL;
@@ -971,9 +942,10 @@ static void server_on_close(struct net_conn *c, const char *why)
     attempt_end(cl);
     if (cl->paused_by_srv) {
         cl->paused_by_srv = 0;
-        cl->c->flags &= ~(unsigned)NET_F_PAUSED;
-        net_conn_update(cl->c);
+        net_conn_resume(cl->c);
     }
+    if (cl->dead)
+        return;
     if (cl->resp_sent) {
         net_conn_abort(cl->c, "backend closed mid-response");
         return;

@@ -70,8 +70,7 @@ struct bal_gen {
     struct lb_target **targets;
     struct health_target *ht;
     struct health health;
-    struct lb lb; /* the policy, or the fallback of a Lua policy */
-    struct lb_lua *lua;
+    struct lb lb; /* the policy (lb_lua_ops carries its own fallback) */
     int refs; /* attempts in flight and open server connections */
     int retired;
     struct bal_gen *next; /* the retired list */

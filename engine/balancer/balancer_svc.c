@@ -236,6 +236,40 @@ static const struct lb_ops *policy_ops(const struct bal_cfg *c, char *err, size_
     return ops;
 }
 
+/* lb_lua_conf.on_fallback: a Lua pick failed and the fallback answered. */
+static void lua_fallback_log(void *ud, const char *why)
+{
+    struct balancer *bal = ud;
+    bal->lua_fallbacks++;
+    double now = ev_now(bal->loop);
+    /* At most one line a second: a broken policy must not flood the log. */
+    if (now - bal->lua_logged_at >= 1.0) {
+        log_warn("lua policy %s: %s; used %s instead (%llu similar suppressed)",
+                 bal->cfg.policy_path, why, bal->cfg.fallback,
+                 (unsigned long long)bal->lua_suppressed);
+        bal->lua_logged_at = now;
+        bal->lua_suppressed = 0;
+    } else {
+        bal->lua_suppressed++;
+    }
+}
+
+/* Sets up the policy of c over targets t[0..n): a built-in, or a Lua pick
+ * (with c's fallback) taking over the state of `prev` when it has one. */
+static int policy_init(struct balancer *bal, struct lb *lb, const struct bal_cfg *c,
+                       const struct lb *prev, struct lb_target **t, int n, char *err,
+                       size_t errlen)
+{
+    const struct lb_ops *ops = policy_ops(c, err, errlen);
+    if (!ops)
+        return -1;
+    if (strcmp(c->policy, "lua") != 0)
+        return lb_init(lb, ops, t, n, err, errlen);
+    struct lb_lua_conf conf = {.path = c->policy_path, .fallback = ops, .prev = prev,
+                               .on_fallback = lua_fallback_log, .ud = bal};
+    return lb_init_conf(lb, &lb_lua_ops, &conf, t, n, err, errlen);
+}
+
 static void health_changed(void *ud)
 {
     (void)ud; /* policies read the live fields; nothing is cached here */
@@ -248,7 +282,6 @@ void bal_gen_free(struct bal_gen *g)
     if (!g)
         return;
     health_stop(&g->health);
-    lb_lua_free(g->lua);
     if (g->lb.ops)
         lb_free(&g->lb);
     free(g->be);
@@ -257,25 +290,21 @@ void bal_gen_free(struct bal_gen *g)
     free(g);
 }
 
-/* Builds a generation from the config at idx: backends, the policy (and,
- * when `with_lua`, a Lua policy loaded and validated), health not started
- * yet. A reload builds the Lua policy itself, over the set it will serve. */
-static struct bal_gen *gen_new(lua_State *L, int idx, const struct bal_cfg *c, int with_lua,
-                               char *err, size_t errlen)
+/* Builds a generation from the config at idx: backends and health not
+ * started yet, and -- when `with_policy` -- the policy. A reload builds the
+ * policy itself, over the set it will serve. */
+static struct bal_gen *gen_new(struct balancer *bal, lua_State *L, int idx,
+                               const struct bal_cfg *c, int with_policy, char *err,
+                               size_t errlen)
 {
     struct bal_gen *g = calloc(1, sizeof *g);
     if (!g) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    const struct lb_ops *ops;
-    if (read_backends(g, L, idx, err, errlen) < 0 || !(ops = policy_ops(c, err, errlen)) ||
-        lb_init(&g->lb, ops, g->targets, g->nbe, err, errlen) < 0) {
-        bal_gen_free(g);
-        return NULL;
-    }
-    if (with_lua && strcmp(c->policy, "lua") == 0 &&
-        !(g->lua = lb_lua_new(c->policy_path, g->targets, g->nbe, NULL, err, errlen))) {
+    if (read_backends(g, L, idx, err, errlen) < 0 ||
+        (with_policy ? policy_init(bal, &g->lb, c, NULL, g->targets, g->nbe, err, errlen)
+                     : (policy_ops(c, err, errlen) ? 0 : -1)) < 0) {
         bal_gen_free(g);
         return NULL;
     }
@@ -412,7 +441,7 @@ static struct service *bal_start(const struct service_env *env, lua_State *L, in
         read_config(L, idx, c, err, errlen) < 0 ||
         parse_hash_on(c->hash_on, &bal->hash_kind, bal->hash_name, sizeof bal->hash_name, err,
                       errlen) < 0 ||
-        !(bal->gen = gen_new(L, idx, c, 1, err, errlen)))
+        !(bal->gen = gen_new(bal, L, idx, c, 1, err, errlen)))
         goto fail;
     bal->msg.max_hdrs = c->lim.max_headers + 8;
     bal->msg.hdrs = calloc((size_t)bal->msg.max_hdrs, sizeof *bal->msg.hdrs);
@@ -430,7 +459,7 @@ static struct service *bal_start(const struct service_env *env, lua_State *L, in
     bal->listener->max_conns = c->max_conns;
     snprintf(bal->base.listen, sizeof bal->base.listen, "%s", bal->listener->addr);
     log_info("balancer listening on %s: %d backends, policy %s%s%s", bal->base.listen, g->nbe,
-             c->policy, g->lua ? " " : "", g->lua ? c->policy_path : "");
+             c->policy, lb_lua_of(&g->lb) ? " " : "", lb_lua_of(&g->lb) ? c->policy_path : "");
     return &bal->base;
 fail:
     bal_free_all(bal);
@@ -570,20 +599,20 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
                  bal->base.listen);
         return -1;
     }
-    struct bal_gen *g = gen_new(L, idx, &c, 0, err, errlen);
+    struct bal_gen *g = gen_new(bal, L, idx, &c, 0, err, errlen);
     if (!g)
         return -1;
     struct bal_gen *cur = bal->gen;
     int same = gen_same_backends(g, cur);
-    struct lb_lua *lua = NULL;
-    if (strcmp(c.policy, "lua") == 0) {
-        struct bal_gen *over = same ? cur : g;
-        lua = lb_lua_new(c.policy_path, over->targets, over->nbe, cur->lua, err, errlen);
-        if (!lua) {
-            bal_gen_free(g);
-            return -1;
-        }
+    /* the new policy, over the set it will serve; a Lua one takes over the
+     * running one's state (when that is a Lua policy with M.state) */
+    struct bal_gen *over = same ? cur : g;
+    struct lb lb;
+    if (policy_init(bal, &lb, &c, &cur->lb, over->targets, over->nbe, err, errlen) < 0) {
+        bal_gen_free(g);
+        return -1;
     }
+    const struct lb_lua *lua = lb_lua_of(&lb);
     int new_policy = strcmp(c.policy, bal->cfg.policy) || strcmp(c.policy_path, bal->cfg.policy_path);
     buf_printf(changes, "node %s: balancer %s: policy %s%s%s\n", bal->base.node,
                bal->base.listen, lua ? c.policy_path : c.policy,
@@ -593,14 +622,14 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
         buf_printf(changes, "node %s: balancer %s: backends %d -> %d\n", bal->base.node,
                    bal->base.listen, cur->nbe, g->nbe);
     if (dry_run || bal->draining) {
-        lb_lua_free(lua);
+        lb_free(&lb);
         bal_gen_free(g);
         return 0;
     }
     if (c.lim.max_headers + 8 > bal->msg.max_hdrs) {
         struct http_hdr *h = calloc((size_t)c.lim.max_headers + 8, sizeof *h);
         if (!h) {
-            lb_lua_free(lua);
+            lb_free(&lb);
             bal_gen_free(g);
             snprintf(err, errlen, "out of memory");
             return -1;
@@ -613,12 +642,12 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     if (same) {
         /* keep the running set (pools, health state); take the new policy,
          * built over it above */
-        lb_lua_free(cur->lua);
-        cur->lua = lua;
         for (int i = 0; i < cur->nbe; i++)
             cur->be[i].t.weight = g->be[i].t.weight;
         lb_free(&cur->lb);
-        lb_init(&cur->lb, g->lb.ops, cur->targets, cur->nbe, err, errlen);
+        cur->lb = lb;
+        if (cur->lb.ops->update)
+            cur->lb.ops->update(&cur->lb); /* the new weights */
         bal_gen_free(g);
         if (!health_same) {
             health_stop(&cur->health);
@@ -628,7 +657,7 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
             health_refresh(&cur->health);
         }
     } else {
-        g->lua = lua;
+        g->lb = lb;
         gen_swap(bal, g, &c.health);
     }
     bal->cfg = c;
@@ -638,7 +667,7 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     memcpy(bal->hash_name, hash_name, sizeof hash_name);
     set_limits(bal, &c);
     log_info("balancer %s reloaded: policy %s, %d backends", bal->base.listen,
-             bal->gen->lua ? c.policy_path : c.policy, bal->gen->nbe);
+             lb_lua_of(&bal->gen->lb) ? c.policy_path : c.policy, bal->gen->nbe);
     return 0;
 }
 
