@@ -185,7 +185,7 @@ static int text_searcher(lua_State *L)
         return 1; /* the "no file" message */
     const char *file = lua_tostring(L, -2);
     if (luaL_loadfilex(L, file, "t") != LUA_OK)
-        return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
+        return luaL_error(L, "error loading module '%s' from file '%s': %s", name, file,
                           lua_tostring(L, -1));
     lua_pushstring(L, file);
     return 2;

@@ -92,6 +92,23 @@ static int sandbox_collectgarbage(lua_State *L)
     return lua_gettop(L);
 }
 
+/* setmetatable without __gc: Lua runs finalizers with hooks off, where no
+ * budget could stop one, so a policy gets none. (An object is marked for
+ * finalization only when its metatable has __gc as it is set.) */
+static int sandbox_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "__gc metamethods are not available to policies");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 /* print: to the node's log, one line. */
 static int sandbox_print(lua_State *L)
 {
@@ -228,6 +245,7 @@ void policy_host_sandbox(lua_State *L, const char *dir)
     lua_setglobal(L, "loadfile");
     wrap_global(L, "load", sandbox_load);
     wrap_global(L, "collectgarbage", sandbox_collectgarbage);
+    wrap_global(L, "setmetatable", sandbox_setmetatable);
     lua_pushcfunction(L, sandbox_print);
     lua_setglobal(L, "print");
     lua_pushcfunction(L, sandbox_require);

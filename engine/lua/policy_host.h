@@ -10,7 +10,8 @@
  *   no debug, no package; `require` finds the embedded strata.text and
  *   modules beside the policy file, loaded as text into the same sandbox;
  *   `print` writes to the node's log; collectgarbage cannot stop the
- *   collector. (docs/topology.md, "What a policy may use".)
+ *   collector; setmetatable refuses __gc (finalizers run with hooks off).
+ *   (docs/topology.md, "What a policy may use".)
  * - a memory limit counted by the state's allocator: an allocation past it
  *   fails, and so does the entry that asked for it;
  * - an instruction budget and a wall-clock deadline (budget.h) on every
