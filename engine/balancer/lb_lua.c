@@ -26,6 +26,7 @@
 #include "lb.h"
 #include "log.h"
 #include "policy_host.h"
+#include "util.h"
 #include "policy_migrate.h"
 
 /* VM instructions (and pattern steps) one pick may run: generous for any
@@ -33,6 +34,9 @@
  * covers a slow machine or work the count misses. */
 #define LB_LUA_BUDGET 1000000
 #define LB_LUA_SECONDS 0.1
+/* After a pick ran into a limit, the fallback answers alone this long: a
+ * policy that always runs out must not cost the limit per request. */
+#define LB_LUA_REST_US 1000000
 
 enum { REQ_METHOD = 1, REQ_PATH = 2, REQ_HEADERS = 4, REQ_CLIENT = 8 };
 
@@ -57,6 +61,9 @@ struct lb_lua {
     const struct lb_req *cur;   /* the request during a pick, else NULL */
     unsigned materialized;      /* REQ_* fields set on req during this pick */
     int migrated;               /* migrate() took over a previous state */
+    int resting;                /* a pick ran into a limit at rest_since */
+    int64_t rest_since;
+    char rest_why[200];
 };
 
 /* "ip:port" / "[v6]:port" -> ip */
@@ -240,6 +247,13 @@ static void push_list(struct lb_lua *p)
 struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *err,
                               size_t errlen)
 {
+    if (p->resting) {
+        if (util_mono_us() - p->rest_since < LB_LUA_REST_US) {
+            snprintf(err, errlen, "resting after: %s", p->rest_why);
+            return NULL;
+        }
+        p->resting = 0;
+    }
     lua_State *L = p->L;
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_pick);
@@ -266,6 +280,11 @@ struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *
     }
     if (rc < 0) {
         lua_settop(L, top);
+        if (policy_host_last_limit(p->h) != BUDGET_OK) {
+            p->resting = 1;
+            p->rest_since = util_mono_us();
+            snprintf(p->rest_why, sizeof p->rest_why, "%s", err);
+        }
         return NULL;
     }
     struct lb_target *t = NULL;

@@ -15,13 +15,18 @@
  * the module runs in a policy_host sandbox with a memory limit. */
 #define EVICT_LUA_BUDGET 10000000
 #define EVICT_LUA_SECONDS 0.25
+/* After a call ran into a limit, the fallback chooses alone this long:
+ * a policy that always runs out must not cost the limit per eviction. */
+#define EVICT_LUA_REST_MS 1000
 
 struct evict_lua {
     struct policy_host *h;
     lua_State *L;
     int choose_ref;
     int migrated; /* migrate() took over a previous policy's state */
+    int64_t rest_until_ms;
     char path[1024];
+    char last_err[256];
 };
 
 struct evict_lua *evict_lua_new(const char *path, const struct evict_lua *prev, char *err,
@@ -89,6 +94,10 @@ static void push_candidate(lua_State *L, const struct evict *ev, struct store *s
 int evict_lua_choose(struct evict_lua *el, const struct evict *ev, struct store *s,
                      struct store_entry **cands, int n, int64_t now_ms, char *err, size_t errlen)
 {
+    if (el->rest_until_ms > now_ms) {
+        snprintf(err, errlen, "resting after: %s", el->last_err);
+        return -1;
+    }
     lua_State *L = el->L;
     int top = lua_gettop(L);
     lua_createtable(L, n, 0);
@@ -102,6 +111,10 @@ int evict_lua_choose(struct evict_lua *el, const struct evict *ev, struct store 
     int rc = policy_host_call(el->h, "choose", 1, 1, EVICT_LUA_BUDGET, EVICT_LUA_SECONDS, err,
                               errlen);
     int chosen = -1;
+    if (rc < 0 && policy_host_last_limit(el->h) != BUDGET_OK) {
+        el->rest_until_ms = now_ms + EVICT_LUA_REST_MS;
+        snprintf(el->last_err, sizeof el->last_err, "%s", err);
+    }
     if (rc == 0) {
         if (lua_isinteger(L, -1)) {
             lua_Integer i = lua_tointeger(L, -1);

@@ -18,6 +18,7 @@ struct policy_host {
     struct budget budget;
     size_t mem, mem_max;
     int oom;     /* an allocation failed at the limit during this entry */
+    enum budget_why last_limit;
     int ref_mod; /* the module table, once loaded */
     char path[PATH_MAX];
 };
@@ -297,6 +298,7 @@ void policy_host_free(struct policy_host *h)
 }
 
 lua_State *policy_host_state(struct policy_host *h) { return h->L; }
+enum budget_why policy_host_last_limit(const struct policy_host *h) { return h->last_limit; }
 const char *policy_host_path(const struct policy_host *h) { return h->path; }
 size_t policy_host_memory(const struct policy_host *h) { return h->mem; }
 
@@ -368,6 +370,7 @@ int policy_host_call(struct policy_host *h, const char *what, int nargs, int nre
     h->oom = 0;
     budget_begin(&h->budget, instructions, seconds, what);
     int rc = luahost_pcall(h->L, nargs, nresults, err, errlen);
+    h->last_limit = h->budget.expired;
     budget_end(&h->budget);
     if (rc < 0)
         format_error(h, what, err, errlen);

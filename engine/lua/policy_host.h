@@ -71,6 +71,11 @@ size_t policy_host_memory(const struct policy_host *h);
 int policy_host_call(struct policy_host *h, const char *what, int nargs, int nresults,
                      long instructions, double seconds, char *err, size_t errlen);
 
+/* What stopped the last entry: BUDGET_OK when it ended by itself (well
+ * or with an error of its own), else the limit it ran into. A host may
+ * then rest the policy for a while rather than pay the limit per call. */
+enum budget_why policy_host_last_limit(const struct policy_host *h);
+
 /* Sets up the sandbox in a state the caller created (policy_host_new does
  * this): `dir` is where require looks for modules beside the policy. */
 void policy_host_sandbox(lua_State *L, const char *dir);
