@@ -26,8 +26,8 @@
 #include "lb.h"
 #include "log.h"
 #include "policy_host.h"
-#include "util.h"
 #include "policy_migrate.h"
+#include "util.h"
 
 /* VM instructions (and pattern steps) one pick may run: generous for any
  * sane policy, and still a few milliseconds at most; the wall-clock bound
