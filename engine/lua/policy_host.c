@@ -377,6 +377,26 @@ int policy_host_call(struct policy_host *h, const char *what, int nargs, int nre
     return rc;
 }
 
+int policy_host_resume(struct policy_host *h, lua_State *co, int nargs, int *nres,
+                       long instructions, double seconds, char *err, size_t errlen)
+{
+    h->oom = 0;
+    budget_begin(&h->budget, instructions, seconds, "the handler");
+    int st = lua_resume(co, h->L, nargs, nres);
+    h->last_limit = h->budget.expired;
+    budget_end(&h->budget);
+    if (st == LUA_OK || st == LUA_YIELD)
+        return st;
+    const char *msg = lua_tostring(co, -1);
+    snprintf(err, errlen, "%s", msg ? msg : "(error object is not a string)");
+    char *nl = strchr(err, '\n');
+    if (nl)
+        *nl = 0;
+    format_error(h, NULL, err, errlen);
+    lua_pop(co, 1);
+    return -1;
+}
+
 /* ---- loading -------------------------------------------------------------- */
 
 static int keep_module(lua_State *L)

@@ -71,6 +71,14 @@ size_t policy_host_memory(const struct policy_host *h);
 int policy_host_call(struct policy_host *h, const char *what, int nargs, int nresults,
                      long instructions, double seconds, char *err, size_t errlen);
 
+/* One resume of the coroutine `co` (a thread of h's state, its function
+ * and nargs arguments on its stack) as one entry with its own budget: how
+ * a host runs a handler that yields on a cache or db call and resumes it
+ * on the reply. LUA_YIELD or LUA_OK with *nres values on co's stack, or -1
+ * with "file:line: message" in err (the coroutine is dead then). */
+int policy_host_resume(struct policy_host *h, lua_State *co, int nargs, int *nres,
+                       long instructions, double seconds, char *err, size_t errlen);
+
 /* What stopped the last entry: BUDGET_OK when it ended by itself (well
  * or with an error of its own), else the limit it ran into. A host may
  * then rest the policy for a while rather than pay the limit per call. */

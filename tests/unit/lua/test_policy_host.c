@@ -332,6 +332,49 @@ static void test_migrate(void)
     policy_host_free(c);
 }
 
+/* A handler run as a coroutine: it yields (as on a cache call) and is
+ * resumed on the reply, each resume being one entry with its own budget. */
+static void test_resume(void)
+{
+    char err[1024];
+    static const char *const needs[] = {"handle", NULL};
+    struct policy_host *h = policy_host_open(
+        write_policy("handler.lua",
+                     "local M = {}\nfunction M.handle(key)\n"
+                     "  local v = coroutine.yield('get', key)\n"
+                     "  if v == 'spin' then while true do end end\n"
+                     "  return 'got ' .. v\nend\nreturn M\n"),
+        needs, 0, err, sizeof err);
+    ok(h != NULL, "handler module loads");
+    if (!h)
+        return;
+    lua_State *L = policy_host_state(h);
+    for (int round = 0; round < 2; round++) {
+        lua_State *co = lua_newthread(L);
+        int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        policy_host_push_module(h);
+        lua_getfield(L, -1, "handle");
+        lua_xmove(L, co, 1);
+        lua_pop(L, 1);
+        lua_pushliteral(co, "user:1");
+        int nres = 0;
+        int st = policy_host_resume(h, co, 1, &nres, 100000, 1.0, err, sizeof err);
+        ok(st == LUA_YIELD && nres == 2 && strcmp(lua_tostring(co, -1), "user:1") == 0,
+           "the handler yields its call");
+        lua_pop(co, nres);
+        lua_pushstring(co, round == 0 ? "alice" : "spin");
+        st = policy_host_resume(h, co, 1, &nres, 100000, 1.0, err, sizeof err);
+        if (round == 0)
+            ok(st == LUA_OK && nres == 1 && strcmp(lua_tostring(co, -1), "got alice") == 0,
+               "and finishes on the reply");
+        else
+            ok(st < 0 && strstr(err, "handler.lua:4: ") && strstr(err, "budget"),
+               "a resume that never ends is stopped: %s", err);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    }
+    policy_host_free(h);
+}
+
 static void test_topology_state(void)
 {
     char err[512];
@@ -380,6 +423,7 @@ int main(void)
     test_sandbox();
     test_call_limits();
     test_migrate();
+    test_resume();
     test_topology_state();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
