@@ -19,7 +19,7 @@
 #include <lua.h>
 
 /* Replaces string.find/match/gmatch/gsub in L (the string library must be
- * open). */
+ * open). L's extra space must hold its budget (budget_attach) or NULL. */
 void pattern_open(lua_State *L);
 
 #endif
