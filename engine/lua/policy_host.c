@@ -413,10 +413,15 @@ int policy_host_load(struct policy_host *h, const char *const *needs, enum polic
     lua_State *L = h->L;
     enum policy_stage st = POLICY_STAGE_LOAD;
     int top = lua_gettop(L);
-    if (luaL_loadfilex(L, h->path, "t") != LUA_OK) {
+    /* parsing runs no user code, but its memory counts like an entry's */
+    h->oom = 0;
+    budget_begin(&h->budget, POLICY_LOAD_BUDGET, POLICY_LOAD_SECONDS, "loading the file");
+    int lrc = luaL_loadfilex(L, h->path, "t");
+    budget_end(&h->budget);
+    if (lrc != LUA_OK) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "cannot load");
         lua_settop(L, top);
-        format_error(h, NULL, err, errlen);
+        format_error(h, "loading the file", err, errlen);
         goto fail;
     }
     if (policy_host_call(h, "the module's top-level code", 0, 1, POLICY_LOAD_BUDGET,
