@@ -237,8 +237,10 @@ static void gen_swap(struct balancer *bal, struct bal_gen *g, const struct healt
 {
     struct bal_gen *old = bal->px.gen;
     health_stop(&old->health);
-    bal_gen_carry_over(g, old);
+    /* start first: a first start marks every backend up, which the
+     * carried-over state then corrects */
     health_start(&g->health, bal->px.loop, hc, g->ht, g->nbe, health_changed, bal);
+    bal_gen_carry_over(g, old);
     bal_proxy_swap(&bal->px, g);
     health_refresh(&g->health);
 }
