@@ -280,8 +280,8 @@ static struct service *bal_start(const struct service_env *env, lua_State *L, in
     struct bal_cfg *c = &bal->px.cfg;
     if (cfg_string(L, idx, "node", "", bal->base.node, sizeof bal->base.node, err, errlen) < 0 ||
         read_config(L, idx, c, err, errlen) < 0 ||
-        parse_hash_on(c->hash_on, &bal->px.hash_kind, bal->px.hash_name, sizeof bal->px.hash_name, err,
-                      errlen) < 0 ||
+        parse_hash_on(c->hash_on, &bal->px.hash_kind, bal->px.hash_name,
+                      sizeof bal->px.hash_name, err, errlen) < 0 ||
         !(bal->px.gen = gen_new(bal, L, idx, c, 1, err, errlen)))
         goto fail;
     bal->px.msg.max_hdrs = c->lim.max_headers + 8;
@@ -445,7 +445,8 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
         return -1;
     }
     const struct lb_lua *lua = lb_lua_of(&lb);
-    int new_policy = strcmp(c.policy, bal->px.cfg.policy) || strcmp(c.policy_path, bal->px.cfg.policy_path);
+    int new_policy =
+        strcmp(c.policy, bal->px.cfg.policy) || strcmp(c.policy_path, bal->px.cfg.policy_path);
     buf_printf(changes, "node %s: balancer %s: policy %s%s%s\n", bal->base.node,
                bal->base.listen, lua ? c.policy_path : c.policy,
                new_policy ? " (new)" : " (reloaded)",

@@ -38,7 +38,7 @@ struct lb_target {
 
 /* What a policy may look at for one request. */
 struct lb_req {
-    uint64_t hash;               /* key hash for chash */
+    uint64_t hash;               /* key hash, computed when lb->wants_hash */
     const struct http_msg *msg;  /* request head, for Lua policies */
     const char *client;          /* "ip:port" of the client */
 };

@@ -11,7 +11,9 @@
  * The module runs in a policy_host state (engine/lua/policy_host.h): a
  * sandbox with a memory limit, an instruction budget and a wall-clock
  * deadline on its top-level code, validate(), migrate() and every pick. An
- * error or a nil return makes lb_lua_ops fall back to its built-in policy.
+ * error or a nil return makes lb_lua_ops fall back to its built-in policy;
+ * a pick that ran into a limit makes the module rest for a second, during
+ * which the fallback answers alone.
  *
  * On a reload the new module may take over the old one's M.state through
  * migrate(old_state) (policy_migrate.h). */

@@ -233,7 +233,8 @@ struct store_entry *evict_choose(struct evict *ev, struct store *s, int64_t now_
     if (n == 0)
         return NULL;
     char err[256];
-    int i = ev->lua ? ev->lua_ops->choose(ev->lua, ev, s, cand, n, now_ms, err, sizeof err) : -1;
+    int i = ev->lua ? ev->lua_ops->choose(ev->lua, ev, s, cand, n, now_ms, err, sizeof err)
+                    : -1;
     if (i >= 0)
         return cand[i];
     ev->lua_errors++;
