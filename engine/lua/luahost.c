@@ -31,7 +31,7 @@ static int embedded_searcher(lua_State *L)
             continue;
         char chunk[256];
         snprintf(chunk, sizeof chunk, "@%s", m->path);
-        if (luaL_loadbuffer(L, m->source, m->len, chunk) != LUA_OK)
+        if (luaL_loadbufferx(L, m->source, m->len, chunk, "t") != LUA_OK)
             return lua_error(L);
         lua_pushstring(L, m->path);
         return 2;
