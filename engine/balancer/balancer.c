@@ -1,7 +1,8 @@
 /* balancer: the proxy core -- client connections (parse, dispatch, stream
  * the request body), server connections (pool, stream the response back)
- * and the retry rules. See balancer.h for the overview. */
-#include "balancer_int.h"
+ * and the retry rules. See balancer.h for the overview and
+ * balancer_proxy.h for what the service drives. */
+#include "balancer_proxy.h"
 
 #include <errno.h>
 #include <http_parser.h>
@@ -61,10 +62,10 @@ static void peer_ip(const char *peer, char *out, size_t n)
     out[l] = 0;
 }
 
-void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents)
+static void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)revents;
-    struct balancer *bal = w->data;
+    struct bal_proxy *bal = w->data;
     while (bal->dead_clients) {
         struct bal_client *cl = bal->dead_clients;
         bal->dead_clients = cl->next;
@@ -89,33 +90,23 @@ void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents)
     ev_prepare_stop(loop, w);
 }
 
-void bal_reap_start(struct balancer *bal)
+static void bal_reap_start(struct bal_proxy *bal)
 {
     if (!ev_is_active(&bal->reap))
         ev_prepare_start(bal->loop, &bal->reap);
 }
 
-static void lua_fallback_log(struct balancer *bal, const char *why)
+static void bal_gen_unref(struct bal_proxy *bal, struct bal_gen *g)
 {
-    bal->lua_fallbacks++;
-    double now = ev_now(bal->loop);
-    /* At most one line a second: a broken policy must not flood the log. */
-    if (now - bal->lua_logged_at >= 1.0) {
-        log_warn("lua policy %s: %s; used %s instead (%llu similar suppressed)",
-                 bal->cfg.policy_path, why, bal->cfg.fallback,
-                 (unsigned long long)bal->lua_suppressed);
-        bal->lua_logged_at = now;
-        bal->lua_suppressed = 0;
-    } else {
-        bal->lua_suppressed++;
-    }
+    if (--g->refs == 0 && g->retired)
+        bal_reap_start(bal);
 }
 
 /* ---- backend choice -------------------------------------------------------- */
 
 static uint64_t request_hash(struct bal_client *cl, const struct http_msg *m)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     const char *k = NULL;
     size_t kl = 0;
     if (bal->hash_kind == HASH_PATH) {
@@ -144,28 +135,14 @@ static uint64_t request_hash(struct bal_client *cl, const struct http_msg *m)
 /* Asks the policy for a backend this request has not tried yet. */
 static struct bal_backend *pick_backend(struct bal_client *cl, const struct http_msg *m)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     struct bal_gen *g = bal->gen;
     /* backends tried in an older generation are not in this one's arrays */
     int ntried = cl->tried_gen == g ? cl->ntried : 0;
     for (int i = 0; i < ntried; i++)
         g->targets[cl->tried[i]]->skip = 1;
     struct lb_req r = {.hash = cl->hash, .msg = m, .client = cl->c->peer};
-    struct lb_target *t = NULL;
-    if (g->lua) {
-        char err[256];
-        t = lb_lua_pick(g->lua, &r, err, sizeof err);
-        if (!t) {
-            /* nil is a fine answer when nothing is left to try */
-            int any = 0;
-            for (int i = 0; i < g->nbe && !any; i++)
-                any = lb_candidate(g->targets[i]);
-            if (any)
-                lua_fallback_log(bal, err);
-        }
-    }
-    if (!t)
-        t = g->lb.ops->pick(&g->lb, &r);
+    struct lb_target *t = g->lb.ops->pick(&g->lb, &r);
     for (int i = 0; i < ntried; i++)
         g->targets[cl->tried[i]]->skip = 0;
     return (struct bal_backend *)t;
@@ -187,11 +164,11 @@ static char *put(char *p, const void *s, size_t n)
  * body framing headers pass through: the body is forwarded as received. */
 static int build_request_head(struct bal_client *cl, const struct http_msg *m)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     struct buf *b = &cl->head;
     buf_reset(b);
     size_t iplen = strlen(cl->ip);
-    size_t bound = m->head_len + iplen + strlen(bal->base.listen) + 160;
+    size_t bound = m->head_len + iplen + strlen(bal->listen) + 160;
     if (buf_reserve(b, bound) < 0)
         return -1;
     char *p = buf_tail(b), *start = p;
@@ -232,7 +209,7 @@ static int build_request_head(struct bal_client *cl, const struct http_msg *m)
     }
     if (!has_host) { /* HTTP/1.0 client: HTTP/1.1 upstream needs one */
         p = PUT_LIT(p, "Host: ");
-        p = put(p, bal->base.listen, strlen(bal->base.listen));
+        p = put(p, bal->listen, strlen(bal->listen));
         p = PUT_LIT(p, "\r\n");
     }
     b->len += (size_t)(p - start);
@@ -268,7 +245,7 @@ static void client_set_idle(struct bal_client *cl)
  * request was read whole and both sides want keep-alive. */
 static void reply_error(struct bal_client *cl, int status)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     if (cl->srv)
         server_detach(cl, 0);
     if (cl->resp_sent) { /* part of a response is out: only closing can tell */
@@ -320,7 +297,7 @@ static void client_pump(struct bal_client *cl)
  * when one was dispatched, 0 when waiting for bytes (or closing). */
 static int client_next_request(struct bal_client *cl)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     struct net_conn *c = cl->c;
     if (buf_size(&c->rbuf) == 0) {
         if (cl->eof)
@@ -369,7 +346,7 @@ static int client_next_request(struct bal_client *cl)
         net_conn_abort(c, "out of memory");
         return 0;
     }
-    cl->hash = bal->gen->lb.ops == &lb_chash_ops ? request_hash(cl, m) : 0;
+    cl->hash = bal->gen->lb.wants_hash ? request_hash(cl, m) : 0;
     bal->requests++;
     struct bal_backend *be = pick_backend(cl, m);
     buf_consume(&c->rbuf, (size_t)n);
@@ -388,7 +365,7 @@ static int client_next_request(struct bal_client *cl)
  * front when `with_head` (one write for both). */
 static void client_forward_body(struct bal_client *cl, int with_head)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     struct bal_server *srv = cl->srv;
     struct buf *out = &bal->out;
     buf_reset(out);
@@ -488,8 +465,8 @@ static void client_on_close(struct net_conn *c, const char *why)
     (void)why;
     struct bal_client *cl = c->data;
     if (!cl)
-        return; /* refused in bal_client_accept */
-    struct balancer *bal = cl->bal;
+        return; /* refused in bal_proxy_accept */
+    struct bal_proxy *bal = cl->bal;
     if (cl->srv)
         server_detach(cl, 0);
     cl->dead = 1;
@@ -514,9 +491,9 @@ const struct net_conn_ops bal_client_ops = {
     .on_close = client_on_close,
 };
 
-int bal_client_accept(struct net_conn *c, void *data)
+int bal_proxy_accept(struct net_conn *c, void *data)
 {
-    struct balancer *bal = data;
+    struct bal_proxy *bal = data;
     c->data = NULL; /* until it is a client: on_close then has nothing to do */
     if (bal->draining)
         return -1;
@@ -564,23 +541,24 @@ static void attempt_end(struct bal_client *cl)
  * when it can carry another request, closed otherwise. */
 static void server_detach(struct bal_client *cl, int reusable)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     struct bal_server *srv = cl->srv;
     struct bal_backend *be = srv->be;
     cl->srv = NULL;
     srv->cl = NULL;
     attempt_end(cl);
     if (cl->paused_by_srv) {
+        /* the client is in a callback or between requests: resuming runs
+         * no request of it from here (its state is not CL_HEAD yet) */
         cl->paused_by_srv = 0;
-        cl->c->flags &= ~(unsigned)NET_F_PAUSED;
-        net_conn_update(cl->c);
-    }
-    if (srv->paused_by_client) {
-        srv->paused_by_client = 0;
-        srv->c->flags &= ~(unsigned)NET_F_PAUSED;
+        net_conn_resume(cl->c);
     }
     if (reusable && !bal->draining && be->gen == bal->gen && be->nidle < BAL_POOL_MAX_IDLE &&
         buf_size(&srv->c->rbuf) == 0) {
+        if (srv->paused_by_client) { /* nothing buffered: resuming reads nothing now */
+            srv->paused_by_client = 0;
+            net_conn_resume(srv->c);
+        }
         srv->in_pool = 1;
         srv->next = be->idle;
         srv->prev = NULL;
@@ -615,7 +593,7 @@ static void pool_unlink(struct bal_server *srv)
 static void attempt_failed(struct bal_client *cl, struct bal_backend *be, int status, int sent,
                            const char *why)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     be->failures++;
     be->t.errors++;
     health_report(&be->gen->health, be->t.index, 0);
@@ -754,7 +732,7 @@ static void response_invalid(struct bal_client *cl, struct bal_backend *be, cons
  * request of this client (or close). */
 static void response_done(struct bal_client *cl)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     server_detach(cl, cl->resp_keep && cl->req_done);
     if (cl->dead)
         return;
@@ -777,7 +755,7 @@ static void server_on_read(struct net_conn *c)
         net_conn_abort(c, "unexpected bytes on an idle connection");
         return;
     }
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     struct bal_backend *be = srv->be;
     struct buf *rb = &c->rbuf;
     /* `pass` goes to the client as this callback ends; the final response
@@ -925,7 +903,7 @@ static void server_on_timeout(struct net_conn *c)
         net_conn_abort(c, "idle in pool");
         return;
     }
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     struct bal_backend *be = srv->be;
     if (cl->resp_sent) {
         net_conn_abort(cl->c, "backend stalled mid-response");
@@ -951,7 +929,7 @@ static void server_on_timeout(struct net_conn *c)
 static void server_on_close(struct net_conn *c, const char *why)
 {
     struct bal_server *srv = c->data;
-    struct balancer *bal = srv->bal;
+    struct bal_proxy *bal = srv->bal;
     struct bal_backend *be = srv->be;
     if (srv->in_pool)
         pool_unlink(srv);
@@ -971,9 +949,10 @@ static void server_on_close(struct net_conn *c, const char *why)
     attempt_end(cl);
     if (cl->paused_by_srv) {
         cl->paused_by_srv = 0;
-        cl->c->flags &= ~(unsigned)NET_F_PAUSED;
-        net_conn_update(cl->c);
+        net_conn_resume(cl->c);
     }
+    if (cl->dead)
+        return;
     if (cl->resp_sent) {
         net_conn_abort(cl->c, "backend closed mid-response");
         return;
@@ -996,7 +975,7 @@ static const struct net_conn_ops server_ops = {
     .on_close = server_on_close,
 };
 
-static struct bal_server *server_open(struct balancer *bal, struct bal_backend *be)
+static struct bal_server *server_open(struct bal_proxy *bal, struct bal_backend *be)
 {
     struct bal_server *srv = calloc(1, sizeof *srv);
     if (!srv)
@@ -1018,7 +997,7 @@ static struct bal_server *server_open(struct balancer *bal, struct bal_backend *
 
 static void attempt_start(struct bal_client *cl, struct bal_backend *be)
 {
-    struct balancer *bal = cl->bal;
+    struct bal_proxy *bal = cl->bal;
     if (cl->tried_gen != be->gen) {
         cl->tried_gen = be->gen;
         cl->ntried = 0;
@@ -1058,3 +1037,93 @@ static void attempt_start(struct bal_client *cl, struct bal_backend *be)
     net_conn_write(srv->c, buf_head(&cl->head), buf_size(&cl->head));
 }
 
+
+/* ---- what the service drives ---------------------------------------------- */
+
+void bal_proxy_init(struct bal_proxy *px, struct ev_loop *loop)
+{
+    memset(px, 0, sizeof *px);
+    px->loop = loop;
+    latency_init(&px->latency, 10.0, ev_now(loop));
+    ev_prepare_init(&px->reap, bal_reap);
+    px->reap.data = px;
+    buf_init(&px->out);
+}
+
+void bal_proxy_swap(struct bal_proxy *px, struct bal_gen *g)
+{
+    struct bal_gen *old = px->gen;
+    for (int i = 0; i < g->nbe; i++) {
+        struct bal_backend *nb = &g->be[i];
+        struct bal_backend *ob = bal_gen_match(old, nb);
+        while (ob && ob->idle) { /* idle connections move with their backend */
+            struct bal_server *srv = ob->idle;
+            ob->idle = srv->next;
+            ob->nidle--;
+            ob->nconns--;
+            old->refs--;
+            srv->be = nb;
+            srv->prev = NULL;
+            srv->next = nb->idle;
+            if (nb->idle)
+                nb->idle->prev = srv;
+            nb->idle = srv;
+            nb->nidle++;
+            nb->nconns++;
+            g->refs++;
+        }
+    }
+    bal_proxy_close_idle(px, old, "backend removed");
+    px->gen = g;
+    old->retired = 1;
+    old->next = px->retired;
+    px->retired = old;
+    bal_reap_start(px);
+}
+
+void bal_proxy_close_idle(struct bal_proxy *px, struct bal_gen *g, const char *why)
+{
+    (void)px;
+    for (int i = 0; i < g->nbe; i++)
+        while (g->be[i].idle)
+            net_conn_abort(g->be[i].idle->c, why);
+}
+
+void bal_proxy_drain(struct bal_proxy *px)
+{
+    px->draining = 1;
+    if (px->gen)
+        bal_proxy_close_idle(px, px->gen, "draining");
+    /* idle clients go now; busy ones after their response */
+    struct bal_client *cl = px->clients, *next;
+    for (; cl; cl = next) {
+        next = cl->next;
+        if (cl->state == CL_HEAD && buf_size(&cl->c->rbuf) == 0)
+            net_conn_abort(cl->c, "draining");
+        else
+            cl->keep_alive = 0;
+    }
+}
+
+void bal_proxy_shutdown(struct bal_proxy *px)
+{
+    if (px->gen)
+        health_stop(&px->gen->health);
+    while (px->clients)
+        net_conn_abort(px->clients->c, "shutdown");
+    if (px->gen)
+        bal_proxy_close_idle(px, px->gen, "shutdown");
+    if (px->loop)
+        ev_prepare_stop(px->loop, &px->reap);
+    bal_reap(px->loop, &px->reap, 0);
+    while (px->retired) { /* normally gone already; nothing refers to them now */
+        struct bal_gen *g = px->retired;
+        px->retired = g->next;
+        bal_gen_free(g);
+    }
+    bal_gen_free(px->gen);
+    px->gen = NULL;
+    buf_free(&px->out);
+    free(px->msg.hdrs);
+    px->msg.hdrs = NULL;
+}

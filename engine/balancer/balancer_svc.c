@@ -1,6 +1,10 @@
 /* balancer_svc: the balancer as a service -- configuration, start, drain,
- * free, hot reload, status and metrics. The proxying is in balancer.c. */
-#include "balancer_int.h"
+ * free, hot reload, status and metrics. It drives the proxy
+ * (balancer_proxy.h, balancer.c) and the generations (balancer_gen.h);
+ * neither calls back into it. */
+#include "balancer.h"
+
+#include "balancer_proxy.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -9,6 +13,14 @@
 
 #include "log.h"
 #include "util.h"
+
+struct balancer {
+    struct service base;
+    struct bal_proxy px;
+    struct net_listener *listener;
+    uint64_t lua_fallbacks, lua_suppressed;
+    double lua_logged_at;
+};
 
 /* ---- configuration -------------------------------------------------------- */
 
@@ -138,88 +150,6 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
     return read_health(L, idx, &c->health, err, errlen);
 }
 
-/* backends = { { name=, addr=, weight=, max_active= } | "host:port", ... } */
-static int read_backends(struct bal_gen *bal, lua_State *L, int idx, char *err, size_t errlen)
-{
-    if (lua_getfield(L, idx, "backends") != LUA_TTABLE) {
-        lua_pop(L, 1);
-        snprintf(err, errlen, "backends must be a list of addresses or backend tables");
-        return -1;
-    }
-    int n = (int)lua_rawlen(L, -1);
-    if (n < 1 || n > BAL_MAX_BACKENDS) {
-        lua_pop(L, 1);
-        snprintf(err, errlen, "backends must list 1..%d backends, not %d", BAL_MAX_BACKENDS, n);
-        return -1;
-    }
-    bal->be = calloc((size_t)n, sizeof *bal->be);
-    bal->targets = calloc((size_t)n, sizeof *bal->targets);
-    bal->ht = calloc((size_t)n, sizeof *bal->ht);
-    if (!bal->be || !bal->targets || !bal->ht) {
-        lua_pop(L, 1);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    bal->nbe = n;
-    int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++) {
-        struct bal_backend *be = &bal->be[i];
-        int64_t w = 1, ma = 0;
-        int t = lua_rawgeti(L, -1, i + 1);
-        if (t == LUA_TSTRING) {
-            snprintf(be->addr, sizeof be->addr, "%s", lua_tostring(L, -1));
-        } else if (t == LUA_TTABLE) {
-            int bi = lua_gettop(L);
-            if (cfg_string(L, bi, "addr", "", be->addr, sizeof be->addr, err, errlen) < 0 ||
-                cfg_string(L, bi, "name", "", be->name, sizeof be->name, err, errlen) < 0 ||
-                cfg_int(L, bi, "weight", 1, &w, err, errlen) < 0 ||
-                cfg_int(L, bi, "max_active", 0, &ma, err, errlen) < 0)
-                rc = -1;
-        } else {
-            snprintf(err, errlen, "backends[%d] must be an address or a table", i + 1);
-            rc = -1;
-        }
-        lua_pop(L, 1);
-        if (rc)
-            break;
-        if (!be->addr[0]) {
-            snprintf(err, errlen, "backends[%d] has no addr", i + 1);
-            rc = -1;
-        } else if (w < 0 || w > 1000) {
-            snprintf(err, errlen, "backends[%d]: weight must be in 0..1000, not %lld", i + 1,
-                     (long long)w);
-            rc = -1;
-        } else if (ma < 0 || ma > 10000000) {
-            snprintf(err, errlen, "backends[%d]: max_active must be in 0..10000000, not %lld",
-                     i + 1, (long long)ma);
-            rc = -1;
-        } else if (util_parse_addr(be->addr, &bal->ht[i].sa, &bal->ht[i].salen, err, errlen) <
-                   0) {
-            rc = -1;
-        }
-        if (!be->name[0])
-            snprintf(be->name, sizeof be->name, "%s", be->addr);
-        be->t.name = be->name;
-        be->t.addr = be->addr;
-        be->t.weight = (int)w;
-        be->t.eff_weight = (int)w * LB_EFF_SCALE;
-        be->t.max_active = (int)ma;
-        be->t.index = i;
-        be->gen = bal;
-        bal->targets[i] = &be->t;
-        bal->ht[i].t = &be->t;
-    }
-    lua_pop(L, 1);
-    for (int i = 0; i < n && rc == 0; i++)
-        for (int j = 0; j < i; j++)
-            if (strcmp(bal->be[i].name, bal->be[j].name) == 0) {
-                snprintf(err, errlen, "two backends are named '%s'", bal->be[i].name);
-                rc = -1;
-                break;
-            }
-    return rc;
-}
-
 static int parse_hash_on(const char *h, int *kind, char *name, size_t namelen, char *err,
                          size_t errlen)
 {
@@ -264,6 +194,40 @@ static const struct lb_ops *policy_ops(const struct bal_cfg *c, char *err, size_
     return ops;
 }
 
+/* lb_lua_conf.on_fallback: a Lua pick failed and the fallback answered. */
+static void lua_fallback_log(void *ud, const char *why)
+{
+    struct balancer *bal = ud;
+    bal->lua_fallbacks++;
+    double now = ev_now(bal->px.loop);
+    /* At most one line a second: a broken policy must not flood the log. */
+    if (now - bal->lua_logged_at >= 1.0) {
+        log_warn("lua policy %s: %s; used %s instead (%llu similar suppressed)",
+                 bal->px.cfg.policy_path, why, bal->px.cfg.fallback,
+                 (unsigned long long)bal->lua_suppressed);
+        bal->lua_logged_at = now;
+        bal->lua_suppressed = 0;
+    } else {
+        bal->lua_suppressed++;
+    }
+}
+
+/* Sets up the policy of c over targets t[0..n): a built-in, or a Lua pick
+ * (with c's fallback) taking over the state of `prev` when it has one. */
+static int policy_init(struct balancer *bal, struct lb *lb, const struct bal_cfg *c,
+                       const struct lb *prev, struct lb_target **t, int n, char *err,
+                       size_t errlen)
+{
+    const struct lb_ops *ops = policy_ops(c, err, errlen);
+    if (!ops)
+        return -1;
+    if (strcmp(c->policy, "lua") != 0)
+        return lb_init(lb, ops, t, n, err, errlen);
+    struct lb_lua_conf conf = {.path = c->policy_path, .fallback = ops, .prev = prev,
+                               .on_fallback = lua_fallback_log, .ud = bal};
+    return lb_init_conf(lb, &lb_lua_ops, &conf, t, n, err, errlen);
+}
+
 static void health_changed(void *ud)
 {
     (void)ud; /* policies read the live fields; nothing is cached here */
@@ -271,152 +235,57 @@ static void health_changed(void *ud)
 
 /* ---- generations -------------------------------------------------------- */
 
-void bal_gen_free(struct bal_gen *g)
+/* Builds a generation from the config at idx: backends and health not
+ * started yet, and -- when `with_policy` -- the policy. A reload builds the
+ * policy itself, over the set it will serve. */
+static struct bal_gen *gen_new(struct balancer *bal, lua_State *L, int idx,
+                               const struct bal_cfg *c, int with_policy, char *err,
+                               size_t errlen)
 {
+    struct bal_gen *g = bal_gen_new(L, idx, err, errlen);
     if (!g)
-        return;
-    health_stop(&g->health);
-    lb_lua_free(g->lua);
-    if (g->lb.ops)
-        lb_free(&g->lb);
-    free(g->be);
-    free(g->targets);
-    free(g->ht);
-    free(g);
-}
-
-/* Builds a generation from the config at idx: backends, the policy (and,
- * when `with_lua`, a Lua policy loaded and validated), health not started
- * yet. A reload builds the Lua policy itself, over the set it will serve. */
-static struct bal_gen *gen_new(lua_State *L, int idx, const struct bal_cfg *c, int with_lua,
-                               char *err, size_t errlen)
-{
-    struct bal_gen *g = calloc(1, sizeof *g);
-    if (!g) {
-        snprintf(err, errlen, "out of memory");
         return NULL;
-    }
-    const struct lb_ops *ops;
-    if (read_backends(g, L, idx, err, errlen) < 0 || !(ops = policy_ops(c, err, errlen)) ||
-        lb_init(&g->lb, ops, g->targets, g->nbe, err, errlen) < 0) {
-        bal_gen_free(g);
-        return NULL;
-    }
-    if (with_lua && strcmp(c->policy, "lua") == 0 &&
-        !(g->lua = lb_lua_new(c->policy_path, g->targets, g->nbe, NULL, err, errlen))) {
+    if ((with_policy ? policy_init(bal, &g->lb, c, NULL, g->targets, g->nbe, err, errlen)
+                     : (policy_ops(c, err, errlen) ? 0 : -1)) < 0) {
         bal_gen_free(g);
         return NULL;
     }
     return g;
 }
 
-/* Same backends (names and addresses, in order) as the running set? */
-static int gen_same_backends(const struct bal_gen *a, const struct bal_gen *b)
-{
-    if (a->nbe != b->nbe)
-        return 0;
-    for (int i = 0; i < a->nbe; i++)
-        if (strcmp(a->be[i].name, b->be[i].name) || strcmp(a->be[i].addr, b->be[i].addr))
-            return 0;
-    return 1;
-}
-
-/* Swaps in a generation with a different backend set. Backends kept (same
- * name and address) carry their health, statistics and idle connections
- * over; the old generation stops checking and waits for its last request. */
+/* Swaps in a generation with a different backend set: health state and
+ * statistics of kept backends carry over, the proxy moves their pooled
+ * connections, and the old generation stops checking and retires. */
 static void gen_swap(struct balancer *bal, struct bal_gen *g, const struct health_cfg *hc)
 {
-    struct bal_gen *old = bal->gen;
+    struct bal_gen *old = bal->px.gen;
     health_stop(&old->health);
-    health_start(&g->health, bal->loop, hc, g->ht, g->nbe, health_changed, bal);
-    for (int i = 0; i < g->nbe; i++) {
-        struct bal_backend *nb = &g->be[i];
-        for (int j = 0; j < old->nbe; j++) {
-            struct bal_backend *ob = &old->be[j];
-            if (strcmp(nb->name, ob->name) || strcmp(nb->addr, ob->addr))
-                continue;
-            struct health_target *nh = &g->ht[i], *oh = &old->ht[j];
-            nh->up = oh->up;
-            nh->ejected_until = oh->ejected_until;
-            nh->consec_errors = oh->consec_errors;
-            nh->back_since = oh->back_since;
-            nh->checks = oh->checks;
-            nh->checks_failed = oh->checks_failed;
-            nb->t.ewma_ms = ob->t.ewma_ms;
-            nb->t.errors = ob->t.errors;
-            nb->requests = ob->requests;
-            nb->failures = ob->failures;
-            while (ob->idle) { /* idle connections move with their backend */
-                struct bal_server *srv = ob->idle;
-                ob->idle = srv->next;
-                ob->nidle--;
-                ob->nconns--;
-                old->refs--;
-                srv->be = nb;
-                srv->prev = NULL;
-                srv->next = nb->idle;
-                if (nb->idle)
-                    nb->idle->prev = srv;
-                nb->idle = srv;
-                nb->nidle++;
-                nb->nconns++;
-                g->refs++;
-            }
-            break;
-        }
-    }
-    for (int j = 0; j < old->nbe; j++) /* removed backends: idle ones close now */
-        while (old->be[j].idle)
-            net_conn_abort(old->be[j].idle->c, "backend removed");
+    /* start first: a first start marks every backend up, which the
+     * carried-over state then corrects */
+    health_start(&g->health, bal->px.loop, hc, g->ht, g->nbe, health_changed, bal);
+    bal_gen_carry_over(g, old);
+    bal_proxy_swap(&bal->px, g);
     health_refresh(&g->health);
-    bal->gen = g;
-    old->retired = 1;
-    old->next = bal->retired;
-    bal->retired = old;
-    bal_reap_start(bal);
 }
 
 /* ---- service operations ------------------------------------------------- */
 
-static void bal_close_idle(struct bal_gen *g, const char *why)
-{
-    for (int i = 0; i < g->nbe; i++)
-        while (g->be[i].idle)
-            net_conn_abort(g->be[i].idle->c, why);
-}
-
 static void bal_free_all(struct balancer *bal)
 {
-    if (bal->gen)
-        health_stop(&bal->gen->health);
-    while (bal->clients)
-        net_conn_abort(bal->clients->c, "shutdown");
-    if (bal->gen)
-        bal_close_idle(bal->gen, "shutdown");
     if (bal->listener)
         net_listener_close(bal->listener);
     bal->listener = NULL;
-    if (bal->loop)
-        ev_prepare_stop(bal->loop, &bal->reap);
-    bal_reap(bal->loop, &bal->reap, 0);
-    while (bal->retired) { /* normally gone already; nothing refers to them now */
-        struct bal_gen *g = bal->retired;
-        bal->retired = g->next;
-        bal_gen_free(g);
-    }
-    bal_gen_free(bal->gen);
-    buf_free(&bal->out);
-    free(bal->msg.hdrs);
+    bal_proxy_shutdown(&bal->px);
     free(bal);
 }
 
 static void set_limits(struct balancer *bal, const struct bal_cfg *c)
 {
-    bal->resp_lim = c->lim;
+    bal->px.resp_lim = c->lim;
     /* responses and our own rewritten heads get more room than clients */
-    bal->resp_lim.max_header_size = c->lim.max_header_size * 2 + 4096;
-    bal->resp_lim.max_request_line = c->lim.max_request_line + 64;
-    bal->resp_lim.max_headers = bal->msg.max_hdrs;
+    bal->px.resp_lim.max_header_size = c->lim.max_header_size * 2 + 4096;
+    bal->px.resp_lim.max_request_line = c->lim.max_request_line + 64;
+    bal->px.resp_lim.max_headers = bal->px.msg.max_hdrs;
 }
 
 static struct service *bal_start(const struct service_env *env, lua_State *L, int idx, char *err,
@@ -430,35 +299,32 @@ static struct service *bal_start(const struct service_env *env, lua_State *L, in
     }
     bal->base.kind = &balancer_service_kind;
     bal->base.env = env;
-    bal->loop = env->loop;
-    latency_init(&bal->latency, 10.0, ev_now(env->loop));
-    ev_prepare_init(&bal->reap, bal_reap);
-    bal->reap.data = bal;
-    buf_init(&bal->out);
-    struct bal_cfg *c = &bal->cfg;
+    bal_proxy_init(&bal->px, env->loop);
+    struct bal_cfg *c = &bal->px.cfg;
     if (cfg_string(L, idx, "node", "", bal->base.node, sizeof bal->base.node, err, errlen) < 0 ||
         read_config(L, idx, c, err, errlen) < 0 ||
-        parse_hash_on(c->hash_on, &bal->hash_kind, bal->hash_name, sizeof bal->hash_name, err,
-                      errlen) < 0 ||
-        !(bal->gen = gen_new(L, idx, c, 1, err, errlen)))
+        parse_hash_on(c->hash_on, &bal->px.hash_kind, bal->px.hash_name,
+                      sizeof bal->px.hash_name, err, errlen) < 0 ||
+        !(bal->px.gen = gen_new(bal, L, idx, c, 1, err, errlen)))
         goto fail;
-    bal->msg.max_hdrs = c->lim.max_headers + 8;
-    bal->msg.hdrs = calloc((size_t)bal->msg.max_hdrs, sizeof *bal->msg.hdrs);
-    if (!bal->msg.hdrs) {
+    bal->px.msg.max_hdrs = c->lim.max_headers + 8;
+    bal->px.msg.hdrs = calloc((size_t)bal->px.msg.max_hdrs, sizeof *bal->px.msg.hdrs);
+    if (!bal->px.msg.hdrs) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     set_limits(bal, c);
-    struct bal_gen *g = bal->gen;
-    health_start(&g->health, bal->loop, &c->health, g->ht, g->nbe, health_changed, bal);
-    bal->listener = net_listen(bal->loop, c->listen, 0, &bal_client_ops, bal_client_accept, bal,
-                               err, errlen);
+    struct bal_gen *g = bal->px.gen;
+    health_start(&g->health, bal->px.loop, &c->health, g->ht, g->nbe, health_changed, bal);
+    bal->listener = net_listen(bal->px.loop, c->listen, 0, &bal_client_ops, bal_proxy_accept,
+                               &bal->px, err, errlen);
     if (!bal->listener)
         goto fail;
     bal->listener->max_conns = c->max_conns;
     snprintf(bal->base.listen, sizeof bal->base.listen, "%s", bal->listener->addr);
+    snprintf(bal->px.listen, sizeof bal->px.listen, "%s", bal->listener->addr);
     log_info("balancer listening on %s: %d backends, policy %s%s%s", bal->base.listen, g->nbe,
-             c->policy, g->lua ? " " : "", g->lua ? c->policy_path : "");
+             c->policy, lb_lua_of(&g->lb) ? " " : "", lb_lua_of(&g->lb) ? c->policy_path : "");
     return &bal->base;
 fail:
     bal_free_all(bal);
@@ -468,22 +334,12 @@ fail:
 static void bal_drain(struct service *s)
 {
     struct balancer *bal = (struct balancer *)s;
-    bal->draining = 1;
     if (bal->listener) {
         net_listener_close(bal->listener);
         bal->listener = NULL;
     }
-    health_stop(&bal->gen->health);
-    bal_close_idle(bal->gen, "draining");
-    /* idle clients go now; busy ones after their response */
-    struct bal_client *cl = bal->clients, *next;
-    for (; cl; cl = next) {
-        next = cl->next;
-        if (cl->state == CL_HEAD && buf_size(&cl->c->rbuf) == 0)
-            net_conn_abort(cl->c, "draining");
-        else
-            cl->keep_alive = 0;
-    }
+    health_stop(&bal->px.gen->health);
+    bal_proxy_drain(&bal->px);
 }
 
 /* The kind's validate: the readers start and reload use (settings,
@@ -501,7 +357,7 @@ static int bal_validate(lua_State *L, int idx, char *err, size_t errlen)
         return -1;
     if (read_config(L, idx, &c, why, sizeof why) < 0 ||
         parse_hash_on(c.hash_on, &hash_kind, hash_name, sizeof hash_name, why, sizeof why) < 0 ||
-        !(g = gen_new(L, idx, &c, 0, why, sizeof why))) {
+        !(g = gen_new(NULL, L, idx, &c, 0, why, sizeof why))) {
         snprintf(err, errlen, "balancer %s: %s", node, why);
         return -1;
     }
@@ -509,35 +365,35 @@ static int bal_validate(lua_State *L, int idx, char *err, size_t errlen)
     return 0;
 }
 
-static int bal_idle(struct service *s) { return ((struct balancer *)s)->nclients == 0; }
+static int bal_idle(struct service *s) { return ((struct balancer *)s)->px.nclients == 0; }
 
 static void bal_free(struct service *s) { bal_free_all((struct balancer *)s); }
 
 static void bal_describe(struct service *s, struct buf *out)
 {
     struct balancer *bal = (struct balancer *)s;
-    struct bal_gen *g = bal->gen;
+    struct bal_gen *g = bal->px.gen;
     int up = 0;
     for (int i = 0; i < g->nbe; i++)
         up += g->be[i].t.healthy;
     buf_printf(out, "balancer %s: %d/%d backends healthy%s, %d clients, %llu requests",
                bal->base.listen, up, g->nbe, g->health.panic ? " (panic)" : "",
-               bal->nclients, (unsigned long long)bal->requests);
+               bal->px.nclients, (unsigned long long)bal->px.requests);
 }
 
 static void bal_status_json(struct service *s, struct buf *out)
 {
     struct balancer *bal = (struct balancer *)s;
-    struct bal_gen *g = bal->gen;
-    double now = ev_now(bal->loop);
+    struct bal_gen *g = bal->px.gen;
+    double now = ev_now(bal->px.loop);
     buf_printf(out, "\"p50_ms\":%.3f,\"p99_ms\":%.3f,",
-               latency_percentile(&bal->latency, 50, now),
-               latency_percentile(&bal->latency, 99, now));
+               latency_percentile(&bal->px.latency, 50, now),
+               latency_percentile(&bal->px.latency, 99, now));
     buf_printf(out,
                "\"policy\":\"%s\",\"clients\":%d,\"requests\":%llu,\"retries\":%llu,"
                "\"errors_sent\":%llu,\"lua_fallbacks\":%llu,\"panic\":%s,\"backends\":[",
-               bal->cfg.policy, bal->nclients, (unsigned long long)bal->requests,
-               (unsigned long long)bal->retries, (unsigned long long)bal->errors_sent,
+               bal->px.cfg.policy, bal->px.nclients, (unsigned long long)bal->px.requests,
+               (unsigned long long)bal->px.retries, (unsigned long long)bal->px.errors_sent,
                (unsigned long long)bal->lua_fallbacks, g->health.panic ? "true" : "false");
     for (int i = 0; i < g->nbe; i++) {
         struct bal_backend *be = &g->be[i];
@@ -561,22 +417,22 @@ static void bal_status_json(struct service *s, struct buf *out)
 static void bal_metrics(struct service *s, struct buf *out, const char *labels)
 {
     struct balancer *bal = (struct balancer *)s;
-    struct bal_gen *g = bal->gen;
+    struct bal_gen *g = bal->px.gen;
     buf_printf(out, "strata_balancer_requests_total{%s} %llu\n", labels,
-               (unsigned long long)bal->requests);
+               (unsigned long long)bal->px.requests);
     /* Backend response-head latency over the last 10-20 s (-1: no traffic). */
-    double now = ev_now(bal->loop);
+    double now = ev_now(bal->px.loop);
     buf_printf(out, "strata_balancer_backend_latency_ms{%s,quantile=\"0.5\"} %.3f\n", labels,
-               latency_percentile(&bal->latency, 50, now));
+               latency_percentile(&bal->px.latency, 50, now));
     buf_printf(out, "strata_balancer_backend_latency_ms{%s,quantile=\"0.99\"} %.3f\n", labels,
-               latency_percentile(&bal->latency, 99, now));
+               latency_percentile(&bal->px.latency, 99, now));
     buf_printf(out, "strata_balancer_retries_total{%s} %llu\n", labels,
-               (unsigned long long)bal->retries);
+               (unsigned long long)bal->px.retries);
     buf_printf(out, "strata_balancer_errors_sent_total{%s} %llu\n", labels,
-               (unsigned long long)bal->errors_sent);
+               (unsigned long long)bal->px.errors_sent);
     buf_printf(out, "strata_balancer_lua_fallbacks_total{%s} %llu\n", labels,
                (unsigned long long)bal->lua_fallbacks);
-    buf_printf(out, "strata_balancer_clients{%s} %d\n", labels, bal->nclients);
+    buf_printf(out, "strata_balancer_clients{%s} %d\n", labels, bal->px.nclients);
     buf_printf(out, "strata_balancer_panic{%s} %d\n", labels, g->health.panic);
     for (int i = 0; i < g->nbe; i++) {
         struct bal_backend *be = &g->be[i];
@@ -616,26 +472,27 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     if (read_config(L, idx, &c, err, errlen) < 0 ||
         parse_hash_on(c.hash_on, &hash_kind, hash_name, sizeof hash_name, err, errlen) < 0)
         return -1;
-    if (strcmp(c.listen, bal->cfg.listen) != 0) {
+    if (strcmp(c.listen, bal->px.cfg.listen) != 0) {
         snprintf(err, errlen, "balancer %s: a new listen address needs a restart",
                  bal->base.listen);
         return -1;
     }
-    struct bal_gen *g = gen_new(L, idx, &c, 0, err, errlen);
+    struct bal_gen *g = gen_new(bal, L, idx, &c, 0, err, errlen);
     if (!g)
         return -1;
-    struct bal_gen *cur = bal->gen;
-    int same = gen_same_backends(g, cur);
-    struct lb_lua *lua = NULL;
-    if (strcmp(c.policy, "lua") == 0) {
-        struct bal_gen *over = same ? cur : g;
-        lua = lb_lua_new(c.policy_path, over->targets, over->nbe, cur->lua, err, errlen);
-        if (!lua) {
-            bal_gen_free(g);
-            return -1;
-        }
+    struct bal_gen *cur = bal->px.gen;
+    int same = bal_gen_same_backends(g, cur);
+    /* the new policy, over the set it will serve; a Lua one takes over the
+     * running one's state (when that is a Lua policy with M.state) */
+    struct bal_gen *over = same ? cur : g;
+    struct lb lb;
+    if (policy_init(bal, &lb, &c, &cur->lb, over->targets, over->nbe, err, errlen) < 0) {
+        bal_gen_free(g);
+        return -1;
     }
-    int new_policy = strcmp(c.policy, bal->cfg.policy) || strcmp(c.policy_path, bal->cfg.policy_path);
+    const struct lb_lua *lua = lb_lua_of(&lb);
+    int new_policy =
+        strcmp(c.policy, bal->px.cfg.policy) || strcmp(c.policy_path, bal->px.cfg.policy_path);
     buf_printf(changes, "node %s: balancer %s: policy %s%s%s\n", bal->base.node,
                bal->base.listen, lua ? c.policy_path : c.policy,
                new_policy ? " (new)" : " (reloaded)",
@@ -643,53 +500,53 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     if (!same)
         buf_printf(changes, "node %s: balancer %s: backends %d -> %d\n", bal->base.node,
                    bal->base.listen, cur->nbe, g->nbe);
-    if (dry_run || bal->draining) {
-        lb_lua_free(lua);
+    if (dry_run || bal->px.draining) {
+        lb_free(&lb);
         bal_gen_free(g);
         return 0;
     }
-    if (c.lim.max_headers + 8 > bal->msg.max_hdrs) {
+    if (c.lim.max_headers + 8 > bal->px.msg.max_hdrs) {
         struct http_hdr *h = calloc((size_t)c.lim.max_headers + 8, sizeof *h);
         if (!h) {
-            lb_lua_free(lua);
+            lb_free(&lb);
             bal_gen_free(g);
             snprintf(err, errlen, "out of memory");
             return -1;
         }
-        free(bal->msg.hdrs);
-        bal->msg.hdrs = h;
-        bal->msg.max_hdrs = c.lim.max_headers + 8;
+        free(bal->px.msg.hdrs);
+        bal->px.msg.hdrs = h;
+        bal->px.msg.max_hdrs = c.lim.max_headers + 8;
     }
-    int health_same = memcmp(&c.health, &bal->cfg.health, sizeof c.health) == 0;
+    int health_same = memcmp(&c.health, &bal->px.cfg.health, sizeof c.health) == 0;
     if (same) {
         /* keep the running set (pools, health state); take the new policy,
          * built over it above */
-        lb_lua_free(cur->lua);
-        cur->lua = lua;
         for (int i = 0; i < cur->nbe; i++)
             cur->be[i].t.weight = g->be[i].t.weight;
         lb_free(&cur->lb);
-        lb_init(&cur->lb, g->lb.ops, cur->targets, cur->nbe, err, errlen);
+        cur->lb = lb;
+        if (cur->lb.ops->update)
+            cur->lb.ops->update(&cur->lb); /* the new weights */
         bal_gen_free(g);
         if (!health_same) {
             health_stop(&cur->health);
-            health_start(&cur->health, bal->loop, &c.health, cur->ht, cur->nbe, health_changed,
+            health_start(&cur->health, bal->px.loop, &c.health, cur->ht, cur->nbe, health_changed,
                          bal);
         } else {
             health_refresh(&cur->health);
         }
     } else {
-        g->lua = lua;
+        g->lb = lb;
         gen_swap(bal, g, &c.health);
     }
-    bal->cfg = c;
+    bal->px.cfg = c;
     if (bal->listener)
         bal->listener->max_conns = c.max_conns;
-    bal->hash_kind = hash_kind;
-    memcpy(bal->hash_name, hash_name, sizeof hash_name);
+    bal->px.hash_kind = hash_kind;
+    memcpy(bal->px.hash_name, hash_name, sizeof hash_name);
     set_limits(bal, &c);
     log_info("balancer %s reloaded: policy %s, %d backends", bal->base.listen,
-             bal->gen->lua ? c.policy_path : c.policy, bal->gen->nbe);
+             lb_lua_of(&bal->px.gen->lb) ? c.policy_path : c.policy, bal->px.gen->nbe);
     return 0;
 }
 

@@ -20,8 +20,16 @@ const struct lb_ops *lb_ops_find(const char *name)
 int lb_init(struct lb *lb, const struct lb_ops *ops, struct lb_target **t, int n, char *err,
             size_t errlen)
 {
+    return lb_init_conf(lb, ops, NULL, t, n, err, errlen);
+}
+
+int lb_init_conf(struct lb *lb, const struct lb_ops *ops, const void *conf,
+                 struct lb_target **t, int n, char *err, size_t errlen)
+{
     memset(lb, 0, sizeof *lb);
     lb->ops = ops;
+    lb->conf = conf;
+    lb->wants_hash = ops->wants_hash;
     lb->t = t;
     lb->n = n;
     struct timespec ts;
@@ -29,8 +37,11 @@ int lb_init(struct lb *lb, const struct lb_ops *ops, struct lb_target **t, int n
     lb->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ 0x9e3779b97f4a7c15ull;
     for (int i = 0; i < n; i++)
         t[i]->index = i;
-    if (ops->init && ops->init(lb, err, errlen) < 0)
+    if (ops->init && ops->init(lb, err, errlen) < 0) {
+        lb->ops = NULL;
         return -1;
+    }
+    lb->conf = NULL; /* read by init only: it may not outlive the call */
     if (ops->update)
         ops->update(lb);
     return 0;

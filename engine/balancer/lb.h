@@ -38,7 +38,7 @@ struct lb_target {
 
 /* What a policy may look at for one request. */
 struct lb_req {
-    uint64_t hash;               /* key hash for chash */
+    uint64_t hash;               /* key hash, computed when lb->wants_hash */
     const struct http_msg *msg;  /* request head, for Lua policies */
     const char *client;          /* "ip:port" of the client */
 };
@@ -47,6 +47,9 @@ struct lb;
 
 struct lb_ops {
     const char *name;
+    /* Picks by the request's key hash (lb_req.hash): the caller computes
+     * it only for policies that set this. */
+    unsigned wants_hash : 1;
     /* Allocates lb->state; 0 or -1 with a message. */
     int (*init)(struct lb *lb, char *err, size_t errlen);
     /* Membership or configured weights changed. */
@@ -58,8 +61,10 @@ struct lb_ops {
 
 struct lb {
     const struct lb_ops *ops;
+    const void *conf; /* policy-specific settings (lb_lua_conf), or NULL */
     struct lb_target **t;
     int n;
+    int wants_hash;   /* from ops; a Lua policy takes its fallback's */
     void *state;
     uint64_t rng; /* xorshift state for randomised policies */
 };
@@ -76,6 +81,9 @@ const struct lb_ops *lb_ops_find(const char *name);
 /* Sets up lb over targets t[0..n) with `ops`; 0 or -1 with a message. */
 int lb_init(struct lb *lb, const struct lb_ops *ops, struct lb_target **t, int n, char *err,
             size_t errlen);
+/* The same, with settings for policies that take them (lb_lua_ops). */
+int lb_init_conf(struct lb *lb, const struct lb_ops *ops, const void *conf,
+                 struct lb_target **t, int n, char *err, size_t errlen);
 void lb_free(struct lb *lb);
 
 static inline int lb_candidate(const struct lb_target *t)
@@ -124,5 +132,23 @@ int lb_lua_migrated(const struct lb_lua *p);
 struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *err,
                               size_t errlen);
 void lb_lua_free(struct lb_lua *p);
+
+/* The Lua pick as a policy like the others: lb_init_conf(lb, &lb_lua_ops,
+ * &conf, ...) loads conf.path over the targets, taking over the M.state of
+ * the Lua policy running in conf.prev (NULL, or a policy of any kind: only
+ * a Lua one has state to hand over). A pick the module fails (error, nil,
+ * a non-candidate) is answered by the fallback built-in, and reported to
+ * on_fallback with the reason ("file:line: message") when a candidate was
+ * left. The request's key hash is computed when the fallback wants it. */
+struct lb_lua_conf {
+    const char *path;
+    const struct lb_ops *fallback;
+    const struct lb *prev;
+    void (*on_fallback)(void *ud, const char *why);
+    void *ud;
+};
+extern const struct lb_ops lb_lua_ops;
+/* The Lua module behind lb, or NULL when lb is not a Lua policy. */
+const struct lb_lua *lb_lua_of(const struct lb *lb);
 
 #endif

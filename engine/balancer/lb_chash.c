@@ -105,6 +105,10 @@ static void chash_free(struct lb *lb)
 }
 
 const struct lb_ops lb_chash_ops = {
-    .name = "chash", .init = chash_init, .update = chash_update, .pick = chash_pick,
+    .name = "chash",
+    .wants_hash = 1,
+    .init = chash_init,
+    .update = chash_update,
+    .pick = chash_pick,
     .free = chash_free,
 };

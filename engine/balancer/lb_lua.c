@@ -8,8 +8,12 @@
  * __index function the first time the policy reads them. A round-robin
  * policy therefore costs one protected call and a few table writes.
  *
- * A runaway policy is stopped by an instruction budget (count hook); its
- * error, like a nil return, makes the caller fall back to a built-in.
+ * The module runs in a policy_host state (engine/lua/policy_host.h): a
+ * sandbox with a memory limit, an instruction budget and a wall-clock
+ * deadline on its top-level code, validate(), migrate() and every pick. An
+ * error or a nil return makes lb_lua_ops fall back to its built-in policy;
+ * a pick that ran into a limit makes the module rest for a second, during
+ * which the fallback answers alone.
  *
  * On a reload the new module may take over the old one's M.state through
  * migrate(old_state) (policy_migrate.h). */
@@ -22,12 +26,19 @@
 
 #include "http_parse.h"
 #include "lb.h"
-#include "luahost.h"
+#include "log.h"
+#include "policy_host.h"
 #include "policy_migrate.h"
+#include "util.h"
 
-/* VM instructions one pick may run: generous for any sane policy, and
- * still a few milliseconds at most. */
+/* VM instructions (and pattern steps) one pick may run: generous for any
+ * sane policy, and still a few milliseconds at most; the wall-clock bound
+ * covers a slow machine or work the count misses. */
 #define LB_LUA_BUDGET 1000000
+#define LB_LUA_SECONDS 0.1
+/* After a pick ran into a limit, the fallback answers alone this long: a
+ * policy that always runs out must not cost the limit per request. */
+#define LB_LUA_REST_US 1000000
 
 enum { REQ_METHOD = 1, REQ_PATH = 2, REQ_HEADERS = 4, REQ_CLIENT = 8 };
 
@@ -39,8 +50,9 @@ struct lb_lua_cache {
 };
 
 struct lb_lua {
+    struct policy_host *h;
     lua_State *L;
-    int ref_pick, ref_mod, ref_req, ref_list, ref_all, ref_rev;
+    int ref_pick, ref_req, ref_list, ref_all, ref_rev;
     struct lb_target **t;
     int n;
     unsigned char *in_list;     /* candidate bits the list was built from */
@@ -51,13 +63,10 @@ struct lb_lua {
     const struct lb_req *cur;   /* the request during a pick, else NULL */
     unsigned materialized;      /* REQ_* fields set on req during this pick */
     int migrated;               /* migrate() took over a previous state */
+    int resting;                /* a pick ran into a limit at rest_since */
+    int64_t rest_since;
+    char rest_why[200];
 };
-
-static void budget_hook(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    luaL_error(L, "pick exceeded its instruction budget (%d)", LB_LUA_BUDGET);
-}
 
 /* "ip:port" / "[v6]:port" -> ip */
 static void push_client_ip(lua_State *L, const char *peer)
@@ -240,6 +249,13 @@ static void push_list(struct lb_lua *p)
 struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *err,
                               size_t errlen)
 {
+    if (p->resting) {
+        if (util_mono_us() - p->rest_since < LB_LUA_REST_US) {
+            snprintf(err, errlen, "resting after: %s", p->rest_why);
+            return NULL;
+        }
+        p->resting = 0;
+    }
     lua_State *L = p->L;
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_pick);
@@ -252,8 +268,7 @@ struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *
     }
     p->cur = req;
     p->materialized = 0;
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, LB_LUA_BUDGET);
-    int rc = luahost_pcall(L, 2, 1, err, errlen);
+    int rc = policy_host_call(p->h, "pick", 2, 1, LB_LUA_BUDGET, LB_LUA_SECONDS, err, errlen);
     p->cur = NULL;
     if (p->materialized) {
         static const char *const keys[] = {"method", "path", "headers", "client"};
@@ -267,6 +282,11 @@ struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *
     }
     if (rc < 0) {
         lua_settop(L, top);
+        if (policy_host_last_limit(p->h) != BUDGET_OK) {
+            p->resting = 1;
+            p->rest_since = util_mono_us();
+            snprintf(p->rest_why, sizeof p->rest_why, "%s", err);
+        }
         return NULL;
     }
     struct lb_target *t = NULL;
@@ -316,58 +336,30 @@ struct lb_lua *lb_lua_new(const char *path, struct lb_target **t, int n,
     p->in_list = calloc((size_t)n + 1, 1);
     p->list_idx = calloc((size_t)n + 1, sizeof *p->list_idx);
     p->cache = calloc((size_t)n + 1, sizeof *p->cache);
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = 0;
-    else
-        snprintf(dir, sizeof dir, ".");
-    p->L = (p->in_list && p->list_idx && p->cache) ? luahost_new(dir) : NULL;
-    if (!p->L) {
+    static const char *const needs[] = {"pick", NULL};
+    if (!p->in_list || !p->list_idx || !p->cache) {
         snprintf(err, errlen, "out of memory");
         lb_lua_free(p);
         return NULL;
     }
-    lua_State *L = p->L;
-    /* Short-lived per-pick garbage suits the generational collector. */
-    lua_gc(L, LUA_GCGEN, 0, 0);
-    if (luahost_load_module(L, path, err, errlen) < 0) {
+    p->h = policy_host_open(path, needs, POLICY_MEM_DEFAULT, err, errlen);
+    if (!p->h) {
         lb_lua_free(p);
         return NULL;
-    }
-    if (!luahost_has_function(L, -1, "pick")) {
-        snprintf(err, errlen, "%s: policy module has no pick(req, backends) function", path);
-        lb_lua_free(p);
-        return NULL;
-    }
-    lua_getfield(L, -1, "pick");
-    p->ref_pick = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (luahost_has_function(L, -1, "validate")) {
-        lua_getfield(L, -1, "validate");
-        if (luahost_pcall(L, 0, 2, err, errlen) < 0) {
-            lb_lua_free(p);
-            return NULL;
-        }
-        if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
-            snprintf(err, errlen, "%s: validate() refused: %s", path,
-                     lua_isstring(L, -1) ? lua_tostring(L, -1) : "no reason given");
-            lb_lua_free(p);
-            return NULL;
-        }
-        lua_pop(L, 2);
     }
     if (prev) {
-        lua_rawgeti(prev->L, LUA_REGISTRYINDEX, prev->ref_mod);
-        int rc = policy_migrate(prev->L, -1, L, -1, path, err, errlen);
-        lua_pop(prev->L, 1);
+        int rc = policy_migrate(prev->h, p->h, err, errlen);
         if (rc < 0) {
             lb_lua_free(p);
             return NULL;
         }
         p->migrated = rc;
     }
-    p->ref_mod = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_State *L = p->L = policy_host_state(p->h);
+    policy_host_push_module(p->h);
+    lua_getfield(L, -1, "pick");
+    p->ref_pick = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
     /* req: empty table whose fields appear on first read */
     lua_newtable(L);
     lua_createtable(L, 0, 1);
@@ -388,9 +380,95 @@ void lb_lua_free(struct lb_lua *p)
 {
     if (!p)
         return;
-    luahost_close(p->L);
+    policy_host_free(p->h);
     free(p->in_list);
     free(p->list_idx);
     free(p->cache);
     free(p);
+}
+
+/* ---- lb_lua_ops: the Lua pick with its built-in fallback ------------------ */
+
+struct lb_lua_state {
+    struct lb_lua *lua;
+    struct lb fallback;
+    struct lb_lua_conf conf;
+};
+
+static int lua_ops_init(struct lb *lb, char *err, size_t errlen)
+{
+    const struct lb_lua_conf *conf = lb->conf;
+    if (!conf || !conf->path || !conf->fallback) {
+        snprintf(err, errlen, "a Lua policy needs a path and a fallback");
+        return -1;
+    }
+    struct lb_lua_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    st->conf = *conf;
+    st->conf.prev = NULL;
+    const struct lb_lua *prev = conf->prev ? lb_lua_of(conf->prev) : NULL;
+    if (lb_init(&st->fallback, conf->fallback, lb->t, lb->n, err, errlen) < 0) {
+        free(st);
+        return -1;
+    }
+    st->lua = lb_lua_new(conf->path, lb->t, lb->n, prev, err, errlen);
+    if (!st->lua) {
+        lb_free(&st->fallback);
+        free(st);
+        return -1;
+    }
+    lb->state = st;
+    lb->wants_hash = st->fallback.wants_hash;
+    return 0;
+}
+
+static void lua_ops_update(struct lb *lb)
+{
+    struct lb_lua_state *st = lb->state;
+    if (st->fallback.ops->update)
+        st->fallback.ops->update(&st->fallback);
+}
+
+static struct lb_target *lua_ops_pick(struct lb *lb, const struct lb_req *req)
+{
+    struct lb_lua_state *st = lb->state;
+    char err[512];
+    struct lb_target *t = lb_lua_pick(st->lua, req, err, sizeof err);
+    if (t)
+        return t;
+    /* nil is a fine answer when nothing is left to try */
+    int any = 0;
+    for (int i = 0; i < lb->n && !any; i++)
+        any = lb_candidate(lb->t[i]);
+    if (any && st->conf.on_fallback)
+        st->conf.on_fallback(st->conf.ud, err);
+    return st->fallback.ops->pick(&st->fallback, req);
+}
+
+static void lua_ops_free(struct lb *lb)
+{
+    struct lb_lua_state *st = lb->state;
+    if (!st)
+        return;
+    lb_lua_free(st->lua);
+    lb_free(&st->fallback);
+    free(st);
+}
+
+const struct lb_ops lb_lua_ops = {
+    .name = "lua",
+    .init = lua_ops_init,
+    .update = lua_ops_update,
+    .pick = lua_ops_pick,
+    .free = lua_ops_free,
+};
+
+const struct lb_lua *lb_lua_of(const struct lb *lb)
+{
+    if (!lb || lb->ops != &lb_lua_ops || !lb->state)
+        return NULL;
+    return ((const struct lb_lua_state *)lb->state)->lua;
 }

@@ -2,7 +2,6 @@
 
 #include <string.h>
 
-#include "evict_lua.h"
 #include "log.h"
 
 #define LFU_INIT 5
@@ -50,9 +49,10 @@ void evict_init(struct evict *ev)
 
 void evict_free(struct evict *ev)
 {
-    if (ev->lua)
-        evict_lua_free(ev->lua);
+    if (ev->lua && ev->lua_ops)
+        ev->lua_ops->free(ev->lua);
     ev->lua = NULL;
+    ev->lua_ops = NULL;
 }
 
 static int uses_fifo_order(enum evict_policy p)
@@ -70,10 +70,12 @@ void evict_set_policy(struct evict *ev, struct store *s, enum evict_policy p, in
     store_set_order(s, !uses_fifo_order(p), now_ms);
 }
 
-void evict_set_lua(struct evict *ev, struct store *s, struct evict_lua *lua, int64_t now_ms)
+void evict_set_chooser(struct evict *ev, struct store *s, const struct evict_chooser_ops *ops,
+                       struct evict_lua *lua, int64_t now_ms)
 {
     evict_free(ev);
     ev->lua = lua;
+    ev->lua_ops = ops;
     ev->policy = EVICT_LUA;
     ev->lua_failed_logged = 0;
     store_set_order(s, 1, now_ms);
@@ -231,14 +233,15 @@ struct store_entry *evict_choose(struct evict *ev, struct store *s, int64_t now_
     if (n == 0)
         return NULL;
     char err[256];
-    int i = ev->lua ? evict_lua_choose(ev->lua, ev, s, cand, n, now_ms, err, sizeof err) : -1;
+    int i = ev->lua ? ev->lua_ops->choose(ev->lua, ev, s, cand, n, now_ms, err, sizeof err)
+                    : -1;
     if (i >= 0)
         return cand[i];
     ev->lua_errors++;
     if (!ev->lua_failed_logged) {
         ev->lua_failed_logged = 1;
         log_error("eviction policy %s failed: %s; using %s until it is reloaded",
-                  ev->lua ? evict_lua_path(ev->lua) : "(none)", ev->lua ? err : "not loaded",
+                  ev->lua ? ev->lua_ops->name(ev->lua) : "(none)", ev->lua ? err : "not loaded",
                   evict_policy_name(ev->fallback));
     }
     return choose_builtin(ev, s, ev->fallback, now_ms);

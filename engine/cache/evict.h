@@ -42,7 +42,18 @@ enum evict_policy {
 #define EVICT_MAX_SAMPLES 64
 #define EVICT_VOLATILE_WALK 64
 
+struct evict;
 struct evict_lua;
+
+/* How evict.c reaches the Lua chooser (evict_lua.c sets it with
+ * evict_set_lua), so the eviction core does not depend on the Lua host. */
+struct evict_chooser_ops {
+    /* The chosen index in [0, n), or -1 with a message in err. */
+    int (*choose)(struct evict_lua *el, const struct evict *ev, struct store *s,
+                  struct store_entry **cands, int n, int64_t now_ms, char *err, size_t errlen);
+    const char *(*name)(const struct evict_lua *el);
+    void (*free)(struct evict_lua *el);
+};
 
 struct evict {
     enum evict_policy policy;
@@ -51,6 +62,7 @@ struct evict {
     int lfu_log_factor;
     int lfu_decay_min;
     struct evict_lua *lua;        /* owned; set while policy == EVICT_LUA */
+    const struct evict_chooser_ops *lua_ops; /* how to call and free it */
     int lua_failed_logged;        /* one log line per policy load, not per eviction */
     uint64_t evicted;
     uint64_t lua_errors;
@@ -66,8 +78,12 @@ void evict_free(struct evict *ev);
 /* Switches to a built-in policy (re-sorting the order list when switching
  * between LRU and FIFO order). A Lua policy is released. */
 void evict_set_policy(struct evict *ev, struct store *s, enum evict_policy p, int64_t now_ms);
-/* Switches to a loaded Lua policy (ownership moves to ev). */
+/* Switches to a loaded Lua policy (ownership moves to ev). Defined in
+ * evict_lua.c, which hands its chooser ops to evict_set_chooser. */
 void evict_set_lua(struct evict *ev, struct store *s, struct evict_lua *lua, int64_t now_ms);
+/* Switches to a chooser called through `ops` (ownership of el moves to ev). */
+void evict_set_chooser(struct evict *ev, struct store *s, const struct evict_chooser_ops *ops,
+                       struct evict_lua *el, int64_t now_ms);
 
 /* Call on every access of a key (reads and writes). */
 void evict_touch(struct evict *ev, struct store *s, struct store_entry *e, int64_t now_ms);

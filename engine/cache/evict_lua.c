@@ -7,27 +7,27 @@
 #include <string.h>
 
 #include "evict.h"
-#include "luahost.h"
+#include "policy_host.h"
 #include "policy_migrate.h"
 
 /* A policy that loops forever must not hang the node: each call gets this
- * many VM instructions (checked every 1000). */
+ * many VM instructions (and pattern steps) and this much wall-clock time;
+ * the module runs in a policy_host sandbox with a memory limit. */
 #define EVICT_LUA_BUDGET 10000000
+#define EVICT_LUA_SECONDS 0.25
+/* After a call ran into a limit, the fallback chooses alone this long:
+ * a policy that always runs out must not cost the limit per eviction. */
+#define EVICT_LUA_REST_MS 1000
 
 struct evict_lua {
+    struct policy_host *h;
     lua_State *L;
-    int module_ref;
+    int choose_ref;
     int migrated; /* migrate() took over a previous policy's state */
+    int64_t rest_until_ms;
     char path[1024];
+    char last_err[256];
 };
-
-static void budget_hook(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    int *left = *(int **)lua_getextraspace(L);
-    if (left && (*left -= 1000) <= 0)
-        luaL_error(L, "eviction policy ran past its instruction budget");
-}
 
 struct evict_lua *evict_lua_new(const char *path, const struct evict_lua *prev, char *err,
                                 size_t errlen)
@@ -38,48 +38,24 @@ struct evict_lua *evict_lua_new(const char *path, const struct evict_lua *prev, 
         return NULL;
     }
     snprintf(el->path, sizeof el->path, "%s", path);
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = 0;
-    el->L = luahost_new(slash ? dir : NULL);
-    if (!el->L) {
-        free(el);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    *(int **)lua_getextraspace(el->L) = NULL;
-    lua_State *L = el->L;
-    if (luahost_load_module(L, path, err, errlen) < 0)
+    static const char *const needs[] = {"choose", NULL};
+    el->h = policy_host_open(path, needs, POLICY_MEM_DEFAULT, err, errlen);
+    if (!el->h)
         goto fail;
-    if (!luahost_has_function(L, -1, "choose")) {
-        snprintf(err, errlen, "%s: the policy module has no choose(candidates) function", path);
-        goto fail;
-    }
-    lua_getfield(L, -1, "validate");
-    if (lua_isfunction(L, -1)) {
-        if (luahost_pcall(L, 0, 1, err, errlen) < 0)
-            goto fail;
-        /* validate() may also say no by returning false, "why". */
-        if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
-            snprintf(err, errlen, "%s: validate() rejected the policy", path);
-            goto fail;
-        }
-    }
-    lua_pop(L, 1);
     if (prev) {
-        lua_rawgeti(prev->L, LUA_REGISTRYINDEX, prev->module_ref);
-        int rc = policy_migrate(prev->L, -1, L, -1, path, err, errlen);
-        lua_pop(prev->L, 1);
+        int rc = policy_migrate(prev->h, el->h, err, errlen);
         if (rc < 0)
             goto fail;
         el->migrated = rc;
     }
-    el->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    el->L = policy_host_state(el->h);
+    policy_host_push_module(el->h);
+    lua_getfield(el->L, -1, "choose");
+    el->choose_ref = luaL_ref(el->L, LUA_REGISTRYINDEX);
+    lua_pop(el->L, 1);
     return el;
 fail:
-    luahost_close(el->L);
+    policy_host_free(el->h);
     free(el);
     return NULL;
 }
@@ -88,7 +64,7 @@ void evict_lua_free(struct evict_lua *el)
 {
     if (!el)
         return;
-    luahost_close(el->L);
+    policy_host_free(el->h);
     free(el);
 }
 
@@ -118,6 +94,10 @@ static void push_candidate(lua_State *L, const struct evict *ev, struct store *s
 int evict_lua_choose(struct evict_lua *el, const struct evict *ev, struct store *s,
                      struct store_entry **cands, int n, int64_t now_ms, char *err, size_t errlen)
 {
+    if (el->rest_until_ms > now_ms) {
+        snprintf(err, errlen, "resting after: %s", el->last_err);
+        return -1;
+    }
     lua_State *L = el->L;
     int top = lua_gettop(L);
     lua_createtable(L, n, 0);
@@ -126,17 +106,15 @@ int evict_lua_choose(struct evict_lua *el, const struct evict *ev, struct store 
         push_candidate(L, ev, s, cands[i], now_ms);
         lua_rawseti(L, ctab, i + 1);
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, el->module_ref);
-    lua_getfield(L, -1, "choose");
-    lua_remove(L, -2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, el->choose_ref);
     lua_pushvalue(L, ctab);
-    int budget = EVICT_LUA_BUDGET;
-    *(int **)lua_getextraspace(L) = &budget;
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
-    int rc = luahost_pcall(L, 1, 1, err, errlen);
-    lua_sethook(L, NULL, 0, 0);
-    *(int **)lua_getextraspace(L) = NULL;
+    int rc = policy_host_call(el->h, "choose", 1, 1, EVICT_LUA_BUDGET, EVICT_LUA_SECONDS, err,
+                              errlen);
     int chosen = -1;
+    if (rc < 0 && policy_host_last_limit(el->h) != BUDGET_OK) {
+        el->rest_until_ms = now_ms + EVICT_LUA_REST_MS;
+        snprintf(el->last_err, sizeof el->last_err, "%s", err);
+    }
     if (rc == 0) {
         if (lua_isinteger(L, -1)) {
             lua_Integer i = lua_tointeger(L, -1);
@@ -156,4 +134,24 @@ int evict_lua_choose(struct evict_lua *el, const struct evict *ev, struct store 
     }
     lua_settop(L, top);
     return chosen;
+}
+
+static int chooser_choose(struct evict_lua *el, const struct evict *ev, struct store *s,
+                          struct store_entry **cands, int n, int64_t now_ms, char *err,
+                          size_t errlen)
+{
+    return evict_lua_choose(el, ev, s, cands, n, now_ms, err, errlen);
+}
+
+static const char *chooser_name(const struct evict_lua *el) { return el->path; }
+
+static const struct evict_chooser_ops evict_lua_chooser = {
+    .choose = chooser_choose,
+    .name = chooser_name,
+    .free = evict_lua_free,
+};
+
+void evict_set_lua(struct evict *ev, struct store *s, struct evict_lua *lua, int64_t now_ms)
+{
+    evict_set_chooser(ev, s, &evict_lua_chooser, lua, now_ms);
 }

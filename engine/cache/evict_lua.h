@@ -17,7 +17,12 @@
  *   return M
  *
  * The C core samples the candidates and frees the victim; Lua only decides.
- * The module runs in its own Lua state. */
+ * The module runs in its own policy_host sandbox (engine/lua/policy_host.h):
+ * a memory limit, and an instruction budget and deadline on its top-level
+ * code, validate(), migrate() and every choose(). A choose that runs into a
+ * limit fails (evict.c then uses the fallback) and the module rests for a
+ * second before it is asked again. evict_set_lua hands it to evict.c
+ * through struct evict_chooser_ops. */
 #ifndef STRATA_EVICT_LUA_H
 #define STRATA_EVICT_LUA_H
 

@@ -10,7 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "log.h"
+#include "pattern.h"
+#include "policy_host.h"
 #include "util.h"
 
 struct lua_embedded {
@@ -28,7 +31,7 @@ static int embedded_searcher(lua_State *L)
             continue;
         char chunk[256];
         snprintf(chunk, sizeof chunk, "@%s", m->path);
-        if (luaL_loadbuffer(L, m->source, m->len, chunk) != LUA_OK)
+        if (luaL_loadbufferx(L, m->source, m->len, chunk, "t") != LUA_OK)
             return lua_error(L);
         lua_pushstring(L, m->path);
         return 2;
@@ -92,9 +95,42 @@ static int host_monotime(lua_State *L)
     return 1;
 }
 
+/* check_policy(file, {needs...}): loads the policy file in a sandboxed,
+ * budgeted state of its own (policy_host.h), runs its validate(), and
+ * frees it. true, or nil, "file:line: message", stage ("load", "shape",
+ * "validate"). The topology never runs policy code in its own state. */
+static int host_check_policy(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const char *needs[9] = {NULL};
+    if (lua_istable(L, 2))
+        for (int i = 0; i < 8 && lua_rawgeti(L, 2, i + 1) == LUA_TSTRING; i++) {
+            needs[i] = lua_tostring(L, -1); /* anchored by the table */
+            lua_pop(L, 1);
+        }
+    char err[1024];
+    enum policy_stage stage = POLICY_STAGE_LOAD;
+    struct policy_host *h = policy_host_new(path, POLICY_MEM_DEFAULT);
+    int rc = h ? policy_host_load(h, needs, &stage, err, sizeof err) : -1;
+    if (!h)
+        snprintf(err, sizeof err, "%s: out of memory", path);
+    policy_host_free(h);
+    if (rc == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    lua_pushstring(L, stage == POLICY_STAGE_VALIDATE ? "validate"
+                      : stage == POLICY_STAGE_SHAPE  ? "shape"
+                                                     : "load");
+    return 3;
+}
+
 static int luaopen_strata_host(lua_State *L)
 {
     static const luaL_Reg fns[] = {
+        {"check_policy", host_check_policy},
         {"parse_size", host_parse_size}, {"parse_duration", host_parse_duration},
         {"realpath", host_realpath},     {"is_file", host_is_file},
         {"is_dir", host_is_dir},         {"isatty", host_isatty},
@@ -106,12 +142,84 @@ static int luaopen_strata_host(lua_State *L)
     return 1;
 }
 
+/* load/loadfile/dofile that accept text only: the original is upvalue 1,
+ * the mode argument's position upvalue 2. */
+static int text_only(lua_State *L)
+{
+    int at = (int)lua_tointeger(L, lua_upvalueindex(2));
+    int n = lua_gettop(L);
+    if (at) {
+        if (n < at) {
+            lua_settop(L, at);
+            n = at;
+        }
+        lua_pushliteral(L, "t");
+        lua_replace(L, at);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int text_dofile(lua_State *L)
+{
+    const char *f = luaL_optstring(L, 1, NULL);
+    lua_settop(L, 1);
+    if (luaL_loadfilex(L, f, "t") != LUA_OK)
+        return lua_error(L);
+    lua_call(L, 0, LUA_MULTRET);
+    return lua_gettop(L) - 1;
+}
+
+/* package.searchers' Lua-file searcher, text only. */
+static int text_searcher(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchpath");
+    lua_pushstring(L, name);
+    lua_getfield(L, -3, "path");
+    lua_call(L, 2, 2);
+    if (lua_isnil(L, -2))
+        return 1; /* the "no file" message */
+    const char *file = lua_tostring(L, -2);
+    if (luaL_loadfilex(L, file, "t") != LUA_OK)
+        return luaL_error(L, "error loading module '%s' from file '%s': %s", name, file,
+                          lua_tostring(L, -1));
+    lua_pushstring(L, file);
+    return 2;
+}
+
 lua_State *luahost_new(const char *search_dir)
 {
     lua_State *L = luaL_newstate();
     if (!L)
         return NULL;
     luaL_openlibs(L);
+    /* User code runs here too (the topology script): text chunks only, a
+     * budget on the entries that run it (topology_load), bounded patterns. */
+    static const struct {
+        const char *name;
+        int mode_at;
+    } loaders[] = {{"load", 3}, {"loadfile", 2}};
+    for (size_t i = 0; i < sizeof loaders / sizeof loaders[0]; i++) {
+        lua_getglobal(L, loaders[i].name);
+        lua_pushinteger(L, loaders[i].mode_at);
+        lua_pushcclosure(L, text_only, 2);
+        lua_setglobal(L, loaders[i].name);
+    }
+    lua_pushcfunction(L, text_dofile);
+    lua_setglobal(L, "dofile");
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    pattern_open(L);
+    struct budget *b = lua_newuserdatauv(L, sizeof *b, 0);
+    memset(b, 0, sizeof *b);
+    lua_setfield(L, LUA_REGISTRYINDEX, "strata.budget");
+    budget_attach(L, b);
     /* Put the embedded searcher right after the preload searcher, so the
      * engine's own modules cannot be shadowed by files in the working dir. */
     lua_getglobal(L, "package");
@@ -123,6 +231,8 @@ lua_State *luahost_new(const char *search_dir)
     }
     lua_pushcfunction(L, embedded_searcher);
     lua_rawseti(L, -2, 2);
+    lua_pushcfunction(L, text_searcher); /* replaces the stock Lua-file searcher */
+    lua_rawseti(L, -2, 3);
     lua_pop(L, 1);
     luaL_getsubtable(L, -1, "preload");
     lua_pushcfunction(L, luaopen_strata_host);
@@ -185,7 +295,7 @@ int luahost_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errle
 
 int luahost_load_module(lua_State *L, const char *path, char *err, size_t errlen)
 {
-    if (luaL_loadfile(L, path) != LUA_OK) {
+    if (luaL_loadfilex(L, path, "t") != LUA_OK) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         lua_pop(L, 1);
         return -1;

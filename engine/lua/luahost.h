@@ -1,10 +1,16 @@
-/* luahost: Lua 5.4 states for topologies and policies.
+/* luahost: Lua 5.4 states for topologies and the command line (policies
+ * run in policy_host states instead).
  *
  * Every call into Lua goes through luahost_pcall, which installs a traceback
  * handler and turns an error into a "file:line: message" string for the
  * caller to log; no Lua error ever longjmps across C frames that hold
  * resources. Modules under lua/ are compiled into the binary and found by
- * `require` (e.g. require "strata.topology"). */
+ * `require` (e.g. require "strata.topology"). The topology script is user
+ * code too: these states take text chunks only (load, loadfile, dofile and
+ * require refuse bytecode), have no string.dump, use the bounded pattern
+ * functions (pattern.h), and carry a budget (budget.h) that is off except
+ * while an entry such as topology_load runs. strata.host.check_policy
+ * checks a policy file in a policy_host sandbox of its own. */
 #ifndef STRATA_LUAHOST_H
 #define STRATA_LUAHOST_H
 

@@ -7,48 +7,57 @@
 
 #include "luahost.h"
 
-/* Raised where the loop runs, so the message names the file and line. */
-static void migrate_budget_hook(lua_State *L, lua_Debug *ar)
+struct copy_job {
+    lua_State *from; /* the old state, its M.state on top */
+    int rc;
+};
+
+/* Runs in the new state, protected: an allocation past its memory limit
+ * fails the copy, not the node. */
+static int copy_thunk(lua_State *L)
 {
-    lua_getinfo(L, "Sl", ar);
-    luaL_error(L, "%s:%d: migrate exceeded its instruction budget (%d)", ar->short_src,
-               ar->currentline, POLICY_MIGRATE_BUDGET);
+    struct copy_job *job = lua_touserdata(L, 1);
+    job->rc = luahost_copy_value(job->from, -1, L, POLICY_MIGRATE_DEPTH);
+    return 1;
 }
 
-int policy_migrate(lua_State *from, int from_mod, lua_State *to, int to_mod, const char *path,
-                   char *err, size_t errlen)
+int policy_migrate(struct policy_host *from, struct policy_host *to, char *err, size_t errlen)
 {
-    to_mod = lua_absindex(to, to_mod);
-    from_mod = lua_absindex(from, from_mod);
+    lua_State *F = policy_host_state(from), *T = policy_host_state(to);
+    int top = lua_gettop(T), ftop = lua_gettop(F);
+    policy_host_push_module(to);
     /* raw reads: a module's metatable must not run outside a protected call */
-    lua_pushliteral(to, "migrate");
-    if (lua_rawget(to, to_mod) != LUA_TFUNCTION) {
-        lua_pop(to, 1);
+    lua_pushliteral(T, "migrate");
+    if (lua_rawget(T, -2) != LUA_TFUNCTION) {
+        lua_settop(T, top);
         return 0;
     }
-    lua_pushliteral(from, "state");
-    lua_rawget(from, from_mod);
-    int rc = luahost_copy_value(from, -1, to, POLICY_MIGRATE_DEPTH);
-    lua_pop(from, 1);
-    if (rc < 0) {
-        lua_pop(to, 2);
+    policy_host_push_module(from);
+    lua_pushliteral(F, "state");
+    lua_rawget(F, -2);
+    struct copy_job job = {F, 0};
+    lua_pushcfunction(T, copy_thunk);
+    lua_pushlightuserdata(T, &job);
+    int prc = lua_pcall(T, 1, 1, 0);
+    lua_settop(F, ftop);
+    if (prc != LUA_OK || job.rc < 0) {
+        lua_settop(T, top);
         snprintf(err, errlen,
                  "%s: the old policy's state cannot be handed to migrate: more than %d levels "
-                 "(or a cycle) or more than 100000 values",
-                 path, POLICY_MIGRATE_DEPTH);
+                 "(or a cycle), more than 100000 values, or more than the memory limit",
+                 policy_host_path(to), POLICY_MIGRATE_DEPTH);
         return -1;
     }
-    lua_sethook(to, migrate_budget_hook, LUA_MASKCOUNT, POLICY_MIGRATE_BUDGET);
-    rc = luahost_pcall(to, 1, 1, err, errlen);
-    lua_sethook(to, NULL, 0, 0);
-    if (rc < 0)
+    if (policy_host_call(to, "migrate", 1, 1, POLICY_MIGRATE_BUDGET, POLICY_LOAD_SECONDS, err,
+                         errlen) < 0) {
+        lua_settop(T, top);
         return -1;
-    if (lua_isnil(to, -1)) {
-        lua_pop(to, 1);
-    } else {
-        lua_pushliteral(to, "state");
-        lua_insert(to, -2);
-        lua_rawset(to, to_mod);
     }
+    if (!lua_isnil(T, -1)) {
+        lua_pushliteral(T, "state");
+        lua_insert(T, -2);
+        lua_rawset(T, -3);
+    }
+    lua_settop(T, top);
     return 1;
 }

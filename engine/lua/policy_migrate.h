@@ -19,19 +19,19 @@
 #ifndef STRATA_POLICY_MIGRATE_H
 #define STRATA_POLICY_MIGRATE_H
 
-#include <lua.h>
 #include <stddef.h>
+
+#include "policy_host.h"
 
 #define POLICY_MIGRATE_DEPTH 32
 /* VM instructions migrate() may run: enough to rebuild a large state,
- * still well under a second. */
-#define POLICY_MIGRATE_BUDGET 100000000
+ * still well under a second; the copy counts against the new state's
+ * memory limit. */
+#define POLICY_MIGRATE_BUDGET POLICY_LOAD_BUDGET
 
-/* Runs the new module's migrate (the table at to_mod in `to`) on a copy of
- * the old module's state (the table at from_mod in `from`). Returns 1 when
- * migrate ran, 0 when the new module has none, -1 with "file:line: message"
- * in err. `path` names the new module in messages of our own. */
-int policy_migrate(lua_State *from, int from_mod, lua_State *to, int to_mod, const char *path,
-                   char *err, size_t errlen);
+/* Runs the new module's migrate (in `to`, loaded) on a copy of the old
+ * module's state (in `from`, loaded). Returns 1 when migrate ran, 0 when
+ * the new module has none, -1 with "file:line: message" in err. */
+int policy_migrate(struct policy_host *from, struct policy_host *to, char *err, size_t errlen);
 
 #endif

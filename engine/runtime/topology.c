@@ -4,8 +4,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "budget.h"
 #include "luahost.h"
 #include "service.h"
+
+/* The topology script is user code: it runs with a budget like a policy's
+ * (budget.h), generous because it runs once per check, start or reload,
+ * and policies it names are checked in sandboxes of their own with their
+ * own budgets (strata.host.check_policy). */
+#define TOPOLOGY_BUDGET 500000000L
+#define TOPOLOGY_SECONDS 20.0
 
 /* Pushes the strata.topology module table. */
 static int push_module(lua_State *L, char *err, size_t errlen)
@@ -45,7 +53,13 @@ int topology_load(lua_State *L, const char *path, char *err, size_t errlen)
     lua_getfield(L, -1, "load");
     lua_remove(L, -2);
     lua_pushstring(L, path);
-    if (luahost_pcall(L, 1, 2, err, errlen) < 0)
+    struct budget *b = budget_of(L);
+    if (b)
+        budget_begin(b, TOPOLOGY_BUDGET, TOPOLOGY_SECONDS, "the topology script");
+    int rc = luahost_pcall(L, 1, 2, err, errlen);
+    if (b)
+        budget_end(b);
+    if (rc < 0)
         return -1;
     if (lua_isnil(L, -2)) {
         snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "invalid topology");

@@ -190,36 +190,21 @@ local function new_context(path)
          what, rel)
   end
 
-  -- Loads a policy module in a scratch environment and checks that it has
-  -- the functions its kind needs; the engine loads it again in its own state.
+  -- Checks a policy module in a sandboxed state of its own, with the same
+  -- library, budget and memory limit as the engine gives it (its top-level
+  -- code and validate() cannot freeze the node that checks it), and checks
+  -- that it has the functions its kind needs. The engine loads it again in
+  -- the state that will run it.
   function ctx.policy(where, what, rel, needs)
     local file = ctx.resolve(where, what, rel)
-    local env = setmetatable({}, { __index = _G })
-    local chunk, err = loadfile(file, "t", env)
-    if not chunk then error({ topology_error = full_path_message(err, file) }, 0) end
-    local ok, mod = pcall(chunk)
-    if not ok then
-      error({ topology_error = full_path_message(mod, file) }, 0)
+    local ok, msg, stage = host.check_policy(file, needs)
+    if ok then return file end
+    if stage == "validate" then
+      fail(where, "%s '%s' failed validate(): %s", what, rel, msg)
+    elseif stage == "shape" then
+      fail(where, "%s '%s': %s", what, rel, msg)
     end
-    if type(mod) ~= "table" then
-      fail(where, "%s '%s' must return a table of functions, not %s", what, rel, type(mod))
-    end
-    for _, fn in ipairs(needs) do
-      if type(mod[fn]) ~= "function" then
-        fail(where, "%s '%s' has no function '%s'", what, rel, fn)
-      end
-    end
-    if mod.validate ~= nil then
-      if type(mod.validate) ~= "function" then
-        fail(where, "%s '%s': validate must be a function", what, rel)
-      end
-      local vok, verr = pcall(mod.validate)
-      if not vok or verr == false then
-        fail(where, "%s '%s' failed validate(): %s", what, rel,
-             vok and "returned false" or full_path_message(verr, file))
-      end
-    end
-    return file
+    error({ topology_error = msg }, 0)
   end
 
   function ctx.add(cfg)

@@ -360,3 +360,24 @@ def lb_status_error(admin):
         return json.loads(c.getresponse().read())["last_reload_error"]
     finally:
         c.close()
+
+
+def test_reload_keeps_a_down_backend_down(strata, backends, tmp_path):
+    """A backend set reload carries health state over: a backend marked down
+    stays down in the new generation until its checks say otherwise."""
+    bl = backends(3)
+    health = {"path": "/healthz", "interval": "100ms", "timeout": "500ms", "rise": 50,
+              "fall": 2}
+    port, admin, sup = free_port(), free_port(), free_port()
+    strata(balancer_topology(port, bl[:2], admin=admin, sup=sup, health=health),
+           [port, admin, sup])
+    bl[1].get("/healthz?fail=1")
+    wait_for(lambda: not [b for b in lb_status(admin)["backends"]
+                          if b["name"] == "web2"][0]["healthy"], what="web2 down")
+    topo = tmp_path / "topo.lua"
+    topo.write_text(balancer_topology(port, bl, admin=admin, sup=sup, health=health))
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 0, r.stderr
+    st = {b["name"]: b["healthy"] for b in lb_status(admin)["backends"]}
+    assert st == {"web1": True, "web2": False, "web3": True}
+    assert "web2" not in spread(port, 20)

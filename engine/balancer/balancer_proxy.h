@@ -1,13 +1,14 @@
-/* balancer_int: what the balancer's two files share -- the proxy core
- * (balancer.c: client and server connections, retries) and the service
- * around it (balancer_svc.c: configuration, lifecycle, reload, status). */
-#ifndef STRATA_BALANCER_INT_H
-#define STRATA_BALANCER_INT_H
+/* balancer_proxy: the proxy core -- client connections (parse, dispatch,
+ * stream the request body), server connections (pool, stream the response
+ * back) and the retry rules. The service (balancer_svc.c) configures and
+ * drives it; the proxy never calls back into the service. */
+#ifndef STRATA_BALANCER_PROXY_H
+#define STRATA_BALANCER_PROXY_H
 
 #include <ev.h>
 #include <limits.h>
 
-#include "balancer.h"
+#include "balancer_gen.h"
 #include "buf.h"
 #include "health.h"
 #include "http_parse.h"
@@ -24,7 +25,6 @@
  * the request is no longer retryable (see docs/balancer.md, Retries). */
 #define BAL_HOLD_MAX (64 * 1024)
 #define BAL_MAX_TRIES 16
-#define BAL_MAX_BACKENDS 1024
 #define BAL_POOL_IDLE_TIMEOUT 30.0
 #define BAL_POOL_MAX_IDLE 1024
 #define BAL_VIA "strata"
@@ -47,41 +47,10 @@ struct bal_cfg {
 struct bal_server;
 struct bal_client;
 
-struct bal_gen;
-
-struct bal_backend {
-    struct lb_target t; /* first: a policy's pick converts back by cast */
-    char name[64];
-    char addr[64];
-    struct bal_gen *gen;
-    struct bal_server *idle; /* pooled keep-alive connections, most recent first */
-    int nidle;
-    int nconns;
-    uint64_t requests, failures;
-};
-
-/* One backend set with its policy and health checks. A reload that changes
- * the set builds a new generation; the old one serves its requests in
- * flight and is freed when the last of them and of its connections is
- * gone (refs), so no pointer into it ever dangles. */
-struct bal_gen {
-    struct bal_backend *be;
-    int nbe;
-    struct lb_target **targets;
-    struct health_target *ht;
-    struct health health;
-    struct lb lb; /* the policy, or the fallback of a Lua policy */
-    struct lb_lua *lua;
-    int refs; /* attempts in flight and open server connections */
-    int retired;
-    struct bal_gen *next; /* the retired list */
-};
-
-struct balancer {
-    struct service base;
+struct bal_proxy {
     struct ev_loop *loop;
     struct bal_cfg cfg;
-    struct net_listener *listener;
+    char listen[64];         /* the bound address, for Forwarded/Via */
     struct bal_gen *gen;     /* current */
     struct bal_gen *retired; /* older, waiting for their last reference */
     int hash_kind;
@@ -97,15 +66,14 @@ struct balancer {
     struct bal_server *dead_servers;
     ev_prepare reap;
     int draining;
-    uint64_t requests, retries, errors_sent, lua_fallbacks, lua_suppressed;
+    uint64_t requests, retries, errors_sent;
     struct latency latency; /* backend response-head latency, recent windows */
-    double lua_logged_at;
 };
 
 enum cl_state { CL_HEAD, CL_BUSY, CL_CLOSING };
 
 struct bal_client {
-    struct balancer *bal;
+    struct bal_proxy *bal;
     struct net_conn *c;
     struct bal_server *srv;
     struct bal_backend *be; /* backend of the current attempt */
@@ -135,7 +103,7 @@ struct bal_client {
 };
 
 struct bal_server {
-    struct balancer *bal;
+    struct bal_proxy *bal;
     struct bal_backend *be;
     struct net_conn *c;
     struct bal_client *cl;
@@ -145,18 +113,22 @@ struct bal_server {
 };
 
 extern const struct net_conn_ops bal_client_ops;
-/* net_listen's accept hook: c->data becomes the new client. */
-int bal_client_accept(struct net_conn *c, void *data);
-/* Frees connections closed earlier in this loop turn and retired
- * generations nothing refers to any more (an ev_prepare). */
-void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents);
-void bal_reap_start(struct balancer *bal);
-void bal_gen_free(struct bal_gen *g);
 
-static inline void bal_gen_unref(struct balancer *bal, struct bal_gen *g)
-{
-    if (--g->refs == 0 && g->retired)
-        bal_reap_start(bal);
-}
+/* Sets up an empty proxy on loop (cfg, gen and limits are the caller's to
+ * fill in before the first client). */
+void bal_proxy_init(struct bal_proxy *px, struct ev_loop *loop);
+/* net_listen's accept hook (data: the proxy): c->data becomes a client. */
+int bal_proxy_accept(struct net_conn *c, void *data);
+/* Makes g the current generation: kept backends take over the old ones'
+ * pooled connections, removed backends' pooled connections close, and the
+ * old generation retires until its last reference is gone. */
+void bal_proxy_swap(struct bal_proxy *px, struct bal_gen *g);
+/* Closes the pooled connections of g. */
+void bal_proxy_close_idle(struct bal_proxy *px, struct bal_gen *g, const char *why);
+/* Stops taking requests on kept-alive connections: idle clients close now,
+ * busy ones after their response. */
+void bal_proxy_drain(struct bal_proxy *px);
+/* Closes every connection and frees every generation (the node stops). */
+void bal_proxy_shutdown(struct bal_proxy *px);
 
 #endif
