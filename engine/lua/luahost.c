@@ -13,7 +13,6 @@
 #include "budget.h"
 #include "log.h"
 #include "pattern.h"
-#include "policy_host.h"
 #include "util.h"
 
 struct lua_embedded {
@@ -95,42 +94,9 @@ static int host_monotime(lua_State *L)
     return 1;
 }
 
-/* check_policy(file, {needs...}): loads the policy file in a sandboxed,
- * budgeted state of its own (policy_host.h), runs its validate(), and
- * frees it. true, or nil, "file:line: message", stage ("load", "shape",
- * "validate"). The topology never runs policy code in its own state. */
-static int host_check_policy(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    const char *needs[9] = {NULL};
-    if (lua_istable(L, 2))
-        for (int i = 0; i < 8 && lua_rawgeti(L, 2, i + 1) == LUA_TSTRING; i++) {
-            needs[i] = lua_tostring(L, -1); /* anchored by the table */
-            lua_pop(L, 1);
-        }
-    char err[1024];
-    enum policy_stage stage = POLICY_STAGE_LOAD;
-    struct policy_host *h = policy_host_new(path, POLICY_MEM_DEFAULT);
-    int rc = h ? policy_host_load(h, needs, &stage, err, sizeof err) : -1;
-    if (!h)
-        snprintf(err, sizeof err, "%s: out of memory", path);
-    policy_host_free(h);
-    if (rc == 0) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    lua_pushstring(L, stage == POLICY_STAGE_VALIDATE ? "validate"
-                      : stage == POLICY_STAGE_SHAPE  ? "shape"
-                                                     : "load");
-    return 3;
-}
-
 static int luaopen_strata_host(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"check_policy", host_check_policy},
         {"parse_size", host_parse_size}, {"parse_duration", host_parse_duration},
         {"realpath", host_realpath},     {"is_file", host_is_file},
         {"is_dir", host_is_dir},         {"isatty", host_isatty},

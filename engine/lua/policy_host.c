@@ -491,3 +491,35 @@ struct policy_host *policy_host_open(const char *path, const char *const *needs,
     }
     return h;
 }
+
+/* check_policy(file, {needs...}): loads the policy file in a sandboxed,
+ * budgeted state of its own (policy_host.h), runs its validate(), and
+ * frees it. true, or nil, "file:line: message", stage ("load", "shape",
+ * "validate"). The topology never runs policy code in its own state. */
+int policy_host_check_lua(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const char *needs[9] = {NULL};
+    if (lua_istable(L, 2))
+        for (int i = 0; i < 8 && lua_rawgeti(L, 2, i + 1) == LUA_TSTRING; i++) {
+            needs[i] = lua_tostring(L, -1); /* anchored by the table */
+            lua_pop(L, 1);
+        }
+    char err[1024];
+    enum policy_stage stage = POLICY_STAGE_LOAD;
+    struct policy_host *h = policy_host_new(path, POLICY_MEM_DEFAULT);
+    int rc = h ? policy_host_load(h, needs, &stage, err, sizeof err) : -1;
+    if (!h)
+        snprintf(err, sizeof err, "%s: out of memory", path);
+    policy_host_free(h);
+    if (rc == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    lua_pushstring(L, stage == POLICY_STAGE_VALIDATE ? "validate"
+                      : stage == POLICY_STAGE_SHAPE  ? "shape"
+                                                     : "load");
+    return 3;
+}

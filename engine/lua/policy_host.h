@@ -88,4 +88,10 @@ enum budget_why policy_host_last_limit(const struct policy_host *h);
  * this): `dir` is where require looks for modules beside the policy. */
 void policy_host_sandbox(lua_State *L, const char *dir);
 
+/* strata.host.check_policy(file, {needs...}) for the topology's state:
+ * loads the policy file in a sandboxed, budgeted state of its own, runs its
+ * validate(), and frees it. true, or nil, "file:line: message", stage
+ * ("load", "shape", "validate"). The topology loader registers it. */
+int policy_host_check_lua(lua_State *L);
+
 #endif

@@ -6,6 +6,7 @@
 
 #include "budget.h"
 #include "luahost.h"
+#include "policy_host.h"
 #include "service.h"
 
 /* The topology script is user code: it runs with a budget like a policy's
@@ -15,9 +16,17 @@
 #define TOPOLOGY_BUDGET 500000000L
 #define TOPOLOGY_SECONDS 20.0
 
-/* Pushes the strata.topology module table. */
+/* Pushes the strata.topology module table, after giving strata.host the
+ * policy checker (policy_host.h) that the DSL calls for each policy file. */
 static int push_module(lua_State *L, char *err, size_t errlen)
 {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "strata.host");
+    if (luahost_pcall(L, 1, 1, err, errlen) < 0)
+        return -1;
+    lua_pushcfunction(L, policy_host_check_lua);
+    lua_setfield(L, -2, "check_policy");
+    lua_pop(L, 1);
     lua_getglobal(L, "require");
     lua_pushstring(L, "strata.topology");
     return luahost_pcall(L, 1, 1, err, errlen);
