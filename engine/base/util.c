@@ -125,11 +125,10 @@ int util_parse_duration(const char *s, double *out)
     return -1;
 }
 
-int util_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *len, char *err,
-                    size_t errlen)
+int util_split_addr(const char *s, char *host, size_t hostlen, char *port, size_t portlen,
+                    char *err, size_t errlen)
 {
-    char host[256];
-    const char *port;
+    const char *p;
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
         if (!close || close[1] != ':') {
@@ -137,45 +136,73 @@ int util_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *len,
             return -1;
         }
         size_t n = (size_t)(close - s - 1);
-        if (n >= sizeof host)
+        if (n >= hostlen)
             goto bad;
         memcpy(host, s + 1, n);
         host[n] = 0;
-        port = close + 2;
+        p = close + 2;
     } else {
         const char *colon = strrchr(s, ':');
         if (!colon)
             goto bad;
         size_t n = (size_t)(colon - s);
-        if (n >= sizeof host)
+        if (n >= hostlen || hostlen < 10)
             goto bad;
         memcpy(host, s, n);
         host[n] = 0;
         if (n == 0)
             strcpy(host, "127.0.0.1");
-        port = colon + 1;
+        p = colon + 1;
     }
     uint64_t pn;
-    if (util_parse_u64(port, strlen(port), &pn) < 0 || pn > 65535) {
+    size_t pl = strlen(p);
+    if (util_parse_u64(p, pl, &pn) < 0 || pn > 65535 || pl >= portlen) {
         snprintf(err, errlen, "bad port in address '%s'", s);
         return -1;
     }
+    memcpy(port, p, pl + 1);
+    return 0;
+bad:
+    snprintf(err, errlen, "bad address '%s' (want host:port)", s);
+    return -1;
+}
+
+static int resolve_addr(const char *s, int flags, struct sockaddr_storage *out, socklen_t *len,
+                        char *err, size_t errlen)
+{
+    char host[256], port[8];
+    if (util_split_addr(s, host, sizeof host, port, sizeof port, err, errlen) < 0)
+        return -1;
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
+    hints.ai_flags = AI_NUMERICSERV | flags;
     int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0 || !res) {
         snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        return -1;
+    }
+    if (res->ai_addrlen > sizeof *out) {
+        freeaddrinfo(res);
+        snprintf(err, errlen, "cannot use address '%s'", s);
         return -1;
     }
     memcpy(out, res->ai_addr, res->ai_addrlen);
     *len = res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
-bad:
-    snprintf(err, errlen, "bad address '%s' (want host:port)", s);
-    return -1;
+}
+
+int util_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *len, char *err,
+                    size_t errlen)
+{
+    return resolve_addr(s, 0, out, len, err, errlen);
+}
+
+int util_parse_addr_numeric(const char *s, struct sockaddr_storage *out, socklen_t *len,
+                            char *err, size_t errlen)
+{
+    return resolve_addr(s, AI_NUMERICHOST, out, len, err, errlen);
 }
 
 void util_format_addr(const struct sockaddr *sa, char *out, size_t n)
@@ -191,7 +218,11 @@ void util_format_addr(const struct sockaddr *sa, char *out, size_t n)
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
         port = ntohs(in6->sin6_port);
-        snprintf(out, n, "[%s]:%d", ip, port);
+        /* A link-local address means nothing without its interface. */
+        if (in6->sin6_scope_id)
+            snprintf(out, n, "[%s%%%u]:%d", ip, (unsigned)in6->sin6_scope_id, port);
+        else
+            snprintf(out, n, "[%s]:%d", ip, port);
     } else {
         snprintf(out, n, "unix");
     }

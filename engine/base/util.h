@@ -14,6 +14,13 @@ int util_parse_duration(const char *s, double *out);
  * with a message in err. Names are resolved with getaddrinfo. */
 int util_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *len, char *err,
                     size_t errlen);
+/* The same for IP literals only: never asks a resolver. */
+int util_parse_addr_numeric(const char *s, struct sockaddr_storage *out, socklen_t *len,
+                            char *err, size_t errlen);
+/* Splits "host:port" / "[v6]:port" / ":port" without resolving: the host
+ * (":port" gives 127.0.0.1) and the port's digits (0..65535). */
+int util_split_addr(const char *s, char *host, size_t hostlen, char *port, size_t portlen,
+                    char *err, size_t errlen);
 /* Strict integer parsing of a length-delimited string (no spaces, no "+"). */
 int util_parse_i64(const char *s, size_t n, int64_t *out);
 int util_parse_u64(const char *s, size_t n, uint64_t *out);

@@ -3,13 +3,16 @@
  * crash or overflow (UBSan stops on any undefined behaviour), and what
  * parses must mean what it says: an integer re-formatted parses to itself,
  * a size is a whole number of bytes that a smaller unit cannot exceed.
- * Addresses are left out: a name goes to the resolver. */
+ * Addresses are split without resolving and parsed as IP literals only (a
+ * name would go to the resolver); one that parses must print and parse
+ * back to the same address. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "util.h"
 
@@ -43,6 +46,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint64_t plain;
         if (util_parse_u64(s, size, &plain) == 0 && plain != bytes)
             abort();
+    }
+    char host[256], port[8], err[256];
+    if (util_split_addr(s, host, sizeof host, port, sizeof port, err, sizeof err) == 0) {
+        if (strlen(host) >= sizeof host || strlen(port) >= sizeof port)
+            abort();
+        struct sockaddr_storage a, b;
+        socklen_t al, bl;
+        if (util_parse_addr_numeric(s, &a, &al, err, sizeof err) == 0) {
+            char text[128];
+            util_format_addr((struct sockaddr *)&a, text, sizeof text);
+            if (util_parse_addr_numeric(text, &b, &bl, err, sizeof err) != 0 || al != bl ||
+                memcmp(&a, &b, al) != 0)
+                abort();
+        }
     }
     double secs;
     if (util_parse_duration(s, &secs) == 0 && (!isfinite(secs) || secs < 0))

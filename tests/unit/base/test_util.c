@@ -56,5 +56,15 @@ int main(void)
     ok(util_parse_addr("127.0.0.1", &ss, &sl, err, sizeof err) < 0, "missing port rejected");
     ok(util_parse_addr("127.0.0.1:70000", &ss, &sl, err, sizeof err) < 0, "port out of range");
     ok(strstr(err, "bad port") != NULL, "message names the port");
+    ok(util_parse_addr_numeric("localhost:80", &ss, &sl, err, sizeof err) < 0,
+       "numeric parsing never resolves a name");
+    char host[64], port[8];
+    ok(util_split_addr("[::1]:6379", host, sizeof host, port, sizeof port, err, sizeof err) == 0 &&
+           strcmp(host, "::1") == 0 && strcmp(port, "6379") == 0,
+       "split without resolving");
+    /* Found by fuzz_config: a link-local address keeps its interface. */
+    ok(util_parse_addr_numeric("[fe80::1%2]:2", &ss, &sl, err, sizeof err) == 0, "scoped v6");
+    util_format_addr((struct sockaddr *)&ss, txt, sizeof txt);
+    is_str(txt, "[fe80::1%2]:2", "formatted back with its scope");
     return tap_done();
 }
