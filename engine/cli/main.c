@@ -43,7 +43,8 @@ static const char *check_usage =
     "exits 1.\n";
 
 static const char *run_usage =
-    "usage: strata run TOPOLOGY.lua [--node NAME | --one-process] [--log-level LEVEL]\n"
+    "usage: strata run TOPOLOGY.lua [--node NAME [--admin ADDR] | --one-process]\n"
+    "                  [--log-level LEVEL]\n"
     "\n"
     "Starts the topology: one supervised process per node. The supervisor\n"
     "waits until every node is ready, restarts a node that dies (with\n"
@@ -54,6 +55,8 @@ static const char *run_usage =
     "\n"
     "options:\n"
     "  -n, --node NAME        run only this node, in the foreground\n"
+    "  -a, --admin ADDR       with --node: serve its admin endpoint on ADDR instead of the\n"
+    "                         topology's (the supervisor passes the address it keeps for the node)\n"
     "  -1, --one-process      every node in this process\n"
     "  -l, --log-level LEVEL  debug, info (default), warn or error\n"
     "  -h, --help             show this help\n";
@@ -173,20 +176,24 @@ static int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"node", required_argument, NULL, 'n'},
+        {"admin", required_argument, NULL, 'a'},
         {"one-process", no_argument, NULL, '1'},
         {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *node = NULL, *level = "info";
+    const char *node = NULL, *level = "info", *admin = NULL;
     int one_process = 0;
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "n:1l:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:a:1l:h", opts, NULL)) != -1) {
         switch (c) {
         case 'n':
             node = optarg;
+            break;
+        case 'a':
+            admin = optarg;
             break;
         case '1':
             one_process = 1;
@@ -210,6 +217,8 @@ static int cmd_run(int argc, char **argv)
         return usage_error(run_usage, "%s", "run needs exactly one topology file");
     if (node && one_process)
         return usage_error(run_usage, "%s", "--node and --one-process exclude each other");
+    if (admin && !node)
+        return usage_error(run_usage, "%s", "--admin needs --node");
     const char *path = argv[optind];
     lua_State *L = load_topology(path);
     if (!L)
@@ -228,6 +237,8 @@ static int cmd_run(int argc, char **argv)
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     struct runtime rt;
     runtime_init(&rt, loop);
+    if (admin)
+        snprintf(rt.admin_addr, sizeof rt.admin_addr, "%s", admin);
     char err[1024];
     int rc = 0;
     if (runtime_start(&rt, L, node, err, sizeof err) < 0) {

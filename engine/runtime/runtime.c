@@ -1,6 +1,7 @@
 #include "runtime.h"
 
 #include <lauxlib.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,7 +218,7 @@ static void admin_reload(void *ud, const struct admin_request *req, struct admin
     char err[1024];
     int rc = runtime_reload(rt, dry, &changes, err, sizeof err);
     buf_append(&changes, "", 1);
-    struct admin_reload r = {.node = ra->node, .ok = rc == 0, .dry_run = dry,
+    struct admin_reload r = {.node = ra->node, .topology = rt->topology_real, .ok = rc == 0, .dry_run = dry,
                              .generation = rt->generation, .reload_ms = rt->last_reload_ms,
                              .changes = buf_head(&changes), .error = rc == 0 ? NULL : err};
     admin_reload_answer(resp, &r);
@@ -232,8 +233,10 @@ static const struct admin_route node_routes[] = {
     {NULL, NULL, NULL},
 };
 
-static int start_admin(struct runtime *rt, const char *node, const char *addr, char *err,
-                       size_t errlen)
+static int auth_mode(const char *s) { return strcmp(s, "all") == 0 ? ADMIN_AUTH_ALL : ADMIN_AUTH_WRITES; }
+
+static int start_admin(struct runtime *rt, const char *node, const char *addr, const char *token,
+                       const char *auth, char *err, size_t errlen)
 {
     if (rt->nadmins >= RUNTIME_MAX_NODES) {
         snprintf(err, errlen, "too many nodes in one process");
@@ -243,7 +246,9 @@ static int start_admin(struct runtime *rt, const char *node, const char *addr, c
     ra->rt = rt;
     snprintf(ra->node, sizeof ra->node, "%s", node);
     char why[512];
-    ra->admin = admin_start(rt->loop, addr, node_routes, ra, why, sizeof why);
+    struct admin_opts o = {.node = node, .topology = rt->topology_real, .token = token,
+                           .auth = auth_mode(auth)};
+    ra->admin = admin_start(rt->loop, addr, &o, node_routes, ra, why, sizeof why);
     if (!ra->admin) {
         snprintf(err, errlen, "node '%s': cannot start admin endpoint: %s", node, why);
         return -1;
@@ -260,6 +265,9 @@ int runtime_start(struct runtime *rt, lua_State *L, const char *only_node, char 
     lua_getfield(L, topo, "file");
     snprintf(rt->topology_path, sizeof rt->topology_path, "%s", lua_tostring(L, -1));
     lua_pop(L, 1);
+    char real[PATH_MAX];
+    snprintf(rt->topology_real, sizeof rt->topology_real, "%s",
+             realpath(rt->topology_path, real) ? real : rt->topology_path);
     snprintf(rt->node, sizeof rt->node, "%s", only_node ? only_node : "");
     lua_getfield(L, topo, "supervisor");
     if (lua_istable(L, -1)) {
@@ -276,9 +284,14 @@ int runtime_start(struct runtime *rt, lua_State *L, const char *only_node, char 
     for (lua_Integer i = 1; i <= nn && rc == 0; i++) {
         lua_rawgeti(L, nodes, i);
         int n = lua_gettop(L);
-        char node[64], admin[128];
+        char node[64], admin[128], token[300], auth[16];
         cfg_str(L, n, "name", node, sizeof node);
         cfg_str(L, n, "admin", admin, sizeof admin);
+        cfg_str(L, n, "admin_token", token, sizeof token);
+        cfg_str(L, n, "admin_auth", auth, sizeof auth);
+        /* One node under a supervisor: the address it keeps for this name. */
+        if (only_node && rt->admin_addr[0])
+            snprintf(admin, sizeof admin, "%s", rt->admin_addr);
         if (!only_node || strcmp(only_node, node) == 0) {
             lua_getfield(L, n, "services");
             lua_Integer ns = (lua_Integer)lua_rawlen(L, -1);
@@ -290,7 +303,8 @@ int runtime_start(struct runtime *rt, lua_State *L, const char *only_node, char 
             }
             lua_pop(L, 1);
             if (rc == 0 && admin[0])
-                rc = start_admin(rt, node, admin, err, errlen);
+                rc = start_admin(rt, node, admin, token, auth, err, errlen);
+            memset(token, 0, sizeof token);
         }
         lua_settop(L, nodes);
     }
@@ -454,6 +468,34 @@ static void apply_reload(struct runtime *rt, lua_State *L, struct reload_plan *p
     buf_free(&ignored);
 }
 
+/* A changed admin token or admin_auth of this process's node(s) applies at
+ * once (the answer to the reload that changes it still goes out). The
+ * change line never shows the token. */
+static void plan_admin_auth(struct runtime *rt, lua_State *L, int topo, int dry_run,
+                            struct buf *changes)
+{
+    lua_getfield(L, topo, "nodes");
+    lua_Integer nn = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= nn; i++) {
+        lua_rawgeti(L, -1, i);
+        char node[64], token[300], auth[16];
+        cfg_str(L, -1, "name", node, sizeof node);
+        cfg_str(L, -1, "admin_token", token, sizeof token);
+        cfg_str(L, -1, "admin_auth", auth, sizeof auth);
+        lua_pop(L, 1);
+        for (int k = 0; k < rt->nadmins; k++) {
+            struct runtime_admin *ra = &rt->admins[k];
+            if (strcmp(ra->node, node) != 0 || !admin_auth_differs(ra->admin, token, auth_mode(auth)))
+                continue;
+            buf_printf(changes, "node %s: admin token or admin_auth changed\n", node);
+            if (!dry_run)
+                admin_set_auth(ra->admin, token, auth_mode(auth));
+        }
+        memset(token, 0, sizeof token);
+    }
+    lua_pop(L, 1);
+}
+
 int runtime_reload(struct runtime *rt, int dry_run, struct buf *changes, char *err,
                    size_t errlen)
 {
@@ -468,12 +510,15 @@ int runtime_reload(struct runtime *rt, int dry_run, struct buf *changes, char *e
         return -1;
     }
     int rc = topology_load(L, path, err, errlen);
+    int topo = lua_gettop(L);
     struct reload_plan *plan = NULL;
     if (rc == 0) {
         plan = calloc(1, sizeof *plan);
         lua_checkstack(L, RUNTIME_MAX_SERVICES * 2 + 20);
         rc = plan ? plan_reload(rt, L, lua_gettop(L), plan, changes, err, errlen) : -1;
     }
+    if (rc == 0)
+        plan_admin_auth(rt, L, topo, dry_run, changes);
     if (rc == 0 && !dry_run && buf_size(changes) > 0) {
         apply_reload(rt, L, plan);
         rt->generation++;
@@ -514,7 +559,7 @@ void runtime_status_json(struct runtime *rt, const char *node, struct buf *out)
                rt->reloads_failed, rt->last_reload_ms);
     buf_json_string(out, rt->last_reload_error);
     buf_append_str(out, ",\"topology\":");
-    buf_json_string(out, rt->topology_path);
+    buf_json_string(out, rt->topology_real[0] ? rt->topology_real : rt->topology_path);
     buf_append_str(out, ",\"services\":[");
     int first = 1;
     for (int i = 0; i < rt->nservices; i++) {

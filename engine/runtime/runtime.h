@@ -5,6 +5,7 @@
 #define STRATA_RUNTIME_H
 
 #include <ev.h>
+#include <limits.h>
 #include <lua.h>
 
 #include "buf.h"
@@ -39,6 +40,9 @@ struct runtime {
     double started;            /* ev_now at start */
     char node[64];             /* "" when this process hosts every node */
     char topology_path[1024];
+    char topology_real[PATH_MAX]; /* its absolute path: the identity admin answers carry */
+    char admin_addr[128];      /* set before runtime_start: this node's admin address,
+                                  over the topology's (the supervisor keeps it per name) */
     struct service_env env;    /* handed to every service: loop, topology_path */
     unsigned generation;       /* 1 at start, +1 per applied reload */
     unsigned long reloads_ok, reloads_failed;
