@@ -167,6 +167,10 @@ function M.reload(topo, opts)
       end
       if not doc.ok then
         errs:write(tostring(doc.error) .. "\n")
+        -- The node refuses: ask it for real, which it refuses the same way
+        -- and changing nothing, so that its /status and /metrics count the
+        -- failed reload and show its error, as for a reload by signal.
+        if not opts.dry_run then post_reload(addr, "", who, ctx) end
         return 1
       end
       plan[#plan + 1] = doc.changes
