@@ -70,6 +70,7 @@ void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents)
         bal->dead_clients = cl->next;
         buf_free(&cl->head);
         buf_free(&cl->held);
+        access_rec_free(&cl->rec);
         free(cl);
     }
     while (bal->dead_servers) {
@@ -269,9 +270,12 @@ static void client_set_idle(struct bal_client *cl)
 static void reply_error(struct bal_client *cl, int status)
 {
     struct balancer *bal = cl->bal;
+    const char *be_name = cl->be ? cl->be->name : NULL;
     if (cl->srv)
         server_detach(cl, 0);
     if (cl->resp_sent) { /* part of a response is out: only closing can tell */
+        if (bal->alog) /* the backend's status stands: the client saw it */
+            access_log_request(bal->alog, &cl->rec, cl->ip, be_name, 0, ev_now(bal->loop));
         net_conn_abort(cl->c, "response failed midway");
         return;
     }
@@ -290,6 +294,10 @@ static void reply_error(struct bal_client *cl, int status)
                      keep ? (cl->http10 ? "Connection: keep-alive\r\n" : "")
                           : "Connection: close\r\n",
                      reason);
+    if (bal->alog) {
+        cl->rec.bytes = (uint64_t)n;
+        access_log_request(bal->alog, &cl->rec, cl->ip, be_name, status, ev_now(bal->loop));
+    }
     cl->state = keep ? CL_HEAD : CL_CLOSING;
     net_conn_write(cl->c, msg, (size_t)n);
     if (cl->dead)
@@ -350,6 +358,8 @@ static int client_next_request(struct bal_client *cl)
     cl->body_touched = 0;
     cl->attempts = cl->ntried = 0;
     cl->req_done = 1; /* for reply_error: nothing more is read after a bad head */
+    if (bal->alog)
+        access_rec_begin(&cl->rec, n < 0 ? NULL : m, ev_now(bal->loop));
     if (n < 0) {
         cl->keep_alive = 0;
         log_debug("%s: bad request head, answering %d", c->peer, status);
@@ -730,6 +740,7 @@ static int held_release(struct bal_client *cl)
     cl->resp_sent = 1;
     if (buf_size(&cl->held) == 0)
         return 0;
+    cl->rec.bytes += buf_size(&cl->held);
     net_conn_write(cl->c, buf_head(&cl->held), buf_size(&cl->held));
     if (cl->dead)
         return -1;
@@ -755,6 +766,9 @@ static void response_invalid(struct bal_client *cl, struct bal_backend *be, cons
 static void response_done(struct bal_client *cl)
 {
     struct balancer *bal = cl->bal;
+    if (bal->alog)
+        access_log_request(bal->alog, &cl->rec, cl->ip, cl->be ? cl->be->name : NULL, 0,
+                           ev_now(bal->loop));
     server_detach(cl, cl->resp_keep && cl->req_done);
     if (cl->dead)
         return;
@@ -809,6 +823,7 @@ static void server_on_read(struct net_conn *c)
             continue;
         }
         cl->resp_head_done = 1;
+        access_rec_head(&cl->rec, m->status, ev_now(c->loop));
         cl->holding = response_holdable(m);
         cl->resp_sent = !cl->holding;
         out = cl->holding ? &cl->held : pass;
@@ -872,6 +887,7 @@ static void server_on_read(struct net_conn *c)
     }
 flush:
     if (buf_size(pass) > 0) {
+        cl->rec.bytes += buf_size(pass);
         net_conn_write(cl->c, buf_head(pass), buf_size(pass));
         if (cl->dead || srv->cl != cl)
             return;

@@ -61,7 +61,7 @@ struct supervisor {
     int starting;          /* initial start: a node failing now fails the run */
     int failed;
     double drain_timeout;
-    ev_signal sigint, sigterm, sighup;
+    ev_signal sigint, sigterm, sighup, sigusr1;
     ev_timer kill_timer;
     struct admin *admin;
     char admin_addr[64];   /* the supervisor's own admin address ("" when none) */
@@ -470,6 +470,18 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void watch_files(struct supervisor *sup, const struct topo_nodes *t);
 
+/* SIGUSR1 (logrotate): every node reopens its log files. */
+static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct supervisor *sup = w->data;
+    log_info("SIGUSR1: every node reopens its log files");
+    for (int i = 0; i < sup->n; i++)
+        if (sup->nodes[i]->pid)
+            kill(sup->nodes[i]->pid, SIGUSR1);
+}
+
 /* --- admin addresses ---------------------------------------------------------
  *
  * The supervisor is the source of truth for where each node's admin
@@ -849,13 +861,15 @@ int supervisor_main(const char *topology_path, const char *log_level)
     ev_signal_init(&sup->sigint, on_stop_signal, SIGINT);
     ev_signal_init(&sup->sigterm, on_stop_signal, SIGTERM);
     ev_signal_init(&sup->sighup, on_hup, SIGHUP);
+    ev_signal_init(&sup->sigusr1, on_usr1, SIGUSR1);
     ev_timer_init(&sup->kill_timer, on_kill_timer, 0., 0.);
     ev_timer_init(&sup->watch_timer, on_watch_timer, 0., 0.);
-    sup->sigint.data = sup->sigterm.data = sup->sighup.data = sup;
+    sup->sigint.data = sup->sigterm.data = sup->sighup.data = sup->sigusr1.data = sup;
     sup->kill_timer.data = sup->watch_timer.data = sup;
     ev_signal_start(sup->loop, &sup->sigint);
     ev_signal_start(sup->loop, &sup->sigterm);
     ev_signal_start(sup->loop, &sup->sighup);
+    ev_signal_start(sup->loop, &sup->sigusr1);
     if (t->sup_admin[0]) {
         struct admin_opts o = {.node = "supervisor", .topology = sup->path,
                                .token = t->sup_token, .auth = auth_of(t->sup_auth)};
@@ -912,6 +926,7 @@ int supervisor_main(const char *topology_path, const char *log_level)
     ev_signal_stop(sup->loop, &sup->sigint);
     ev_signal_stop(sup->loop, &sup->sigterm);
     ev_signal_stop(sup->loop, &sup->sighup);
+    ev_signal_stop(sup->loop, &sup->sigusr1);
     ev_loop_destroy(sup->loop);
     log_info("stopped%s", sup->failed ? " (a node failed)" : "");
     return sup->failed ? 1 : 0;

@@ -42,6 +42,17 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     buf_free(&changes);
 }
 
+/* SIGUSR1: log files are reopened (logrotate). A balancer's access log
+ * watches the signal itself; this watcher says so in the log and keeps the
+ * signal from ending a node that has nothing to reopen. */
+static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    (void)w;
+    log_info("SIGUSR1: reopening log files");
+}
+
 static int all_idle(struct runtime *rt)
 {
     for (int i = 0; i < rt->nservices; i++) {
@@ -108,14 +119,16 @@ int runtime_init(struct runtime *rt, struct ev_loop *loop)
     ev_signal_init(&rt->sigint, on_stop_signal, SIGINT);
     ev_signal_init(&rt->sigterm, on_stop_signal, SIGTERM);
     ev_signal_init(&rt->sighup, on_hup, SIGHUP);
+    ev_signal_init(&rt->sigusr1, on_usr1, SIGUSR1);
     ev_check_init(&rt->drain_check, on_drain_check);
     ev_timer_init(&rt->drain_timer, on_drain_timeout, 0., 0.);
     ev_timer_init(&rt->retire_timer, on_retire_timer, 0.05, 0.05);
-    rt->sigint.data = rt->sigterm.data = rt->sighup.data = rt;
+    rt->sigint.data = rt->sigterm.data = rt->sighup.data = rt->sigusr1.data = rt;
     rt->drain_check.data = rt->drain_timer.data = rt->retire_timer.data = rt;
     ev_signal_start(loop, &rt->sigint);
     ev_signal_start(loop, &rt->sigterm);
     ev_signal_start(loop, &rt->sighup);
+    ev_signal_start(loop, &rt->sigusr1);
     return 0;
 }
 
@@ -673,4 +686,5 @@ void runtime_free(struct runtime *rt)
     ev_signal_stop(rt->loop, &rt->sigint);
     ev_signal_stop(rt->loop, &rt->sigterm);
     ev_signal_stop(rt->loop, &rt->sighup);
+    ev_signal_stop(rt->loop, &rt->sigusr1);
 }

@@ -34,7 +34,7 @@ struct runtime {
     int nadmins;
     int stopping;
     double drain_timeout;      /* seconds to wait for in-flight work on stop */
-    ev_signal sigint, sigterm, sighup;
+    ev_signal sigint, sigterm, sighup, sigusr1;
     ev_timer drain_timer, retire_timer;
     ev_check drain_check;
     double started;            /* ev_now at start */

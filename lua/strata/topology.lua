@@ -474,8 +474,22 @@ local function build_dsl(ctx)
       hash_on = true, health = true, retries = true, connect_timeout = true,
       server_timeout = true, client_timeout = true, head_timeout = true, max_conns = true,
       max_header_size = true, max_headers = true, max_request_line = true, passive = true,
-      slow_start = true,
+      slow_start = true, access_log = true,
     })
+    -- access_log = { path = "var/access.log" | "stderr", format = "combined" | "json" }:
+    -- a relative path is the topology folder's; the format is the balancer's to check.
+    local access_log
+    if spec.access_log ~= nil then
+      if type(spec.access_log) ~= "table" then
+        fail(where, "access_log must be a table { path = ..., format = ... }")
+      end
+      ctx.check_fields(where, "access_log", spec.access_log, { path = true, format = true })
+      local path = ctx.string(where, "access_log.path", spec.access_log.path, true)
+      access_log = {
+        path = path == "stderr" and path or ctx.folder(where, "access_log.path", path),
+        format = ctx.string(where, "access_log.format", spec.access_log.format),
+      }
+    end
     local cfg = {
       kind = "balancer", where = where,
       node = ctx.node_name(where, "balancer node", spec.node),
@@ -490,6 +504,7 @@ local function build_dsl(ctx)
       max_header_size = ctx.size(where, "max_header_size", spec.max_header_size),
       max_headers = ctx.int(where, "max_headers", spec.max_headers),
       max_request_line = ctx.size(where, "max_request_line", spec.max_request_line),
+      access_log = access_log,
       backends = {},
     }
     -- Backends: a web service object, or a list of "host:port" strings,
