@@ -224,9 +224,11 @@ void access_rec_begin(struct access_rec *r, const struct http_msg *m, double now
 
 void access_rec_free(struct access_rec *r) { buf_free(&r->raw); }
 
+static int plain(unsigned char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
 /* Appends s[0..n) for a quoted combined-format field: `"` and `\` and
  * bytes that are not printable ASCII as \xHH, so a line is always one line
- * and a field never ends early. */
+ * and a field never ends early. Runs of plain bytes go in one copy. */
 static void put_escaped(struct buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -234,14 +236,20 @@ static void put_escaped(struct buf *b, const char *s, size_t n)
         buf_append(b, "-", 1);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && plain((unsigned char)s[j]))
+            j++;
+        if (j > i)
+            buf_append(b, s + i, j - i);
+        if (j < n) {
+            unsigned char c = (unsigned char)s[j];
             char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
             buf_append(b, e, 4);
-        } else {
-            buf_append(b, (const char *)&c, 1);
+            j++;
         }
+        i = j;
     }
 }
 
@@ -251,19 +259,50 @@ static void put_json(struct buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     buf_append(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            buf_append(b, e, 2);
-        } else if (c < 0x20 || c >= 0x7f) {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            buf_append(b, e, 6);
-        } else {
-            buf_append(b, (const char *)&c, 1);
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && plain((unsigned char)s[j]))
+            j++;
+        if (j > i)
+            buf_append(b, s + i, j - i);
+        if (j < n) {
+            unsigned char c = (unsigned char)s[j];
+            if (c == '"' || c == '\\') {
+                char e[2] = {'\\', (char)c};
+                buf_append(b, e, 2);
+            } else {
+                char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                buf_append(b, e, 6);
+            }
+            j++;
         }
+        i = j;
     }
     buf_append(b, "\"", 1);
+}
+
+/* Milliseconds with three decimals, without going through printf's
+ * floating point. */
+static void put_ms(struct buf *b, double ms)
+{
+    if (ms < 0)
+        ms = 0;
+    unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5);
+    char t[32];
+    int n = snprintf(t, sizeof t, "%llu.%03llu", us / 1000, us % 1000);
+    buf_append(b, t, (size_t)n);
+}
+
+static void put_uint(struct buf *b, unsigned long long v)
+{
+    char t[24];
+    int i = (int)sizeof t;
+    do {
+        t[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    buf_append(b, t + i, sizeof t - (size_t)i);
 }
 
 static void stamps(struct access_log *al, double now)
@@ -294,21 +333,32 @@ void access_log_request(struct access_log *al, const struct access_rec *r, const
     struct buf *b = &al->out;
     if (al->cfg.format == ACCESS_LOG_JSON) {
         int ms = (int)((now - (double)(time_t)now) * 1000.0);
-        buf_printf(b, "{\"time\":\"%s.%03dZ\",\"client\":", al->stamp_iso, ms < 0 ? 0 : ms);
+        char frac[8];
+        snprintf(frac, sizeof frac, ".%03dZ", ms < 0 ? 0 : ms > 999 ? 999 : ms);
+        buf_append_str(b, "{\"time\":\"");
+        buf_append_str(b, al->stamp_iso);
+        buf_append_str(b, frac);
+        buf_append_str(b, "\",\"client\":");
         put_json(b, client, strlen(client));
         buf_append_str(b, ",\"method\":");
         put_json(b, method, r->method_len);
         buf_append_str(b, ",\"path\":");
         put_json(b, target, r->target_len);
-        buf_printf(b, ",\"protocol\":\"HTTP/1.%d\",\"status\":%d,\"bytes\":%llu,\"backend\":",
-                   r->minor, status, (unsigned long long)r->bytes);
+        buf_append_str(b, r->minor ? ",\"protocol\":\"HTTP/1.1\",\"status\":"
+                                   : ",\"protocol\":\"HTTP/1.0\",\"status\":");
+        put_uint(b, (unsigned)status);
+        buf_append_str(b, ",\"bytes\":");
+        put_uint(b, r->bytes);
+        buf_append_str(b, ",\"backend\":");
         if (backend)
             put_json(b, backend, strlen(backend));
         else
             buf_append_str(b, "null");
-        buf_printf(b, ",\"request_ms\":%.3f,\"backend_ms\":", req_ms);
+        buf_append_str(b, ",\"request_ms\":");
+        put_ms(b, req_ms);
+        buf_append_str(b, ",\"backend_ms\":");
         if (be_ms >= 0)
-            buf_printf(b, "%.3f", be_ms);
+            put_ms(b, be_ms);
         else
             buf_append_str(b, "null");
         buf_append_str(b, ",\"referer\":");
@@ -320,25 +370,35 @@ void access_log_request(struct access_log *al, const struct access_rec *r, const
         /* client - - [time] "request" status bytes "referer" "user agent"
          * backend=NAME request_ms=N backend_ms=N */
         buf_append_str(b, client);
-        buf_printf(b, " - - [%s] \"", al->stamp_clf);
+        buf_append_str(b, " - - [");
+        buf_append_str(b, al->stamp_clf);
+        buf_append_str(b, "] \"");
         if (r->method_len) {
             put_escaped(b, method, r->method_len);
             buf_append(b, " ", 1);
             put_escaped(b, target, r->target_len);
-            buf_printf(b, " HTTP/1.%d", r->minor);
+            buf_append_str(b, r->minor ? " HTTP/1.1" : " HTTP/1.0");
         } else {
             buf_append(b, "-", 1);
         }
-        buf_printf(b, "\" %d %llu \"", status, (unsigned long long)r->bytes);
+        buf_append_str(b, "\" ");
+        put_uint(b, (unsigned)status);
+        buf_append(b, " ", 1);
+        put_uint(b, r->bytes);
+        buf_append_str(b, " \"");
         put_escaped(b, referer, r->referer_len);
         buf_append_str(b, "\" \"");
         put_escaped(b, ua, r->ua_len);
-        buf_printf(b, "\" backend=%s request_ms=%.3f backend_ms=", backend ? backend : "-",
-                   req_ms);
+        buf_append_str(b, "\" backend=");
+        buf_append_str(b, backend ? backend : "-");
+        buf_append_str(b, " request_ms=");
+        put_ms(b, req_ms);
+        buf_append_str(b, " backend_ms=");
         if (be_ms >= 0)
-            buf_printf(b, "%.3f\n", be_ms);
+            put_ms(b, be_ms);
         else
-            buf_append_str(b, "-\n");
+            buf_append(b, "-", 1);
+        buf_append(b, "\n", 1);
     }
     if (buf_size(b) >= ACCESS_LOG_FLUSH_AT)
         write_out(al);

@@ -526,7 +526,10 @@ static int in_topology(const struct topo_nodes *t, const char *name)
     return 0;
 }
 
-static int auth_of(const char *s) { return strcmp(s, "all") == 0 ? ADMIN_AUTH_ALL : ADMIN_AUTH_WRITES; }
+static int auth_of(const char *s)
+{
+    return strcmp(s, "all") == 0 ? ADMIN_AUTH_ALL : ADMIN_AUTH_WRITES;
+}
 
 /* The node (not `self`) whose admin address uses `port`, or NULL. */
 static struct sup_node *admin_user(struct supervisor *sup, int port, const struct sup_node *self)
@@ -813,7 +816,8 @@ static void sup_reload_route(void *ud, const struct admin_request *req,
     char err[1024];
     int rc = supervisor_reload(sup, dry, 0, &changes, err, sizeof err);
     buf_append(&changes, "", 1);
-    struct admin_reload r = {.node = "supervisor", .topology = sup->path, .ok = rc == 0, .dry_run = dry,
+    struct admin_reload r = {.node = "supervisor", .topology = sup->path, .ok = rc == 0,
+                             .dry_run = dry,
                              .generation = sup->generation, .reload_ms = sup->last_reload_ms,
                              .changes = buf_head(&changes), .error = rc == 0 ? NULL : err};
     admin_reload_answer(resp, &r);

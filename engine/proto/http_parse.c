@@ -235,8 +235,10 @@ static ssize_t scan_head(const char *p, size_t n, size_t start, const struct htt
         *status = is_request ? 414 : 502;
         return -1;
     }
-    if (is_request ? check_request_line(p + start, line_len - 1) < 0
-                   : memchr(p + start, '\r', line_len - 1) || memchr(p + start, '\0', line_len - 1)) {
+    int bad_line = is_request ? check_request_line(p + start, line_len - 1) < 0
+                              : memchr(p + start, '\r', line_len - 1) != NULL ||
+                                    memchr(p + start, '\0', line_len - 1) != NULL;
+    if (bad_line) {
         *status = bad;
         return -1;
     }

@@ -115,7 +115,8 @@ static void on_request(void *ud, struct http_req *hr)
         /* Nothing about the owner before the caller proves who it is. */
         identify = 0;
         http_resp_header(hr, "WWW-Authenticate", "Bearer realm=\"strata admin\"");
-        error_json(&resp, 401, "unauthorized: this endpoint needs Authorization: Bearer <admin token>");
+        error_json(&resp, 401,
+                   "unauthorized: this endpoint needs Authorization: Bearer <admin token>");
     } else if (match && (expect_differs(hr, "X-Strata-Expect-Node", a->node) ||
                          expect_differs(hr, "X-Strata-Expect-Topology", a->topology))) {
         const struct http_hdr *en = http_req_header(hr, "X-Strata-Expect-Node");

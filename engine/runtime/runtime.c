@@ -231,7 +231,8 @@ static void admin_reload(void *ud, const struct admin_request *req, struct admin
     char err[1024];
     int rc = runtime_reload(rt, dry, &changes, err, sizeof err);
     buf_append(&changes, "", 1);
-    struct admin_reload r = {.node = ra->node, .topology = rt->topology_real, .ok = rc == 0, .dry_run = dry,
+    struct admin_reload r = {.node = ra->node, .topology = rt->topology_real, .ok = rc == 0,
+                             .dry_run = dry,
                              .generation = rt->generation, .reload_ms = rt->last_reload_ms,
                              .changes = buf_head(&changes), .error = rc == 0 ? NULL : err};
     admin_reload_answer(resp, &r);
@@ -246,7 +247,10 @@ static const struct admin_route node_routes[] = {
     {NULL, NULL, NULL},
 };
 
-static int auth_mode(const char *s) { return strcmp(s, "all") == 0 ? ADMIN_AUTH_ALL : ADMIN_AUTH_WRITES; }
+static int auth_mode(const char *s)
+{
+    return strcmp(s, "all") == 0 ? ADMIN_AUTH_ALL : ADMIN_AUTH_WRITES;
+}
 
 static int start_admin(struct runtime *rt, const char *node, const char *addr, const char *token,
                        const char *auth, char *err, size_t errlen)
@@ -498,7 +502,8 @@ static void plan_admin_auth(struct runtime *rt, lua_State *L, int topo, int dry_
         lua_pop(L, 1);
         for (int k = 0; k < rt->nadmins; k++) {
             struct runtime_admin *ra = &rt->admins[k];
-            if (strcmp(ra->node, node) != 0 || !admin_auth_differs(ra->admin, token, auth_mode(auth)))
+            if (strcmp(ra->node, node) != 0 ||
+                !admin_auth_differs(ra->admin, token, auth_mode(auth)))
                 continue;
             buf_printf(changes, "node %s: admin token or admin_auth changed\n", node);
             if (!dry_run)
