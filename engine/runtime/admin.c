@@ -110,8 +110,10 @@ static void on_request(void *ud, struct http_req *hr)
         }
     }
     int identify = 1;
-    if (match && a->token[0] && (a->auth == ADMIN_AUTH_ALL || strcmp(match->method, "POST") == 0) &&
-        !authorized(a, hr)) {
+    /* "all" guards every path, unknown ones too: nothing answers without it */
+    int guarded = a->token[0] && (a->auth == ADMIN_AUTH_ALL ||
+                                  (match && strcmp(match->method, "POST") == 0));
+    if (guarded && !authorized(a, hr)) {
         /* Nothing about the owner before the caller proves who it is. */
         identify = 0;
         http_resp_header(hr, "WWW-Authenticate", "Bearer realm=\"strata admin\"");

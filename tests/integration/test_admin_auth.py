@@ -118,6 +118,9 @@ def test_auth_all_guards_every_route_and_the_cli_sends_the_token(running, tmp_pa
             for path in ("/status", "/metrics", "/healthz"):
                 assert http("GET", port, path)[0] == 401, path
                 assert http("GET", port, path, token=TOKEN)[0] == 200, path
+            code, hdrs, _ = http("GET", port, "/nothing-here")
+            assert code == 401 and "X-Strata-Node" not in hdrs
+            assert http("GET", port, "/nothing-here", token=TOKEN)[0] == 404
         st = run_cli("status", p.topo_path)
         assert st.returncode == 0 and "c1" in st.stdout, st.stdout + st.stderr
         r = run_cli("reload", p.topo_path)
