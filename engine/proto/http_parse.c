@@ -664,12 +664,20 @@ ssize_t http_chunked_scan(struct http_chunked *ck, const char *p, size_t n, int 
                 i++;
                 break;
             }
-            if (c == '\n' || is_ows(c))
-                return -1; /* bare LF, or folding */
+            /* a trailer's name is a token like a header's (this also
+             * refuses a bare LF and folding) */
+            if (!tchar[(unsigned char)c])
+                return -1;
             ck->state = CK_TRAILER_IN;
+            ck->line = 1; /* in the name */
             break;
         case CK_TRAILER_IN:
-            if (c == '\r')
+            if (ck->line) {
+                if (c == ':')
+                    ck->line = 0;
+                else if (!tchar[(unsigned char)c])
+                    return -1; /* a space before the colon, none at all */
+            } else if (c == '\r')
                 ck->state = CK_TRAILER_LF;
             else if (c == '\n' || c == '\0')
                 return -1;

@@ -118,7 +118,7 @@ const char *http_cookie_find(const char *cookies, size_t n, const char *name, si
 struct http_chunked {
     int state;
     uint64_t remaining; /* payload bytes left in the current chunk */
-    size_t line;        /* bytes of the current size or trailer line */
+    size_t line;        /* bytes of the current size line; 1 while in a trailer's name */
     size_t trailer;     /* bytes of trailers so far */
     size_t max_trailer;
 };

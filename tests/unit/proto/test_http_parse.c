@@ -220,9 +220,17 @@ static void test_chunked(void)
     http_chunked_init(&ck, 64);
     ssize_t n = http_chunked_scan(&ck, body, strlen(body), &done, NULL, NULL);
     is_int(n, (ssize_t)strlen(body) - 3, "whole buffer at once");
+    const char *trailers = "0\r\nX-Sum: a b:c\r\nY: \r\n\r\n";
+    http_chunked_init(&ck, 64);
+    is_int(http_chunked_scan(&ck, trailers, strlen(trailers), &done, NULL, NULL),
+           (ssize_t)strlen(trailers), "good trailers pass (spaces and colons in values)");
+    is_int(done, 1, "and end the message");
 
     const char *bad[] = {"5\nhello\r\n0\r\n\r\n", "5\r\nhelloX\r\n", "zz\r\n",
-                         "0\r\n\n",  "1111111111111111\r\n", "0\r\n folded\r\n\r\n", NULL};
+                         "0\r\n\n",  "1111111111111111\r\n", "0\r\n folded\r\n\r\n",
+                         /* trailer names are tokens too */
+                         "0\r\nContent-Length : 5\r\n\r\n", "0\r\nX A: 1\r\n\r\n",
+                         "0\r\nno colon\r\n\r\n", "0\r\n: empty\r\n\r\n", NULL};
     for (int i = 0; bad[i]; i++) {
         http_chunked_init(&ck, 64);
         is_int(http_chunked_scan(&ck, bad[i], strlen(bad[i]), &done, NULL, NULL), -1,
