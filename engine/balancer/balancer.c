@@ -71,6 +71,7 @@ static void bal_reap(struct ev_loop *loop, ev_prepare *w, int revents)
         bal->dead_clients = cl->next;
         buf_free(&cl->head);
         buf_free(&cl->held);
+        access_rec_free(&cl->rec);
         free(cl);
     }
     while (bal->dead_servers) {
@@ -246,9 +247,12 @@ static void client_set_idle(struct bal_client *cl)
 static void reply_error(struct bal_client *cl, int status)
 {
     struct bal_proxy *bal = cl->bal;
+    const char *be_name = cl->be ? cl->be->name : NULL;
     if (cl->srv)
         server_detach(cl, 0);
     if (cl->resp_sent) { /* part of a response is out: only closing can tell */
+        if (bal->alog) /* the backend's status stands: the client saw it */
+            access_log_request(bal->alog, &cl->rec, cl->ip, be_name, 0, ev_now(bal->loop));
         net_conn_abort(cl->c, "response failed midway");
         return;
     }
@@ -267,6 +271,10 @@ static void reply_error(struct bal_client *cl, int status)
                      keep ? (cl->http10 ? "Connection: keep-alive\r\n" : "")
                           : "Connection: close\r\n",
                      reason);
+    if (bal->alog) {
+        cl->rec.bytes = (uint64_t)n;
+        access_log_request(bal->alog, &cl->rec, cl->ip, be_name, status, ev_now(bal->loop));
+    }
     cl->state = keep ? CL_HEAD : CL_CLOSING;
     net_conn_write(cl->c, msg, (size_t)n);
     if (cl->dead)
@@ -327,6 +335,8 @@ static int client_next_request(struct bal_client *cl)
     cl->body_touched = 0;
     cl->attempts = cl->ntried = 0;
     cl->req_done = 1; /* for reply_error: nothing more is read after a bad head */
+    if (bal->alog)
+        access_rec_begin(&cl->rec, n < 0 ? NULL : m, ev_now(bal->loop));
     if (n < 0) {
         cl->keep_alive = 0;
         log_debug("%s: bad request head, answering %d", c->peer, status);
@@ -708,6 +718,7 @@ static int held_release(struct bal_client *cl)
     cl->resp_sent = 1;
     if (buf_size(&cl->held) == 0)
         return 0;
+    cl->rec.bytes += buf_size(&cl->held);
     net_conn_write(cl->c, buf_head(&cl->held), buf_size(&cl->held));
     if (cl->dead)
         return -1;
@@ -733,6 +744,9 @@ static void response_invalid(struct bal_client *cl, struct bal_backend *be, cons
 static void response_done(struct bal_client *cl)
 {
     struct bal_proxy *bal = cl->bal;
+    if (bal->alog)
+        access_log_request(bal->alog, &cl->rec, cl->ip, cl->be ? cl->be->name : NULL, 0,
+                           ev_now(bal->loop));
     server_detach(cl, cl->resp_keep && cl->req_done);
     if (cl->dead)
         return;
@@ -787,6 +801,7 @@ static void server_on_read(struct net_conn *c)
             continue;
         }
         cl->resp_head_done = 1;
+        access_rec_head(&cl->rec, m->status, ev_now(c->loop));
         cl->holding = response_holdable(m);
         cl->resp_sent = !cl->holding;
         out = cl->holding ? &cl->held : pass;
@@ -850,6 +865,7 @@ static void server_on_read(struct net_conn *c)
     }
 flush:
     if (buf_size(pass) > 0) {
+        cl->rec.bytes += buf_size(pass);
         net_conn_write(cl->c, buf_head(pass), buf_size(pass));
         if (cl->dead || srv->cl != cl)
             return;

@@ -8,6 +8,7 @@
 #include <ev.h>
 #include <limits.h>
 
+#include "access_log.h"
 #include "balancer_gen.h"
 #include "buf.h"
 #include "health.h"
@@ -42,6 +43,7 @@ struct bal_cfg {
     int max_conns;
     struct http_limits lim;
     struct health_cfg health;
+    struct access_log_cfg access_log;
 };
 
 struct bal_server;
@@ -68,6 +70,7 @@ struct bal_proxy {
     int draining;
     uint64_t requests, retries, errors_sent;
     struct latency latency; /* backend response-head latency, recent windows */
+    struct access_log *alog; /* NULL: no access log */
 };
 
 enum cl_state { CL_HEAD, CL_BUSY, CL_CLOSING };
@@ -100,6 +103,7 @@ struct bal_client {
     struct bal_gen *tried_gen;
     uint64_t hash;
     double t_sent;
+    struct access_rec rec; /* the current request, for the access log */
 };
 
 struct bal_server {

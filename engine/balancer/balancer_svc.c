@@ -147,6 +147,8 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
     }
     c->lim.max_header_size = (size_t)mh;
     c->lim.max_request_line = (size_t)rl;
+    if (access_log_read_cfg(L, idx, &c->access_log, err, errlen) < 0)
+        return -1;
     return read_health(L, idx, &c->health, err, errlen);
 }
 
@@ -275,6 +277,8 @@ static void bal_free_all(struct balancer *bal)
     if (bal->listener)
         net_listener_close(bal->listener);
     bal->listener = NULL;
+    access_log_free(bal->px.alog);
+    bal->px.alog = NULL;
     bal_proxy_shutdown(&bal->px);
     free(bal);
 }
@@ -314,6 +318,10 @@ static struct service *bal_start(const struct service_env *env, lua_State *L, in
         goto fail;
     }
     set_limits(bal, c);
+    int alog_failed;
+    bal->px.alog = access_log_open(bal->px.loop, &c->access_log, &alog_failed, err, errlen);
+    if (alog_failed)
+        goto fail;
     struct bal_gen *g = bal->px.gen;
     health_start(&g->health, bal->px.loop, &c->health, g->ht, g->nbe, health_changed, bal);
     bal->listener = net_listen(bal->px.loop, c->listen, 0, &bal_client_ops, bal_proxy_accept,
@@ -500,7 +508,24 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     if (!same)
         buf_printf(changes, "node %s: balancer %s: backends %d -> %d\n", bal->base.node,
                    bal->base.listen, cur->nbe, g->nbe);
+    /* a new access log is opened in both passes: a path that cannot be
+     * written fails the reload before anything changed */
+    struct access_log *alog = NULL;
+    int new_alog = !access_log_cfg_same(&c.access_log, &bal->px.cfg.access_log);
+    if (new_alog) {
+        int failed;
+        alog = access_log_open(bal->px.loop, &c.access_log, &failed, err, errlen);
+        if (failed) {
+            lb_free(&lb);
+            bal_gen_free(g);
+            return -1;
+        }
+        buf_printf(changes, "node %s: balancer %s: access_log %s\n", bal->base.node,
+                   bal->base.listen,
+                   c.access_log.format == ACCESS_LOG_OFF ? "off" : c.access_log.path);
+    }
     if (dry_run || bal->px.draining) {
+        access_log_free(alog);
         lb_free(&lb);
         bal_gen_free(g);
         return 0;
@@ -508,6 +533,7 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     if (c.lim.max_headers + 8 > bal->px.msg.max_hdrs) {
         struct http_hdr *h = calloc((size_t)c.lim.max_headers + 8, sizeof *h);
         if (!h) {
+            access_log_free(alog);
             lb_free(&lb);
             bal_gen_free(g);
             snprintf(err, errlen, "out of memory");
@@ -538,6 +564,10 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     } else {
         g->lb = lb;
         gen_swap(bal, g, &c.health);
+    }
+    if (new_alog) {
+        access_log_free(bal->px.alog);
+        bal->px.alog = alog;
     }
     bal->px.cfg = c;
     if (bal->listener)

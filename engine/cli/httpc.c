@@ -13,6 +13,7 @@ struct httpc_wait {
     int done;
     int status;
     struct buf *body;
+    struct buf *headers;
     char error[256];
 };
 
@@ -26,11 +27,19 @@ static void on_done(void *ud, const struct http_call_result *r)
     }
     w->status = r->status;
     buf_append(w->body, r->body, r->body_len);
+    if (w->headers && r->msg)
+        for (int i = 0; i < r->msg->nhdrs; i++) {
+            const struct http_hdr *h = &r->msg->hdrs[i];
+            buf_append(w->headers, h->name, h->name_len);
+            buf_append(w->headers, ": ", 2);
+            buf_append(w->headers, h->value, h->value_len);
+            buf_append(w->headers, "\n", 1);
+        }
 }
 
-int httpc_request(const char *method, const char *addr, const char *path, const char *body,
-                  size_t body_len, double timeout_s, struct buf *resp_body, char *err,
-                  size_t errlen)
+int httpc_request(const char *method, const char *addr, const char *path, const char *headers,
+                  const char *body, size_t body_len, double timeout_s, struct buf *resp_headers,
+                  struct buf *resp_body, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -41,8 +50,9 @@ int httpc_request(const char *method, const char *addr, const char *path, const 
         snprintf(err, errlen, "%s: cannot create an event loop", addr);
         return -1;
     }
-    struct httpc_wait w = {.body = resp_body};
-    struct http_call_opts o = {.method = method, .host = addr, .target = path, .body = body,
+    struct httpc_wait w = {.body = resp_body, .headers = resp_headers};
+    struct http_call_opts o = {.method = method, .host = addr, .target = path,
+                               .headers = headers, .body = body,
                                .body_len = body_len, .timeout = timeout_s,
                                .max_body = HTTPC_MAX_RESPONSE};
     struct http_call *call = http_call_start(loop, (struct sockaddr *)&ss, sl, &o, on_done, &w);

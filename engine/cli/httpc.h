@@ -11,11 +11,13 @@
 #include "buf.h"
 
 /* Sends one request and reads the whole response (body bounded to 8 MiB),
- * all within timeout_s. Returns the status code with the body appended to
+ * all within timeout_s. `headers` are extra request header lines, each
+ * ending in CRLF (or NULL); the answer's header fields go to `resp_headers`
+ * (when not NULL) as "name: value\n" lines. Returns the status code with the body appended to
  * `resp_body`, or -1 with "ADDR: reason" in err (connection refused,
  * timeout, malformed response). */
-int httpc_request(const char *method, const char *addr, const char *path, const char *body,
-                  size_t body_len, double timeout_s, struct buf *resp_body, char *err,
-                  size_t errlen);
+int httpc_request(const char *method, const char *addr, const char *path, const char *headers,
+                  const char *body, size_t body_len, double timeout_s, struct buf *resp_headers,
+                  struct buf *resp_body, char *err, size_t errlen);
 
 #endif

@@ -44,17 +44,20 @@ static const char *check_usage =
     "exits 1.\n";
 
 static const char *run_usage =
-    "usage: strata run TOPOLOGY.lua [--node NAME | --one-process] [--log-level LEVEL]\n"
+    "usage: strata run TOPOLOGY.lua [--node NAME [--admin ADDR] | --one-process]\n"
+    "                  [--log-level LEVEL]\n"
     "\n"
     "Starts the topology: one supervised process per node. The supervisor\n"
     "waits until every node is ready, restarts a node that dies (with\n"
-    "backoff), reloads on SIGHUP, and on SIGINT/SIGTERM drains and stops\n"
-    "every node. With --node, runs only node NAME in the foreground (a node on\n"
+    "backoff), reloads on SIGHUP, has every node reopen its log files on\n"
+    "SIGUSR1, and on SIGINT/SIGTERM drains and stops every node. With --node, runs only node NAME in the foreground (a node on\n"
     "its own machine, or under systemd); --one-process hosts every node in\n"
     "this one process, unsupervised.\n"
     "\n"
     "options:\n"
     "  -n, --node NAME        run only this node, in the foreground\n"
+    "  -a, --admin ADDR       with --node: its admin endpoint on ADDR, not the\n"
+    "                         topology's (the supervisor passes the one it keeps)\n"
     "  -1, --one-process      every node in this process\n"
     "  -l, --log-level LEVEL  debug, info (default), warn or error\n"
     "  -h, --help             show this help\n";
@@ -63,10 +66,14 @@ static const char *reload_usage =
     "usage: strata reload TOPOLOGY.lua [--node NAME] [--dry-run]\n"
     "\n"
     "Checks the topology and its policies, then asks the running system (its\n"
-    "admin endpoints) to apply it: the supervisor starts and stops nodes, and\n"
-    "each node validates its new services and policies and swaps them in\n"
-    "between loop iterations. On any error nothing changes: the message is\n"
-    "printed as file:line: message and the exit code is 1.\n"
+    "admin endpoints, at the addresses its supervisor reports) to apply it:\n"
+    "the supervisor and every node first check the change (a dry run); only\n"
+    "when all accept does the supervisor start and stop nodes and each node\n"
+    "swap in its new services and policies between loop iterations. On any\n"
+    "error nothing changes: the message is printed as file:line: message and\n"
+    "the exit code is 1. An endpoint that belongs to another node or another\n"
+    "topology is refused, never acted on. With an admin token in the\n"
+    "topology, the request carries it.\n"
     "\n"
     "options:\n"
     "  -n, --node NAME   reload only this node\n"
@@ -159,20 +166,24 @@ static int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"node", required_argument, NULL, 'n'},
+        {"admin", required_argument, NULL, 'a'},
         {"one-process", no_argument, NULL, '1'},
         {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *node = NULL, *level = "info";
+    const char *node = NULL, *level = "info", *admin = NULL;
     int one_process = 0;
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "n:1l:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:a:1l:h", opts, NULL)) != -1) {
         switch (c) {
         case 'n':
             node = optarg;
+            break;
+        case 'a':
+            admin = optarg;
             break;
         case '1':
             one_process = 1;
@@ -196,6 +207,8 @@ static int cmd_run(int argc, char **argv)
         return usage_error(run_usage, "%s", "run needs exactly one topology file");
     if (node && one_process)
         return usage_error(run_usage, "%s", "--node and --one-process exclude each other");
+    if (admin && !node)
+        return usage_error(run_usage, "%s", "--admin needs --node");
     const char *path = argv[optind];
     lua_State *L = load_topology(path);
     if (!L)
@@ -214,6 +227,8 @@ static int cmd_run(int argc, char **argv)
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     struct runtime rt;
     runtime_init(&rt, loop);
+    if (admin)
+        snprintf(rt.admin_addr, sizeof rt.admin_addr, "%s", admin);
     char err[1024];
     int rc = 0;
     if (runtime_start(&rt, L, node, err, sizeof err) < 0) {

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,6 +48,7 @@ struct sup_node {
     double backoff;
     double started_at;
     int removed;           /* stopping for good: gone from the topology */
+    int deferred;          /* appeared in a reload: starts once the vanished nodes stopped */
     unsigned restarts;
     double last_beat;      /* when its heartbeat (or ready) last arrived */
     unsigned stalls;       /* times it was killed for a silent loop */
@@ -65,9 +68,10 @@ struct supervisor {
     double drain_timeout;
     double stall_timeout;  /* a ready node silent this long is replaced */
     ev_timer stall_timer;
-    ev_signal sigint, sigterm, sighup;
+    ev_signal sigint, sigterm, sighup, sigusr1;
     ev_timer kill_timer;
     struct admin *admin;
+    char admin_addr[64];   /* the supervisor's own admin address ("" when none) */
     unsigned generation;   /* 1 at start, +1 per applied reload */
     double last_reload_ms;
     int watch;
@@ -82,8 +86,13 @@ struct topo_nodes {
     int n;
     struct {
         char name[64], admin[64], services[256];
+        int explicit_admin; /* strata.node { admin = ... }, not derived */
     } node[SUP_MAX_NODES];
+    int ports[SUP_MAX_NODES * 8]; /* every service's listen port */
+    int nports;
     char sup_admin[64];
+    char sup_token[300];
+    char sup_auth[16];
     char log_dir[PATH_MAX];
     int watch;
     double drain_timeout;
@@ -130,6 +139,8 @@ static int load_nodes(const char *path, struct topo_nodes *t, char *err, size_t 
     lua_getfield(L, topo, "supervisor");
     field_str(L, -1, "admin", t->sup_admin, sizeof t->sup_admin);
     field_str(L, -1, "log_dir", t->log_dir, sizeof t->log_dir);
+    field_str(L, -1, "admin_token", t->sup_token, sizeof t->sup_token);
+    field_str(L, -1, "admin_auth", t->sup_auth, sizeof t->sup_auth);
     lua_getfield(L, -1, "watch");
     t->watch = lua_toboolean(L, -1);
     lua_getfield(L, -2, "drain_timeout");
@@ -145,6 +156,9 @@ static int load_nodes(const char *path, struct topo_nodes *t, char *err, size_t 
         int node = lua_gettop(L);
         field_str(L, node, "name", t->node[t->n].name, sizeof t->node[t->n].name);
         field_str(L, node, "admin", t->node[t->n].admin, sizeof t->node[t->n].admin);
+        lua_getfield(L, node, "admin_explicit");
+        t->node[t->n].explicit_admin = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         struct buf desc;
         buf_init(&desc);
         lua_getfield(L, node, "services");
@@ -155,6 +169,9 @@ static int load_nodes(const char *path, struct topo_nodes *t, char *err, size_t 
             field_str(L, -1, "kind", kind, sizeof kind);
             field_str(L, -1, "listen", listen, sizeof listen);
             buf_printf(&desc, "%s%s %s", j > 1 ? ", " : "", kind, listen);
+            const char *colon = strrchr(listen, ':');
+            if (colon && t->nports < (int)(sizeof t->ports / sizeof t->ports[0]))
+                t->ports[t->nports++] = atoi(colon + 1);
             static const char *const path_fields[] = {"eviction_path", "policy_path", "app"};
             for (size_t k = 0; k < sizeof path_fields / sizeof path_fields[0]; k++) {
                 field_str(L, -1, path_fields[k], p, sizeof p);
@@ -263,6 +280,26 @@ static void on_stall_timer(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void on_child(struct ev_loop *loop, ev_child *w, int revents);
+static int spawn(struct sup_node *nd);
+
+/* Nodes that appeared in a reload start once every node that vanished in
+ * it has stopped: a renamed node may take over its predecessor's listen
+ * and admin addresses, which are held until that one has drained. */
+static void start_deferred(struct supervisor *sup)
+{
+    if (sup->stopping)
+        return;
+    for (int i = 0; i < sup->n; i++)
+        if (sup->nodes[i]->removed)
+            return;
+    for (int i = 0; i < sup->n; i++) {
+        struct sup_node *nd = sup->nodes[i];
+        if (nd->deferred) {
+            nd->deferred = 0;
+            spawn(nd);
+        }
+    }
+}
 
 static int spawn(struct sup_node *nd)
 {
@@ -305,7 +342,7 @@ static int spawn(struct sup_node *nd)
             }
         }
         char *argv[] = {"strata", "run", sup->path, "--node", nd->name, "--log-level",
-                        sup->log_level, NULL};
+                        sup->log_level, nd->admin[0] ? "--admin" : NULL, nd->admin, NULL};
         execv(sup->self, argv);
         fprintf(stderr, "strata: cannot exec %s: %s\n", sup->self, strerror(errno));
         _exit(127);
@@ -408,8 +445,10 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
         sup->failed = 1;
     if (sup->stopping || nd->removed) {
         log_info("node %s stopped (%s)", nd->name, how);
-        if (nd->removed)
+        if (nd->removed) {
             node_forget(sup, nd);
+            start_deferred(sup);
+        }
         if (sup->stopping && running_count(sup) == 0)
             ev_break(loop, EVBREAK_ALL);
         return;
@@ -476,22 +515,180 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void watch_files(struct supervisor *sup, const struct topo_nodes *t);
 
+/* SIGUSR1 (logrotate): every node reopens its log files. */
+static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct supervisor *sup = w->data;
+    log_info("SIGUSR1: every node reopens its log files");
+    for (int i = 0; i < sup->n; i++)
+        if (sup->nodes[i]->pid)
+            kill(sup->nodes[i]->pid, SIGUSR1);
+}
+
+/* --- admin addresses ---------------------------------------------------------
+ *
+ * The supervisor is the source of truth for where each node's admin
+ * endpoint listens: a name keeps its address for the supervisor's lifetime
+ * (passed to the node with --admin), whatever the topology's order says
+ * later. A node without an explicit address gets the first port after the
+ * supervisor's that no node, service or supervisor uses and that can be
+ * bound now; removing, adding, renaming or reordering nodes never moves a
+ * running node. */
+
+static int addr_port(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    return colon ? atoi(colon + 1) : -1;
+}
+
+/* 1 when nothing listens on host:port right now. */
+static int port_free(const char *host, int port)
+{
+    char addr[128];
+    snprintf(addr, sizeof addr, "%s:%d", host, port);
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    char err[256];
+    if (util_parse_addr(addr, &ss, &sl, err, sizeof err) < 0)
+        return 0;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int ok = bind(fd, (struct sockaddr *)&ss, sl) == 0;
+    close(fd);
+    return ok;
+}
+
+static int in_topology(const struct topo_nodes *t, const char *name)
+{
+    for (int j = 0; j < t->n; j++)
+        if (strcmp(t->node[j].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static int auth_of(const char *s)
+{
+    return strcmp(s, "all") == 0 ? ADMIN_AUTH_ALL : ADMIN_AUTH_WRITES;
+}
+
+/* The node (not `self`) whose admin address uses `port`, or NULL. */
+static struct sup_node *admin_user(struct supervisor *sup, int port, const struct sup_node *self)
+{
+    for (int i = 0; i < sup->n; i++)
+        if (sup->nodes[i] != self && sup->nodes[i]->admin[0] &&
+            addr_port(sup->nodes[i]->admin) == port)
+            return sup->nodes[i];
+    return NULL;
+}
+
+static int port_taken(struct supervisor *sup, const struct topo_nodes *t, int port,
+                      char (*assigned)[64], int nassigned)
+{
+    if (port == addr_port(sup->admin_addr) || admin_user(sup, port, NULL))
+        return 1;
+    for (int i = 0; i < t->nports; i++)
+        if (t->ports[i] == port)
+            return 1;
+    for (int j = 0; j < t->n; j++)
+        if (t->node[j].explicit_admin && addr_port(t->node[j].admin) == port)
+            return 1;
+    for (int i = 0; i < nassigned; i++)
+        if (addr_port(assigned[i]) == port)
+            return 1;
+    return 0;
+}
+
+/* The admin address of a node that is not running yet (topology node j):
+ * its explicit one, or a free port after the supervisor's. "" when it has
+ * none. 0, or -1 with a message. */
+static int assign_admin(struct supervisor *sup, const struct topo_nodes *t, int j,
+                        char (*assigned)[64], int nassigned, char *out, size_t n, char *err,
+                        size_t errlen)
+{
+    out[0] = 0;
+    if (t->node[j].explicit_admin) {
+        struct sup_node *user = admin_user(sup, addr_port(t->node[j].admin), NULL);
+        if (user && !user->removed && in_topology(t, user->name)) {
+            snprintf(err, errlen, "%.900s: node '%s': admin %s is in use by running node '%s'",
+                     sup->path, t->node[j].name, t->node[j].admin, user->name);
+            return -1;
+        }
+        snprintf(out, n, "%s", t->node[j].admin);
+        return 0;
+    }
+    if (!t->node[j].admin[0] || !sup->admin_addr[0])
+        return 0;
+    char host[64];
+    snprintf(host, sizeof host, "%s", sup->admin_addr);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = 0;
+    const char *h = host;
+    if (h[0] == '[') { /* [v6] */
+        h++;
+        char *close = strchr(host, ']');
+        if (close)
+            *close = 0;
+    }
+    for (int port = addr_port(sup->admin_addr) + 1; port <= 65535; port++) {
+        if (port_taken(sup, t, port, assigned, nassigned) || !port_free(h, port))
+            continue;
+        int w = snprintf(out, n, "%s%s%s:%d", h != host ? "[" : "", h, h != host ? "]" : "", port);
+        return w > 0 && (size_t)w < n ? 0 : -1;
+    }
+    snprintf(err, errlen, "%.900s: no free port after %s for node '%s''s admin", sup->path,
+             sup->admin_addr, t->node[j].name);
+    return -1;
+}
+
 /* Loads the topology; starts nodes that appeared and stops nodes that
- * vanished. `signal_nodes` also tells every remaining node to reload. */
+ * vanished. `signal_nodes` also tells every remaining node to reload.
+ * Everything is decided before anything changes: on an error nothing did. */
 static int supervisor_reload(struct supervisor *sup, int dry_run, int signal_nodes,
                              struct buf *changes, char *err, size_t errlen)
 {
     int64_t t0 = util_mono_us();
     size_t before = buf_size(changes);
     struct topo_nodes *t = malloc(sizeof *t);
-    if (!t) {
+    char (*assigned)[64] = calloc(SUP_MAX_NODES, 64);
+    if (!t || !assigned) {
+        free(t);
+        free(assigned);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     if (load_nodes(sup->path, t, err, errlen) < 0) {
         free(t);
+        free(assigned);
         return -1;
     }
+    /* Plan: the new nodes and their admin addresses. */
+    int fresh[SUP_MAX_NODES], nfresh = 0;
+    for (int j = 0; j < t->n; j++) {
+        struct sup_node *nd = find_node(sup, t->node[j].name);
+        if (nd) {
+            if (t->node[j].explicit_admin && strcmp(t->node[j].admin, nd->admin) != 0)
+                log_warn("node %s: its admin stays on %s while it runs (the topology now says "
+                         "%s: restart the topology to move it)", nd->name, nd->admin,
+                         t->node[j].admin);
+            continue;
+        }
+        if (sup->n + nfresh >= SUP_MAX_NODES) {
+            snprintf(err, errlen, "%.900s: too many nodes (limit %d)", sup->path, SUP_MAX_NODES);
+            goto fail;
+        }
+        if (assign_admin(sup, t, j, assigned, nfresh, assigned[nfresh], 64, err, errlen) < 0)
+            goto fail;
+        fresh[nfresh++] = j;
+    }
+    if (sup->admin && admin_auth_differs(sup->admin, t->sup_token, auth_of(t->sup_auth)))
+        buf_append_str(changes, "supervisor: admin token or admin_auth changed\n");
+    /* Apply. */
     for (int i = 0; i < sup->n; i++) {
         struct sup_node *nd = sup->nodes[i];
         int keep = 0;
@@ -502,9 +699,9 @@ static int supervisor_reload(struct supervisor *sup, int dry_run, int signal_nod
             if (!dry_run) {
                 nd->removed = 1;
                 ev_timer_stop(sup->loop, &nd->restart_timer);
-                if (nd->pid)
+                if (nd->pid) {
                     kill(nd->pid, SIGTERM);
-                else {
+                } else {
                     node_forget(sup, nd);
                     i--;
                 }
@@ -513,31 +710,39 @@ static int supervisor_reload(struct supervisor *sup, int dry_run, int signal_nod
             kill(nd->pid, SIGHUP);
         }
     }
-    for (int j = 0; j < t->n; j++) {
-        if (find_node(sup, t->node[j].name))
-            continue;
-        buf_printf(changes, "start node %s (%s)\n", t->node[j].name, t->node[j].services);
+    for (int k = 0; k < nfresh; k++) {
+        int j = fresh[k];
+        buf_printf(changes, "start node %s (%s)%s%s\n", t->node[j].name, t->node[j].services,
+                   assigned[k][0] ? ", admin " : "", assigned[k]);
         if (dry_run)
             continue;
-        if (sup->n >= SUP_MAX_NODES) {
-            log_error("too many nodes (limit %d)", SUP_MAX_NODES);
-            break;
-        }
-        struct sup_node *nd = node_new(sup, t->node[j].name, t->node[j].admin, t->node[j].services);
+        struct sup_node *nd = node_new(sup, t->node[j].name, assigned[k], t->node[j].services);
         if (!nd)
             break;
         sup->nodes[sup->n++] = nd;
-        spawn(nd);
+        nd->deferred = 1;
+    }
+    if (!dry_run) {
+        start_deferred(sup);
+        if (sup->admin)
+            admin_set_auth(sup->admin, t->sup_token, auth_of(t->sup_auth));
     }
     if (!dry_run && sup->watch)
         watch_files(sup, t);
+    memset(t->sup_token, 0, sizeof t->sup_token);
     free(t);
+    free(assigned);
     if (!dry_run) {
         if (buf_size(changes) > before)
             sup->generation++;
         sup->last_reload_ms = (double)(util_mono_us() - t0) / 1000.0;
     }
     return 0;
+fail:
+    memset(t->sup_token, 0, sizeof t->sup_token);
+    free(t);
+    free(assigned);
+    return -1;
 }
 
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
@@ -597,7 +802,9 @@ static void sup_status(void *ud, const struct admin_request *req, struct admin_r
 {
     (void)req;
     struct supervisor *sup = ud;
-    buf_printf(&resp->body, "{\"supervisor\":true,\"pid\":%d,\"stopping\":%s,\"generation\":%u,"
+    buf_append_str(&resp->body, "{\"node\":\"supervisor\",\"topology\":");
+    buf_json_string(&resp->body, sup->path);
+    buf_printf(&resp->body, ",\"supervisor\":true,\"pid\":%d,\"stopping\":%s,\"generation\":%u,"
                "\"nodes\":[", (int)getpid(), sup->stopping ? "true" : "false", sup->generation);
     for (int i = 0; i < sup->n; i++) {
         struct sup_node *nd = sup->nodes[i];
@@ -661,7 +868,8 @@ static void sup_reload_route(void *ud, const struct admin_request *req,
     char err[1024];
     int rc = supervisor_reload(sup, dry, 0, &changes, err, sizeof err);
     buf_append(&changes, "", 1);
-    struct admin_reload r = {.node = "supervisor", .ok = rc == 0, .dry_run = dry,
+    struct admin_reload r = {.node = "supervisor", .topology = sup->path, .ok = rc == 0,
+                             .dry_run = dry,
                              .generation = sup->generation, .reload_ms = sup->last_reload_ms,
                              .changes = buf_head(&changes), .error = rc == 0 ? NULL : err};
     admin_reload_answer(resp, &r);
@@ -710,6 +918,7 @@ int supervisor_main(const char *topology_path, const char *log_level)
     ev_signal_init(&sup->sigint, on_stop_signal, SIGINT);
     ev_signal_init(&sup->sigterm, on_stop_signal, SIGTERM);
     ev_signal_init(&sup->sighup, on_hup, SIGHUP);
+    ev_signal_init(&sup->sigusr1, on_usr1, SIGUSR1);
     ev_timer_init(&sup->kill_timer, on_kill_timer, 0., 0.);
     ev_timer_init(&sup->watch_timer, on_watch_timer, 0., 0.);
     {
@@ -718,22 +927,35 @@ int supervisor_main(const char *topology_path, const char *log_level)
         sup->stall_timer.data = sup;
         ev_timer_start(sup->loop, &sup->stall_timer);
     }
-    sup->sigint.data = sup->sigterm.data = sup->sighup.data = sup;
+    sup->sigint.data = sup->sigterm.data = sup->sighup.data = sup->sigusr1.data = sup;
     sup->kill_timer.data = sup->watch_timer.data = sup;
     ev_signal_start(sup->loop, &sup->sigint);
     ev_signal_start(sup->loop, &sup->sigterm);
     ev_signal_start(sup->loop, &sup->sighup);
+    ev_signal_start(sup->loop, &sup->sigusr1);
     if (t->sup_admin[0]) {
-        sup->admin = admin_start(sup->loop, t->sup_admin, sup_routes, sup, err, sizeof err);
+        struct admin_opts o = {.node = "supervisor", .topology = sup->path,
+                               .token = t->sup_token, .auth = auth_of(t->sup_auth)};
+        sup->admin = admin_start(sup->loop, t->sup_admin, &o, sup_routes, sup, err, sizeof err);
+        memset(t->sup_token, 0, sizeof t->sup_token);
         if (!sup->admin) {
             fprintf(stderr, "%s: supervisor admin: %s\n", sup->path, err);
             free(t);
             return 1;
         }
+        snprintf(sup->admin_addr, sizeof sup->admin_addr, "%s", t->sup_admin);
     }
     sup->starting = 1;
     for (int i = 0; i < t->n; i++) {
-        struct sup_node *nd = node_new(sup, t->node[i].name, t->node[i].admin, t->node[i].services);
+        /* Derived admin ports skip any port something else holds now. */
+        char admin[64];
+        if (assign_admin(sup, t, i, NULL, 0, admin, sizeof admin, err, sizeof err) < 0) {
+            fprintf(stderr, "%s\n", err);
+            free(t);
+            admin_stop(sup->admin);
+            return 1;
+        }
+        struct sup_node *nd = node_new(sup, t->node[i].name, admin, t->node[i].services);
         if (!nd)
             break;
         sup->nodes[sup->n++] = nd;
@@ -767,6 +989,7 @@ int supervisor_main(const char *topology_path, const char *log_level)
     ev_signal_stop(sup->loop, &sup->sigint);
     ev_signal_stop(sup->loop, &sup->sigterm);
     ev_signal_stop(sup->loop, &sup->sighup);
+    ev_signal_stop(sup->loop, &sup->sigusr1);
     ev_loop_destroy(sup->loop);
     log_info("stopped%s", sup->failed ? " (a node failed)" : "");
     return sup->failed ? 1 : 0;

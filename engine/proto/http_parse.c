@@ -131,6 +131,55 @@ static int classify(const char *n, size_t len)
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
+/* RFC 9110 5.6.2: tchar, the bytes of a token (a method, a field name).
+ * Anything else in a field name (a space before the colon, a space inside
+ * the name, a control byte) is refused: a peer that trims or splits such a
+ * name differently would read another header than the one checked here. */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
+    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,
+    ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
+    ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
+    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
+    ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
+    ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* A request target byte: visible ASCII or obs-text (RFC 9112 3.2); no
+ * control byte, no space, no TAB, no DEL. */
+static int is_target_byte(unsigned char c) { return c > 0x20 && c != 0x7f; }
+
+/* RFC 9112 3: method SP request-target SP HTTP-version, exactly; `s` holds
+ * the line without its CRLF. A line without a version (HTTP/0.9's
+ * "GET /") is refused here, as soon as it ends. 0 ok, -1 bad. */
+static int check_request_line(const char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len && tchar[(unsigned char)s[i]])
+        i++;
+    if (i == 0 || i >= len || s[i] != ' ')
+        return -1;
+    size_t t = ++i;
+    while (i < len && is_target_byte((unsigned char)s[i]))
+        i++;
+    if (i == t || i >= len || s[i] != ' ')
+        return -1;
+    i++;
+    /* "HTTP/" DIGIT "." DIGIT; versions other than 1.x are a 505 later */
+    return len - i == 8 && memcmp(s + i, "HTTP/", 5) == 0 && is_digit(s[i + 5]) &&
+                   s[i + 6] == '.' && is_digit(s[i + 7])
+               ? 0
+               : -1;
+}
+
 /* Iterates the comma-separated tokens of a list header value. Returns 1 with
  * the next token in tok and tlen, 0 at the end. Empty elements are skipped
  * (RFC 9110 5.6.1 asks recipients to accept them). */
@@ -186,7 +235,10 @@ static ssize_t scan_head(const char *p, size_t n, size_t start, const struct htt
         *status = is_request ? 414 : 502;
         return -1;
     }
-    if (memchr(p + start, '\r', line_len - 1) || memchr(p + start, '\0', line_len - 1)) {
+    int bad_line = is_request ? check_request_line(p + start, line_len - 1) < 0
+                              : memchr(p + start, '\r', line_len - 1) != NULL ||
+                                    memchr(p + start, '\0', line_len - 1) != NULL;
+    if (bad_line) {
         *status = bad;
         return -1;
     }
@@ -209,8 +261,13 @@ static ssize_t scan_head(const char *p, size_t n, size_t start, const struct htt
         }
         if (line_len == 1) /* CRLF: end of head */
             return (ssize_t)(pos + 2);
-        if (is_ows(p[pos])) {
-            *status = bad; /* obsolete line folding */
+        /* The field name: one or more tchar, then the colon at once. This
+         * also refuses obsolete line folding (a line starting with OWS). */
+        size_t k = 0;
+        while (tchar[(unsigned char)p[pos + k]])
+            k++;
+        if (k == 0 || p[pos + k] != ':') {
+            *status = bad;
             return -1;
         }
         if (memchr(p + pos, '\r', line_len - 1) || memchr(p + pos, '\0', line_len - 1)) {
@@ -607,12 +664,20 @@ ssize_t http_chunked_scan(struct http_chunked *ck, const char *p, size_t n, int 
                 i++;
                 break;
             }
-            if (c == '\n' || is_ows(c))
-                return -1; /* bare LF, or folding */
+            /* a trailer's name is a token like a header's (this also
+             * refuses a bare LF and folding) */
+            if (!tchar[(unsigned char)c])
+                return -1;
             ck->state = CK_TRAILER_IN;
+            ck->line = 1; /* in the name */
             break;
         case CK_TRAILER_IN:
-            if (c == '\r')
+            if (ck->line) {
+                if (c == ':')
+                    ck->line = 0;
+                else if (!tchar[(unsigned char)c])
+                    return -1; /* a space before the colon, none at all */
+            } else if (c == '\r')
                 ck->state = CK_TRAILER_LF;
             else if (c == '\n' || c == '\0')
                 return -1;

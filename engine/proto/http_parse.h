@@ -7,7 +7,11 @@
  * proxy needs to be safe against request smuggling: CRLF line endings only
  * (no bare LF or CR), no obsolete line folding, at most one valid
  * Content-Length, never Content-Length together with Transfer-Encoding, and
- * a request transfer-coding chain that ends in chunked.
+ * a request transfer-coding chain that ends in chunked. The same scan holds
+ * every field name to the token grammar (RFC 9112 5.1: no space before the
+ * colon, none inside the name, no control byte) and a request line to
+ * `method SP target SP HTTP/d.d` with no control byte, space or TAB inside
+ * the target; a line without a version (HTTP/0.9) is refused at its end.
  *
  * Parsed headers point into the caller's buffer; they stay valid while
  * those bytes are not consumed. */
@@ -114,7 +118,7 @@ const char *http_cookie_find(const char *cookies, size_t n, const char *name, si
 struct http_chunked {
     int state;
     uint64_t remaining; /* payload bytes left in the current chunk */
-    size_t line;        /* bytes of the current size or trailer line */
+    size_t line;        /* bytes of the current size line; 1 while in a trailer's name */
     size_t trailer;     /* bytes of trailers so far */
     size_t max_trailer;
 };

@@ -8,7 +8,20 @@
  * answers 404 for an unknown path and 405 (with Allow) for a known path
  * asked with another method; GET routes also answer HEAD. Connections may
  * be kept alive (a scraper's); requests are bounded (head 16 KiB, body
- * 64 KiB, 10 s to arrive) by the layer, which answers 4xx and closes. */
+ * 64 KiB, 10 s to arrive) by the layer, which answers 4xx and closes.
+ *
+ * Authentication (docs/security.md, "Admin endpoints"): with a token, a
+ * POST (a route that changes something) needs `Authorization: Bearer
+ * TOKEN`, and so does every route when auth is "all"; a missing or wrong
+ * token is a 401 with `WWW-Authenticate: Bearer`. The token is compared in
+ * constant time and never logged or echoed. An address beyond loopback
+ * without a token is refused at start.
+ *
+ * Identity: every answer names the endpoint's owner (`X-Strata-Node`,
+ * `X-Strata-Topology`). A request that says whom it expects
+ * (`X-Strata-Expect-Node`, `X-Strata-Expect-Topology`) and reached someone
+ * else gets a 409 naming both, before any handler runs: a command line
+ * holding a stale address never reloads the wrong node. */
 #ifndef STRATA_ADMIN_H
 #define STRATA_ADMIN_H
 
@@ -42,10 +55,34 @@ struct admin_route {
 
 struct admin;
 
+enum admin_auth_mode {
+    ADMIN_AUTH_WRITES = 0, /* with a token: POST routes need it */
+    ADMIN_AUTH_ALL,        /* with a token: every route needs it */
+};
+
+/* Who serves the endpoint, and how it is guarded. */
+struct admin_opts {
+    const char *node;     /* "cache1", or "supervisor" */
+    const char *topology; /* the topology file's absolute path */
+    const char *token;    /* NULL or "": no token */
+    int auth;             /* enum admin_auth_mode */
+};
+
 /* Serves `routes` (ended by a {NULL} entry; the table must outlive the
- * endpoint) on addr. NULL with a message in err. */
-struct admin *admin_start(struct ev_loop *loop, const char *addr,
+ * endpoint) on addr. NULL with a message in err (also for an address
+ * beyond loopback without a token). */
+struct admin *admin_start(struct ev_loop *loop, const char *addr, const struct admin_opts *opts,
                           const struct admin_route *routes, void *ud, char *err, size_t errlen);
+/* A new token and mode (a reload changed them). */
+void admin_set_auth(struct admin *a, const char *token, int auth);
+/* 1 when token or auth differ from the endpoint's. */
+int admin_auth_differs(const struct admin *a, const char *token, int auth);
+/* 1 when addr ("host:port") is a loopback address (127.0.0.0/8, ::1,
+ * localhost), 0 when not, -1 when it does not parse. */
+int admin_addr_is_loopback(const char *addr);
+/* Constant-time comparison of a presented credential with the token: the
+ * time taken depends only on the lengths. 1 when equal. */
+int admin_token_equal(const char *given, size_t given_len, const char *token);
 void admin_stop(struct admin *a);
 const char *admin_addr(const struct admin *a);
 
@@ -53,12 +90,14 @@ const char *admin_addr(const struct admin *a);
 int admin_query_flag(const struct admin_request *req, const char *name);
 
 /* The answer to POST /reload, from a node or the supervisor alike:
- *   {"ok":true,"node":"c1","dry_run":false,"generation":2,"reload_ms":0.41,
+ *   {"ok":true,"node":"c1","topology":"/abs/topo.lua","dry_run":false,
+ *    "generation":2,"reload_ms":0.41,
  *    "changes":["..."],"error":null}
  * `changes` holds one change per line (newline-separated, may be empty);
  * `error` is NULL on success. */
 struct admin_reload {
     const char *node;
+    const char *topology;
     int ok;
     int dry_run;
     unsigned generation;

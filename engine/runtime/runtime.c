@@ -1,6 +1,7 @@
 #include "runtime.h"
 
 #include <lauxlib.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,17 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     if (runtime_reload(rt, 0, &changes, err, sizeof err) < 0)
         log_error("reload failed, nothing changed: %s", err);
     buf_free(&changes);
+}
+
+/* SIGUSR1: log files are reopened (logrotate). A balancer's access log
+ * watches the signal itself; this watcher says so in the log and keeps the
+ * signal from ending a node that has nothing to reopen. */
+static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    (void)w;
+    log_info("SIGUSR1: reopening log files");
 }
 
 static int all_idle(struct runtime *rt)
@@ -107,14 +119,16 @@ int runtime_init(struct runtime *rt, struct ev_loop *loop)
     ev_signal_init(&rt->sigint, on_stop_signal, SIGINT);
     ev_signal_init(&rt->sigterm, on_stop_signal, SIGTERM);
     ev_signal_init(&rt->sighup, on_hup, SIGHUP);
+    ev_signal_init(&rt->sigusr1, on_usr1, SIGUSR1);
     ev_check_init(&rt->drain_check, on_drain_check);
     ev_timer_init(&rt->drain_timer, on_drain_timeout, 0., 0.);
     ev_timer_init(&rt->retire_timer, on_retire_timer, 0.05, 0.05);
-    rt->sigint.data = rt->sigterm.data = rt->sighup.data = rt;
+    rt->sigint.data = rt->sigterm.data = rt->sighup.data = rt->sigusr1.data = rt;
     rt->drain_check.data = rt->drain_timer.data = rt->retire_timer.data = rt;
     ev_signal_start(loop, &rt->sigint);
     ev_signal_start(loop, &rt->sigterm);
     ev_signal_start(loop, &rt->sighup);
+    ev_signal_start(loop, &rt->sigusr1);
     return 0;
 }
 
@@ -217,7 +231,8 @@ static void admin_reload(void *ud, const struct admin_request *req, struct admin
     char err[1024];
     int rc = runtime_reload(rt, dry, &changes, err, sizeof err);
     buf_append(&changes, "", 1);
-    struct admin_reload r = {.node = ra->node, .ok = rc == 0, .dry_run = dry,
+    struct admin_reload r = {.node = ra->node, .topology = rt->topology_real, .ok = rc == 0,
+                             .dry_run = dry,
                              .generation = rt->generation, .reload_ms = rt->last_reload_ms,
                              .changes = buf_head(&changes), .error = rc == 0 ? NULL : err};
     admin_reload_answer(resp, &r);
@@ -232,8 +247,13 @@ static const struct admin_route node_routes[] = {
     {NULL, NULL, NULL},
 };
 
-static int start_admin(struct runtime *rt, const char *node, const char *addr, char *err,
-                       size_t errlen)
+static int auth_mode(const char *s)
+{
+    return strcmp(s, "all") == 0 ? ADMIN_AUTH_ALL : ADMIN_AUTH_WRITES;
+}
+
+static int start_admin(struct runtime *rt, const char *node, const char *addr, const char *token,
+                       const char *auth, char *err, size_t errlen)
 {
     if (rt->nadmins >= RUNTIME_MAX_NODES) {
         snprintf(err, errlen, "too many nodes in one process");
@@ -243,7 +263,9 @@ static int start_admin(struct runtime *rt, const char *node, const char *addr, c
     ra->rt = rt;
     snprintf(ra->node, sizeof ra->node, "%s", node);
     char why[512];
-    ra->admin = admin_start(rt->loop, addr, node_routes, ra, why, sizeof why);
+    struct admin_opts o = {.node = node, .topology = rt->topology_real, .token = token,
+                           .auth = auth_mode(auth)};
+    ra->admin = admin_start(rt->loop, addr, &o, node_routes, ra, why, sizeof why);
     if (!ra->admin) {
         snprintf(err, errlen, "node '%s': cannot start admin endpoint: %s", node, why);
         return -1;
@@ -260,6 +282,9 @@ int runtime_start(struct runtime *rt, lua_State *L, const char *only_node, char 
     lua_getfield(L, topo, "file");
     snprintf(rt->topology_path, sizeof rt->topology_path, "%s", lua_tostring(L, -1));
     lua_pop(L, 1);
+    char real[PATH_MAX];
+    snprintf(rt->topology_real, sizeof rt->topology_real, "%s",
+             realpath(rt->topology_path, real) ? real : rt->topology_path);
     snprintf(rt->node, sizeof rt->node, "%s", only_node ? only_node : "");
     lua_getfield(L, topo, "supervisor");
     if (lua_istable(L, -1)) {
@@ -276,9 +301,14 @@ int runtime_start(struct runtime *rt, lua_State *L, const char *only_node, char 
     for (lua_Integer i = 1; i <= nn && rc == 0; i++) {
         lua_rawgeti(L, nodes, i);
         int n = lua_gettop(L);
-        char node[64], admin[128];
+        char node[64], admin[128], token[300], auth[16];
         cfg_str(L, n, "name", node, sizeof node);
         cfg_str(L, n, "admin", admin, sizeof admin);
+        cfg_str(L, n, "admin_token", token, sizeof token);
+        cfg_str(L, n, "admin_auth", auth, sizeof auth);
+        /* One node under a supervisor: the address it keeps for this name. */
+        if (only_node && rt->admin_addr[0])
+            snprintf(admin, sizeof admin, "%s", rt->admin_addr);
         if (!only_node || strcmp(only_node, node) == 0) {
             lua_getfield(L, n, "services");
             lua_Integer ns = (lua_Integer)lua_rawlen(L, -1);
@@ -290,7 +320,8 @@ int runtime_start(struct runtime *rt, lua_State *L, const char *only_node, char 
             }
             lua_pop(L, 1);
             if (rc == 0 && admin[0])
-                rc = start_admin(rt, node, admin, err, errlen);
+                rc = start_admin(rt, node, admin, token, auth, err, errlen);
+            memset(token, 0, sizeof token);
         }
         lua_settop(L, nodes);
     }
@@ -454,6 +485,35 @@ static void apply_reload(struct runtime *rt, lua_State *L, struct reload_plan *p
     buf_free(&ignored);
 }
 
+/* A changed admin token or admin_auth of this process's node(s) applies at
+ * once (the answer to the reload that changes it still goes out). The
+ * change line never shows the token. */
+static void plan_admin_auth(struct runtime *rt, lua_State *L, int topo, int dry_run,
+                            struct buf *changes)
+{
+    lua_getfield(L, topo, "nodes");
+    lua_Integer nn = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= nn; i++) {
+        lua_rawgeti(L, -1, i);
+        char node[64], token[300], auth[16];
+        cfg_str(L, -1, "name", node, sizeof node);
+        cfg_str(L, -1, "admin_token", token, sizeof token);
+        cfg_str(L, -1, "admin_auth", auth, sizeof auth);
+        lua_pop(L, 1);
+        for (int k = 0; k < rt->nadmins; k++) {
+            struct runtime_admin *ra = &rt->admins[k];
+            if (strcmp(ra->node, node) != 0 ||
+                !admin_auth_differs(ra->admin, token, auth_mode(auth)))
+                continue;
+            buf_printf(changes, "node %s: admin token or admin_auth changed\n", node);
+            if (!dry_run)
+                admin_set_auth(ra->admin, token, auth_mode(auth));
+        }
+        memset(token, 0, sizeof token);
+    }
+    lua_pop(L, 1);
+}
+
 int runtime_reload(struct runtime *rt, int dry_run, struct buf *changes, char *err,
                    size_t errlen)
 {
@@ -468,12 +528,15 @@ int runtime_reload(struct runtime *rt, int dry_run, struct buf *changes, char *e
         return -1;
     }
     int rc = topology_load(L, path, err, errlen);
+    int topo = lua_gettop(L);
     struct reload_plan *plan = NULL;
     if (rc == 0) {
         plan = calloc(1, sizeof *plan);
         lua_checkstack(L, RUNTIME_MAX_SERVICES * 2 + 20);
         rc = plan ? plan_reload(rt, L, lua_gettop(L), plan, changes, err, errlen) : -1;
     }
+    if (rc == 0)
+        plan_admin_auth(rt, L, topo, dry_run, changes);
     if (rc == 0 && !dry_run && buf_size(changes) > 0) {
         apply_reload(rt, L, plan);
         rt->generation++;
@@ -514,7 +577,7 @@ void runtime_status_json(struct runtime *rt, const char *node, struct buf *out)
                rt->reloads_failed, rt->last_reload_ms);
     buf_json_string(out, rt->last_reload_error);
     buf_append_str(out, ",\"topology\":");
-    buf_json_string(out, rt->topology_path);
+    buf_json_string(out, rt->topology_real[0] ? rt->topology_real : rt->topology_path);
     buf_append_str(out, ",\"services\":[");
     int first = 1;
     for (int i = 0; i < rt->nservices; i++) {
@@ -628,4 +691,5 @@ void runtime_free(struct runtime *rt)
     ev_signal_stop(rt->loop, &rt->sigint);
     ev_signal_stop(rt->loop, &rt->sigterm);
     ev_signal_stop(rt->loop, &rt->sighup);
+    ev_signal_stop(rt->loop, &rt->sigusr1);
 }

@@ -5,6 +5,7 @@
 #define STRATA_RUNTIME_H
 
 #include <ev.h>
+#include <limits.h>
 #include <lua.h>
 
 #include "buf.h"
@@ -33,12 +34,15 @@ struct runtime {
     int nadmins;
     int stopping;
     double drain_timeout;      /* seconds to wait for in-flight work on stop */
-    ev_signal sigint, sigterm, sighup;
+    ev_signal sigint, sigterm, sighup, sigusr1;
     ev_timer drain_timer, retire_timer;
     ev_check drain_check;
     double started;            /* ev_now at start */
     char node[64];             /* "" when this process hosts every node */
     char topology_path[1024];
+    char topology_real[PATH_MAX]; /* its absolute path: the identity admin answers carry */
+    char admin_addr[128];      /* set before runtime_start: this node's admin address,
+                                  over the topology's (the supervisor keeps it per name) */
     struct service_env env;    /* handed to every service: loop, topology_path */
     unsigned generation;       /* 1 at start, +1 per applied reload */
     unsigned long reloads_ok, reloads_failed;

@@ -276,12 +276,62 @@ end
 local function build_dsl(ctx)
   local strata = { version = host.version }
 
+  -- An admin endpoint's token: admin_token (the value), admin_token_env
+  -- (an environment variable holding it) or admin_token_file (a file
+  -- holding it, relative to the topology's folder), at most one. The value
+  -- never appears in a message, in `strata check` or in a status.
+  local ADMIN_AUTH = { writes = true, all = true }
+  local function admin_token(where, spec)
+    local n = (spec.admin_token ~= nil and 1 or 0) + (spec.admin_token_env ~= nil and 1 or 0)
+              + (spec.admin_token_file ~= nil and 1 or 0)
+    if n > 1 then
+      fail(where, "set one of admin_token, admin_token_env and admin_token_file")
+    end
+    local token
+    if spec.admin_token ~= nil then
+      if type(spec.admin_token) ~= "string" then fail(where, "admin_token must be a string") end
+      token = spec.admin_token
+    elseif spec.admin_token_env ~= nil then
+      local var = ctx.string(where, "admin_token_env", spec.admin_token_env)
+      token = os.getenv(var)
+      if not token or token == "" then
+        fail(where, "admin_token_env: environment variable %s is not set", var)
+      end
+    elseif spec.admin_token_file ~= nil then
+      local path = ctx.folder(where, "admin_token_file", spec.admin_token_file)
+      local f, err = io.open(path, "r")
+      if not f then fail(where, "admin_token_file: cannot read %s", path) end
+      token = (f:read("a") or ""):gsub("%s+$", "")
+      f:close()
+      if err then token = nil end
+    end
+    if token == nil then return nil end
+    if #token < 16 then
+      fail(where, "the admin token must be at least 16 characters")
+    end
+    if #token > 256 or token:find("[%c%s]") then
+      fail(where, "the admin token must be at most 256 characters, without spaces or control characters")
+    end
+    return token
+  end
+  local function admin_auth(where, v)
+    if v == nil then return nil end
+    if not ADMIN_AUTH[v] then fail(where, "admin_auth must be \"writes\" or \"all\"") end
+    return v
+  end
+
   function strata.node(spec)
     local where = ctx.where()
-    ctx.check_fields(where, "strata.node", spec, { name = true, admin = true })
+    ctx.check_fields(where, "strata.node", spec, {
+      name = true, admin = true, admin_token = true, admin_token_env = true,
+      admin_token_file = true, admin_auth = true,
+    })
     local name = ctx.node_name(where, "node name", spec.name)
     local admin = spec.admin and ctx.addr(where, "admin", spec.admin)
-    ctx.refs[#ctx.refs + 1] = { name = name, where = where, node_settings = { admin = admin } }
+    ctx.refs[#ctx.refs + 1] = { name = name, where = where, node_settings = {
+      admin = admin, admin_explicit = admin ~= nil or nil, admin_where = where,
+      admin_token = admin_token(where, spec), admin_auth = admin_auth(where, spec.admin_auth),
+    } }
   end
 
   -- Settings of the whole running topology. `admin` is the supervisor's
@@ -294,6 +344,7 @@ local function build_dsl(ctx)
     end
     ctx.check_fields(where, "strata.supervisor", spec, {
       admin = true, watch = true, log_dir = true, drain_timeout = true, stall_timeout = true,
+      admin_token = true, admin_token_env = true, admin_token_file = true, admin_auth = true,
     })
     if spec.watch ~= nil and type(spec.watch) ~= "boolean" then
       fail(where, "watch must be true or false")
@@ -306,6 +357,7 @@ local function build_dsl(ctx)
     if spec.admin ~= nil then admin, ahost, aport = ctx.addr(where, "admin", spec.admin) end
     ctx.supervisor = {
       where = where, admin = admin, admin_host = ahost, admin_port = aport,
+      admin_token = admin_token(where, spec), admin_auth = admin_auth(where, spec.admin_auth),
       watch = spec.watch or false,
       log_dir = ctx.folder(where, "log_dir", spec.log_dir),
       drain_timeout = ctx.duration(where, "drain_timeout", spec.drain_timeout) or 10,
@@ -458,8 +510,22 @@ local function build_dsl(ctx)
       hash_on = true, health = true, retries = true, connect_timeout = true,
       server_timeout = true, client_timeout = true, head_timeout = true, max_conns = true,
       max_header_size = true, max_headers = true, max_request_line = true, passive = true,
-      slow_start = true,
+      slow_start = true, access_log = true,
     })
+    -- access_log = { path = "var/access.log" | "stderr", format = "combined" | "json" }:
+    -- a relative path is the topology folder's; the format is the balancer's to check.
+    local access_log
+    if spec.access_log ~= nil then
+      if type(spec.access_log) ~= "table" then
+        fail(where, "access_log must be a table { path = ..., format = ... }")
+      end
+      ctx.check_fields(where, "access_log", spec.access_log, { path = true, format = true })
+      local path = ctx.string(where, "access_log.path", spec.access_log.path, true)
+      access_log = {
+        path = path == "stderr" and path or ctx.folder(where, "access_log.path", path),
+        format = ctx.string(where, "access_log.format", spec.access_log.format),
+      }
+    end
     local cfg = {
       kind = "balancer", where = where,
       node = ctx.node_name(where, "balancer node", spec.node),
@@ -474,6 +540,7 @@ local function build_dsl(ctx)
       max_header_size = ctx.size(where, "max_header_size", spec.max_header_size),
       max_headers = ctx.int(where, "max_headers", spec.max_headers),
       max_request_line = ctx.size(where, "max_request_line", spec.max_request_line),
+      access_log = access_log,
       backends = {},
     }
     -- Backends: a web service object, or a list of "host:port" strings,
@@ -594,6 +661,26 @@ local function finish(ctx)
       end
     end
   end
+  -- Authentication: a node without a token of its own has the
+  -- supervisor's; an admin address beyond loopback needs a token.
+  local function loopback(addr)
+    local h = addr:match("^%[?(.-)%]?:%d+$")
+    return h == "localhost" or h == "::1" or (h:match("^127%.%d+%.%d+%.%d+$") ~= nil)
+  end
+  if sup and sup.admin and not sup.admin_token and not loopback(sup.admin) then
+    fail(sup.where, "admin %s is not on loopback: anyone who reaches it could reload the "
+         .. "topology; set admin_token, admin_token_env or admin_token_file", sup.admin)
+  end
+  for _, name in ipairs(ctx.node_order) do
+    local n = ctx.nodes[name]
+    if n.admin and not n.admin_token and sup then n.admin_token = sup.admin_token end
+    if n.admin and sup then n.admin_auth = n.admin_auth or sup.admin_auth end
+    if n.admin and not n.admin_token and not loopback(n.admin) then
+      fail(n.admin_where or (sup and sup.where) or n.where,
+           "admin %s of node '%s' is not on loopback: anyone who reaches it could reload "
+           .. "the node; set admin_token, admin_token_env or admin_token_file", n.admin, name)
+    end
+  end
   -- Every listening address must be unique; a wildcard host clashes with
   -- any host on the same port.
   local seen = {}
@@ -622,7 +709,9 @@ local function finish(ctx)
   for _, name in ipairs(ctx.node_order) do
     local n = ctx.nodes[name]
     out.nodes[#out.nodes + 1] = { name = name, admin = n.admin, where = n.where,
-                                  services = n.services }
+                                  services = n.services, admin_explicit = n.admin_explicit,
+                                  admin_token = n.admin and n.admin_token or nil,
+                                  admin_auth = n.admin and (n.admin_auth or "writes") or nil }
   end
   return out
 end
@@ -729,6 +818,13 @@ function M.fingerprint(cfg)
   return table.concat(out)
 end
 
+-- How an admin endpoint is guarded, for `strata check` (never the token).
+local function auth_details(n)
+  if not n.admin_token then return "no token (loopback)" end
+  return (n.admin_auth == "all") and "token required for every request"
+         or "token required for /reload"
+end
+
 -- The table `strata check` prints.
 function M.describe(topo)
   local rows = { { "NODE", "SERVICE", "LISTEN", "POLICY / DETAILS" } }
@@ -738,11 +834,12 @@ function M.describe(topo)
       nservices = nservices + 1
       rows[#rows + 1] = { n.name, s.kind, s.listen, details(s) }
     end
-    if n.admin then rows[#rows + 1] = { n.name, "admin", n.admin, "" } end
+    if n.admin then rows[#rows + 1] = { n.name, "admin", n.admin, auth_details(n) } end
   end
   if topo.supervisor.admin then
-    rows[#rows + 1] = { "(supervisor)", "admin", topo.supervisor.admin,
-                        topo.supervisor.watch and "watch" or "" }
+    local d = auth_details(topo.supervisor)
+    if topo.supervisor.watch then d = d .. ", watch" end
+    rows[#rows + 1] = { "(supervisor)", "admin", topo.supervisor.admin, d }
   end
   local out = require("strata.text").table(rows)
   local function plural(n, word) return n .. " " .. word .. (n == 1 and "" or "s") end

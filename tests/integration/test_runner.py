@@ -321,7 +321,7 @@ def test_ctrl_c_in_a_terminal_drains_each_node_once(topo):
     assert "second stop signal" not in out
 
 
-RELOAD_KEYS = {"ok", "node", "dry_run", "generation", "reload_ms", "changes", "error"}
+RELOAD_KEYS = {"ok", "node", "topology", "dry_run", "generation", "reload_ms", "changes", "error"}
 
 
 def test_reload_answers_in_one_shape_from_nodes_and_the_supervisor(strata, topo):

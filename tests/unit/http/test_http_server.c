@@ -329,6 +329,31 @@ static void test_limits(void)
     pump(fd, &got, NULL, NULL, &eof);
     ok(has(&got, "HTTP/1.1 400 ") && eof, "bare LF: 400, closed");
     close(fd);
+
+    int before = requests;
+    fd = client();
+    buf_reset(&got);
+    sendstr(fd, "POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello");
+    pump(fd, &got, NULL, NULL, &eof);
+    ok(has(&got, "HTTP/1.1 400 ") && eof, "space before a colon: 400, closed");
+    close(fd);
+
+    fd = client();
+    buf_reset(&got);
+    sendstr(fd, "GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n");
+    pump(fd, &got, NULL, NULL, &eof);
+    ok(has(&got, "HTTP/1.1 400 ") && eof, "TAB in the target: 400, closed");
+    close(fd);
+
+    /* HTTP/0.9: answered at the end of its line, well before the 10 s head
+     * deadline (pump gives up after 5 s) */
+    fd = client();
+    buf_reset(&got);
+    sendstr(fd, "GET /\r\n");
+    pump(fd, &got, NULL, NULL, &eof);
+    ok(has(&got, "HTTP/1.1 400 ") && eof, "a request line without a version: 400 at once");
+    close(fd);
+    is_int(requests, before, "none of them reached the handler");
     buf_free(&got);
 }
 

@@ -88,6 +88,39 @@ static void test_bad_requests(void)
     is_int(req("GET / HTTP/1.1\r\nHo st: a\r\n\r\n"), 400, "space in name");
     is_int(req("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400, "space before colon");
 
+    /* RFC 9112 5.1: a field name is a token, the colon follows at once. */
+    is_int(req("POST /public HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n"), 400,
+           "Content-Length with a space before the colon");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\nX A: 5\r\n\r\n"), 400, "space inside a name");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\nX\tA: 5\r\n\r\n"), 400, "TAB inside a name");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\nX-A\t: 5\r\n\r\n"), 400, "TAB before the colon");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\nX\001A: 5\r\n\r\n"), 400,
+           "control byte in a name");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\nX(A): 5\r\n\r\n"), 400, "separator in a name");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\n: 5\r\n\r\n"), 400, "empty name");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\nX-A 5\r\n\r\n"), 400, "no colon");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\nX-\xc3\xa9: 5\r\n\r\n"), 400,
+           "non-ASCII name");
+    is_int(req("GET / HTTP/1.1\r\nHost: a\r\nX!#$%&'*+-.^_`|~09az: 5\r\n\r\n"), 200,
+           "every tchar is allowed in a name");
+    /* The request target: no control byte, no space or TAB inside it. */
+    is_int(req("GET /pub\tlic HTTP/1.1\r\nHost: a\r\n\r\n"), 400, "TAB in the target");
+    is_int(req("GET /public\t/admin HTTP/1.1\r\nHost: a\r\n\r\n"), 400,
+           "TAB splitting the target");
+    is_int(req("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400, "space in the target");
+    is_int(req("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), 400, "two spaces after the method");
+    is_int(req("GET / HTTP/1.1 \r\nHost: a\r\n\r\n"), 400, "space after the version");
+    is_int(req("GET /\001 HTTP/1.1\r\nHost: a\r\n\r\n"), 400, "control byte in the target");
+    is_int(req("GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n"), 400, "DEL in the target");
+    is_int(req("GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"), 200,
+           "obs-text in the target passes");
+    is_int(req("GET / HTTP/1.x\r\nHost: a\r\n\r\n"), 400, "malformed version");
+    /* HTTP/0.9: a request line without a version is refused at its end,
+     * not after waiting for a head that never comes. */
+    is_int(req("GET /\r\n"), 400, "HTTP/0.9 request line refused at once");
+    is_int(req("GET / \r\n"), 400, "empty version refused at once");
+    is_int(req("GET /"), 0, "a request line still arriving needs more");
+
     char line[200];
     snprintf(line, sizeof line, "GET /%070d HTTP/1.1\r\nHost: a\r\n\r\n", 0);
     is_int(req(line), 414, "request line too long");
@@ -130,6 +163,17 @@ static void test_responses(void)
     r = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
     is_int(http_parse_response(r, strlen(r), &lim, &msg, 0, &status), -1, "bad response");
     is_int(status, 502, "bad response is a 502");
+    status = 0;
+    r = "HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello";
+    is_int(http_parse_response(r, strlen(r), &lim, &msg, 0, &status), -1,
+           "response name with a space before the colon");
+    is_int(status, 502, "is a 502");
+    r = "HTTP/1.1 200 OK\r\nX A: 1\r\nContent-Length: 0\r\n\r\n";
+    is_int(http_parse_response(r, strlen(r), &lim, &msg, 0, &status), -1,
+           "response name with a space inside");
+    r = "HTTP/1.1 200 OK\r\nX\001: 1\r\nContent-Length: 0\r\n\r\n";
+    is_int(http_parse_response(r, strlen(r), &lim, &msg, 0, &status), -1,
+           "response name with a control byte");
 }
 
 static void test_cookie(void)
@@ -176,9 +220,17 @@ static void test_chunked(void)
     http_chunked_init(&ck, 64);
     ssize_t n = http_chunked_scan(&ck, body, strlen(body), &done, NULL, NULL);
     is_int(n, (ssize_t)strlen(body) - 3, "whole buffer at once");
+    const char *trailers = "0\r\nX-Sum: a b:c\r\nY: \r\n\r\n";
+    http_chunked_init(&ck, 64);
+    is_int(http_chunked_scan(&ck, trailers, strlen(trailers), &done, NULL, NULL),
+           (ssize_t)strlen(trailers), "good trailers pass (spaces and colons in values)");
+    is_int(done, 1, "and end the message");
 
     const char *bad[] = {"5\nhello\r\n0\r\n\r\n", "5\r\nhelloX\r\n", "zz\r\n",
-                         "0\r\n\n",  "1111111111111111\r\n", "0\r\n folded\r\n\r\n", NULL};
+                         "0\r\n\n",  "1111111111111111\r\n", "0\r\n folded\r\n\r\n",
+                         /* trailer names are tokens too */
+                         "0\r\nContent-Length : 5\r\n\r\n", "0\r\nX A: 1\r\n\r\n",
+                         "0\r\nno colon\r\n\r\n", "0\r\n: empty\r\n\r\n", NULL};
     for (int i = 0; bad[i]; i++) {
         http_chunked_init(&ck, 64);
         is_int(http_chunked_scan(&ck, bad[i], strlen(bad[i]), &done, NULL, NULL), -1,
