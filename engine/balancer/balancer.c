@@ -810,7 +810,14 @@ static void server_on_read(struct net_conn *c)
         } else if (m->body == HTTP_BODY_CLOSE) {
             cl->close_after = 1;
         }
-        if (cl->eof)
+        /* The client half-closed: answer every request it sent before its
+         * FIN, closing after the last one. */
+        if (cl->eof && buf_size(&cl->c->rbuf) == 0)
+            cl->close_after = 1;
+        /* An answer that comes before the request body is all in (a final
+         * status instead of 100 Continue): the unread rest of the body
+         * leaves the connection unusable, so the client is told it closes. */
+        if (!cl->req_done)
             cl->close_after = 1;
         build_response_head(cl, m, buf_head(rb), out);
         buf_consume(rb, (size_t)n);

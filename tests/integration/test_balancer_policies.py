@@ -154,11 +154,22 @@ def test_lua_round_robin_with_state(strata, backends):
     assert spread(port, 90) == {"web1": 30, "web2": 30, "web3": 30}
 
 
+def test_lua_pick_integral_float_is_an_index(strata, backends, tmp_path):
+    # 2.0 is what arithmetic gives (4 / 2): the same index as the integer 2
+    bl = backends(2)
+    (tmp_path / "float.lua").write_text(
+        "local M = {}\nfunction M.pick(req, backends) return #backends / 1 end\nreturn M\n")
+    port, admin, _ = start_lb(strata, bl, admin=True, policy="float.lua")
+    assert spread(port, 10) == {"web2": 10}
+    assert lb_status(admin)["lua_fallbacks"] == 0
+
+
 @pytest.mark.parametrize("body", [
     'function M.pick(req, backends) error("boom") end',
     'function M.pick(req, backends) return nil end',
     'function M.pick(req, backends) return 42 end',
     'function M.pick(req, backends) return {} end',
+    'function M.pick(req, backends) return 1.5 end',
     'function M.pick(req, backends) while true do end end',
 ])
 def test_broken_lua_policy_falls_back(strata, backends, tmp_path, body):
