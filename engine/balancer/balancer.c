@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "log.h"
+#include "util.h"
 
 static int client_next_request(struct bal_client *cl);
 static void client_pump(struct bal_client *cl);
@@ -243,7 +244,7 @@ static void client_set_idle(struct bal_client *cl)
 
 /* Writes a complete error response; the connection stays open only when the
  * request was read whole and both sides want keep-alive. */
-static void reply_error(struct bal_client *cl, int status)
+static void reply_error_after(struct bal_client *cl, int status, int retry_after)
 {
     struct bal_proxy *bal = cl->bal;
     if (cl->srv)
@@ -260,10 +261,13 @@ static void reply_error(struct bal_client *cl, int status)
                cl->state == CL_BUSY && status >= 500;
     const char *reason = status_reason(status);
     char msg[256];
+    char ra[32] = "";
+    if (retry_after > 0)
+        snprintf(ra, sizeof ra, "Retry-After: %d\r\n", retry_after);
     int n = snprintf(msg, sizeof msg,
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                     "%s\r\n%s\n",
-                     status, reason, strlen(reason) + 1,
+                     "%s%s\r\n%s\n",
+                     status, reason, strlen(reason) + 1, ra,
                      keep ? (cl->http10 ? "Connection: keep-alive\r\n" : "")
                           : "Connection: close\r\n",
                      reason);
@@ -279,6 +283,8 @@ static void reply_error(struct bal_client *cl, int status)
     client_set_idle(cl);
     client_pump(cl);
 }
+
+static void reply_error(struct bal_client *cl, int status) { reply_error_after(cl, status, 0); }
 
 /* Serves the requests waiting in the client's buffer, one at a time: loops
  * while a request completes at once (an error reply), so pipelined requests
@@ -617,6 +623,26 @@ static void attempt_failed(struct bal_client *cl, struct bal_backend *be, int st
         }
     }
     reply_error(cl, status);
+}
+
+/* The attempt could not open a backend socket for want of something of
+ * this node's own (descriptors above all). That says nothing about the
+ * backend: no failure is counted, no health changes, no retry on another
+ * backend (it would fail the same way); the client gets a 503 it may retry
+ * shortly, and the shortage is logged at most once a minute. */
+static void local_shortage(struct bal_client *cl, struct bal_backend *be, int err)
+{
+    struct bal_proxy *bal = cl->bal;
+    bal->local_shortages++;
+    if (be->requests > 0)
+        be->requests--; /* it never reached the backend */
+    unsigned long skipped;
+    if (log_limit_allow(&bal->local_log, (double)util_mono_us() / 1e6, 60.0, &skipped))
+        log_warn("cannot open a connection to backend %s: %s on this node; answering 503, "
+                 "backend health unchanged (%lu more since the last warning; raise the "
+                 "descriptor limit or lower max_conns)",
+                 be->name, strerror(err), skipped);
+    reply_error_after(cl, 503, 1);
 }
 
 static void server_on_connect(struct net_conn *c, int err)
@@ -964,7 +990,9 @@ static void server_on_close(struct net_conn *c, const char *why)
         net_conn_abort(cl->c, "backend closed mid-response");
         return;
     }
-    if (!srv->connected) {
+    if (!srv->connected && health_local_shortage(srv->conn_err)) {
+        local_shortage(cl, be, srv->conn_err);
+    } else if (!srv->connected) {
         int timeout = srv->conn_err == ETIMEDOUT;
         attempt_failed(cl, be, timeout ? 504 : 502, 0,
                        srv->conn_err ? strerror(srv->conn_err) : why);
@@ -992,7 +1020,9 @@ static struct bal_server *server_open(struct bal_proxy *bal, struct bal_backend 
     srv->be = be;
     srv->c = net_connect(bal->loop, (struct sockaddr *)&ht->sa, ht->salen, &server_ops, srv);
     if (!srv->c) {
+        int err = errno;
         free(srv);
+        errno = err;
         return NULL;
     }
     /* A response head must fit; bodies are consumed as they come. */
@@ -1033,8 +1063,12 @@ static void attempt_start(struct bal_client *cl, struct bal_backend *be)
     }
     srv = server_open(bal, be);
     if (!srv) {
+        int err = errno;
         attempt_end(cl);
-        attempt_failed(cl, be, 502, 0, strerror(errno));
+        if (health_local_shortage(err))
+            local_shortage(cl, be, err);
+        else
+            attempt_failed(cl, be, 502, 0, strerror(err));
         return;
     }
     srv->cl = cl;

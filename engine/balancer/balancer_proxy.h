@@ -67,6 +67,11 @@ struct bal_proxy {
     ev_prepare reap;
     int draining;
     uint64_t requests, retries, errors_sent;
+    /* requests answered 503 because this node could not open a backend
+     * socket (out of descriptors, buffers, local ports): never counted
+     * against a backend */
+    uint64_t local_shortages;
+    struct log_limit local_log;
     struct latency latency; /* backend response-head latency, recent windows */
 };
 

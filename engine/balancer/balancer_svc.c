@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "log.h"
 #include "util.h"
@@ -128,7 +129,7 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
         cfg_seconds(L, idx, "server_timeout", 30, &c->server_timeout, err, errlen) < 0 ||
         cfg_seconds(L, idx, "client_timeout", 60, &c->client_timeout, err, errlen) < 0 ||
         cfg_seconds(L, idx, "head_timeout", 10, &c->head_timeout, err, errlen) < 0 ||
-        cfg_range(L, idx, "max_conns", 10000, 1, 10000000, &c->max_conns, err, errlen) < 0 ||
+        cfg_range(L, idx, "max_conns", 0, 0, 10000000, &c->max_conns, err, errlen) < 0 ||
         cfg_int(L, idx, "max_header_size", 16384, &mh, err, errlen) < 0 ||
         cfg_range(L, idx, "max_headers", 100, 1, 10000, &c->lim.max_headers, err, errlen) < 0)
         return -1;
@@ -279,6 +280,29 @@ static void bal_free_all(struct balancer *bal)
     free(bal);
 }
 
+/* Descriptors a balancer node keeps for itself: its listeners, the admin
+ * endpoint and its clients, logs, the supervisor's pipe, health checks. */
+#define BAL_FD_RESERVE 32
+
+/* max_conns when the topology does not set it: every client may need a
+ * backend socket too, so half of what the descriptor limit leaves after
+ * the node's own (the way HAProxy derives maxconn from RLIMIT_NOFILE). */
+static int max_conns_auto(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 10000;
+    long long n = ((long long)rl.rlim_cur - BAL_FD_RESERVE) / 2;
+    if (n > 10000000)
+        n = 10000000;
+    return n < 1 ? 1 : (int)n;
+}
+
+static int max_conns_of(const struct bal_cfg *c)
+{
+    return c->max_conns > 0 ? c->max_conns : max_conns_auto();
+}
+
 static void set_limits(struct balancer *bal, const struct bal_cfg *c)
 {
     bal->px.resp_lim = c->lim;
@@ -320,11 +344,13 @@ static struct service *bal_start(const struct service_env *env, lua_State *L, in
                                &bal->px, err, errlen);
     if (!bal->listener)
         goto fail;
-    bal->listener->max_conns = c->max_conns;
+    bal->listener->max_conns = max_conns_of(c);
     snprintf(bal->base.listen, sizeof bal->base.listen, "%s", bal->listener->addr);
     snprintf(bal->px.listen, sizeof bal->px.listen, "%s", bal->listener->addr);
-    log_info("balancer listening on %s: %d backends, policy %s%s%s", bal->base.listen, g->nbe,
-             c->policy, lb_lua_of(&g->lb) ? " " : "", lb_lua_of(&g->lb) ? c->policy_path : "");
+    log_info("balancer listening on %s: %d backends, policy %s%s%s, max_conns %d%s",
+             bal->base.listen, g->nbe, c->policy, lb_lua_of(&g->lb) ? " " : "",
+             lb_lua_of(&g->lb) ? c->policy_path : "", bal->listener->max_conns,
+             c->max_conns ? "" : " (from the descriptor limit)");
     return &bal->base;
 fail:
     bal_free_all(bal);
@@ -390,10 +416,16 @@ static void bal_status_json(struct service *s, struct buf *out)
                latency_percentile(&bal->px.latency, 50, now),
                latency_percentile(&bal->px.latency, 99, now));
     buf_printf(out,
-               "\"policy\":\"%s\",\"clients\":%d,\"requests\":%llu,\"retries\":%llu,"
-               "\"errors_sent\":%llu,\"lua_fallbacks\":%llu,\"panic\":%s,\"backends\":[",
-               bal->px.cfg.policy, bal->px.nclients, (unsigned long long)bal->px.requests,
+               "\"policy\":\"%s\",\"clients\":%d,\"max_conns\":%d,\"requests\":%llu,"
+               "\"retries\":%llu,\"errors_sent\":%llu,\"local_shortages\":%llu,"
+               "\"checks_skipped_local\":%llu,\"lua_fallbacks\":%llu,\"panic\":%s,"
+               "\"backends\":[",
+               bal->px.cfg.policy, bal->px.nclients,
+               bal->listener ? bal->listener->max_conns : max_conns_of(&bal->px.cfg),
+               (unsigned long long)bal->px.requests,
                (unsigned long long)bal->px.retries, (unsigned long long)bal->px.errors_sent,
+               (unsigned long long)bal->px.local_shortages,
+               (unsigned long long)g->health.skipped_local,
                (unsigned long long)bal->lua_fallbacks, g->health.panic ? "true" : "false");
     for (int i = 0; i < g->nbe; i++) {
         struct bal_backend *be = &g->be[i];
@@ -541,7 +573,7 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     }
     bal->px.cfg = c;
     if (bal->listener)
-        bal->listener->max_conns = c.max_conns;
+        bal->listener->max_conns = max_conns_of(&c);
     bal->px.hash_kind = hash_kind;
     memcpy(bal->px.hash_name, hash_name, sizeof hash_name);
     set_limits(bal, &c);

@@ -112,3 +112,111 @@ def test_early_final_answer_to_expect_continue_says_connection_close(strata):
             assert rd.buf == b"" and read_all(s) == b""
     finally:
         be.close()
+
+
+class LimitedLb:
+    """`strata run TOPO --node lb` under a lowered descriptor limit, with a
+    keep-alive admin connection opened first (no new connection can be
+    accepted once descriptors run out)."""
+
+    def __init__(self, tmp_path, bl, nofile, **opts):
+        self.port, self.admin = free_port(), free_port()
+        topo = tmp_path / "topo.lua"
+        topo.write_text(balancer_topology(self.port, bl, admin=self.admin, **opts))
+        self.log_path = tmp_path / "lb.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(["prlimit", f"--nofile={nofile}:{nofile}", STRATA_BIN,
+                                          "run", str(topo), "--node", "lb"],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: port_open(self.port) and port_open(self.admin), timeout=15 * SLOW,
+                 what="balancer ports")
+        self.admin_conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=10 * SLOW)
+        self.idle = []
+
+    def status(self):
+        self.admin_conn.request("GET", "/status")
+        import json
+        data = json.loads(self.admin_conn.getresponse().read())
+        return next(s for s in data["services"] if s["kind"] == "balancer")
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def flood(self, n):
+        for _ in range(n):
+            self.idle.append(socket.create_connection(("127.0.0.1", self.port), timeout=5))
+
+    def unflood(self):
+        for s in self.idle:
+            s.close()
+        self.idle = []
+
+    def stop(self):
+        self.unflood()
+        self.admin_conn.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=20 * SLOW)
+        assert self.proc.returncode == 0, self.log()[-3000:]
+
+
+def get_on(sock, path):
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+    return Reader(sock).response()
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) not installed")
+def test_out_of_descriptors_is_a_503_and_never_a_backends_fault(tmp_path, backends):
+    bl = backends(2)
+    # max_conns set far above what the limit allows: the shortage is real
+    lb = LimitedLb(tmp_path, bl, 64, max_conns=10000)
+    try:
+        client = socket.create_connection(("127.0.0.1", lb.port), timeout=10 * SLOW)
+        lb.status()  # the client is accepted by now: the loop has turned since
+        lb.flood(150)
+        wait_for(lambda: "pausing accepts" in lb.log(), timeout=10 * SLOW,
+                 what="the accept shortage")
+        # more requests than passive ejection needs (5) per backend
+        for i in range(12):
+            status, headers, body = get_on(client, b"/x%d" % i)
+            assert status == 503, (status, body)
+            assert headers.get("retry-after") == "1"
+        st = lb.status()
+        assert st["local_shortages"] == 12
+        assert st["panic"] is False
+        for be in st["backends"]:
+            assert be["healthy"] and be["usable"] and not be["ejected"], be
+            assert be["failures"] == 0 and be["requests"] == 0, be
+        log = lb.log()
+        assert "ejected" not in log and "panic" not in log, log[-3000:]
+        assert len([l for l in log.splitlines() if "on this node; answering 503" in l]) == 1
+        # descriptors come back: the same client is served again
+        lb.unflood()
+        wait_for(lambda: get_on(client, b"/after")[0] == 200, timeout=10 * SLOW,
+                 what="service after the shortage")
+        client.close()
+    finally:
+        lb.stop()
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) not installed")
+def test_max_conns_defaults_from_the_descriptor_limit(tmp_path, backends):
+    bl = backends(2)
+    lb = LimitedLb(tmp_path, bl, 64)
+    try:
+        # (64 - 32 kept for the node itself) / 2: each client may need a
+        # backend socket too
+        assert lb.status()["max_conns"] == 16
+        client = socket.create_connection(("127.0.0.1", lb.port), timeout=10 * SLOW)
+        lb.status()
+        lb.flood(150)
+        wait_for(lambda: lb.status()["clients"] == 16, timeout=10 * SLOW,
+                 what="the balancer at max_conns")
+        # clients beyond max_conns were turned away, so a backend socket is
+        # still there for the ones it holds
+        for i in range(3):
+            status, _, _ = get_on(client, b"/y%d" % i)
+            assert status == 200
+        assert lb.status()["local_shortages"] == 0
+        client.close()
+    finally:
+        lb.stop()
