@@ -819,6 +819,8 @@ static void server_on_read(struct net_conn *c)
         double ms = (ev_now(c->loop) - cl->t_sent) * 1000.0;
         be->t.ewma_ms = be->t.ewma_ms == 0 ? ms : be->t.ewma_ms * 0.8 + ms * 0.2;
         latency_record(&cl->bal->latency, ms, ev_now(c->loop));
+        bal->latency_sum += ms / 1000.0;
+        bal->latency_count++;
         health_report(&be->gen->health, be->t.index, m->status < 500);
         if (m->status >= 500) {
             be->failures++;

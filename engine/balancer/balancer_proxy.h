@@ -73,6 +73,8 @@ struct bal_proxy {
     uint64_t local_shortages;
     struct log_limit local_log;
     struct latency latency; /* backend response-head latency, recent windows */
+    double latency_sum;     /* seconds, over every response head */
+    uint64_t latency_count;
 };
 
 enum cl_state { CL_HEAD, CL_BUSY, CL_CLOSING };

@@ -415,12 +415,14 @@ static void bal_status_json(struct service *s, struct buf *out)
     buf_printf(out, "\"p50_ms\":%.3f,\"p99_ms\":%.3f,",
                latency_percentile(&bal->px.latency, 50, now),
                latency_percentile(&bal->px.latency, 99, now));
+    buf_append_str(out, "\"policy\":");
+    buf_json_string(out, bal->px.cfg.policy);
     buf_printf(out,
-               "\"policy\":\"%s\",\"clients\":%d,\"max_conns\":%d,\"requests\":%llu,"
+               ",\"clients\":%d,\"max_conns\":%d,\"requests\":%llu,"
                "\"retries\":%llu,\"errors_sent\":%llu,\"local_shortages\":%llu,"
                "\"checks_skipped_local\":%llu,\"lua_fallbacks\":%llu,\"panic\":%s,"
                "\"backends\":[",
-               bal->px.cfg.policy, bal->px.nclients,
+               bal->px.nclients,
                bal->listener ? bal->listener->max_conns : max_conns_of(&bal->px.cfg),
                (unsigned long long)bal->px.requests,
                (unsigned long long)bal->px.retries, (unsigned long long)bal->px.errors_sent,
@@ -446,39 +448,123 @@ static void bal_status_json(struct service *s, struct buf *out)
     buf_append_str(out, "]");
 }
 
+/* One family's HELP and TYPE lines. */
+static void fam(struct buf *out, const char *name, const char *type, const char *help)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A value that may be "none yet" (negative): NaN, as Prometheus spells it. */
+static void num_or_nan(struct buf *out, double v)
+{
+    if (v < 0)
+        buf_append_str(out, "NaN\n");
+    else
+        buf_printf(out, "%.6f\n", v);
+}
+
+enum be_metric { BE_UP, BE_REQUESTS, BE_FAILURES, BE_ACTIVE, BE_EWMA, BE_CONNS, BE_IDLE,
+                 BE_CHECKS, BE_CHECKS_FAILED, BE_NMETRICS };
+
 static void bal_metrics(struct service *s, struct buf *out, const char *labels)
 {
     struct balancer *bal = (struct balancer *)s;
-    struct bal_gen *g = bal->px.gen;
-    buf_printf(out, "strata_balancer_requests_total{%s} %llu\n", labels,
-               (unsigned long long)bal->px.requests);
-    /* Backend response-head latency over the last 10-20 s (-1: no traffic). */
-    double now = ev_now(bal->px.loop);
-    buf_printf(out, "strata_balancer_backend_latency_ms{%s,quantile=\"0.5\"} %.3f\n", labels,
-               latency_percentile(&bal->px.latency, 50, now));
-    buf_printf(out, "strata_balancer_backend_latency_ms{%s,quantile=\"0.99\"} %.3f\n", labels,
-               latency_percentile(&bal->px.latency, 99, now));
-    buf_printf(out, "strata_balancer_retries_total{%s} %llu\n", labels,
-               (unsigned long long)bal->px.retries);
-    buf_printf(out, "strata_balancer_errors_sent_total{%s} %llu\n", labels,
-               (unsigned long long)bal->px.errors_sent);
-    buf_printf(out, "strata_balancer_lua_fallbacks_total{%s} %llu\n", labels,
-               (unsigned long long)bal->lua_fallbacks);
-    buf_printf(out, "strata_balancer_clients{%s} %d\n", labels, bal->px.nclients);
-    buf_printf(out, "strata_balancer_panic{%s} %d\n", labels, g->health.panic);
-    for (int i = 0; i < g->nbe; i++) {
-        struct bal_backend *be = &g->be[i];
-        buf_printf(out, "strata_balancer_backend_up{%s,backend=\"%s\"} %d\n", labels, be->name,
-                   be->t.healthy);
-        buf_printf(out, "strata_balancer_backend_requests_total{%s,backend=\"%s\"} %llu\n",
-                   labels, be->name, (unsigned long long)be->requests);
-        buf_printf(out, "strata_balancer_backend_failures_total{%s,backend=\"%s\"} %llu\n",
-                   labels, be->name, (unsigned long long)be->failures);
-        buf_printf(out, "strata_balancer_backend_active{%s,backend=\"%s\"} %d\n", labels,
-                   be->name, be->t.active);
-        buf_printf(out, "strata_balancer_backend_latency_ewma_ms{%s,backend=\"%s\"} %.3f\n",
-                   labels, be->name, be->t.ewma_ms);
+    struct bal_proxy *px = &bal->px;
+    struct bal_gen *g = px->gen;
+    struct {
+        const char *name, *type, *help;
+        unsigned long long v;
+    } m[] = {
+        {"strata_balancer_requests_total", "counter", "Requests received from clients.",
+         px->requests},
+        {"strata_balancer_retries_total", "counter", "Attempts retried on another backend.",
+         px->retries},
+        {"strata_balancer_errors_sent_total", "counter",
+         "Error responses the balancer answered itself.", px->errors_sent},
+        {"strata_balancer_local_shortages_total", "counter",
+         "Requests answered 503 because this node could not open a backend connection.",
+         px->local_shortages},
+        {"strata_balancer_health_checks_skipped_total", "counter",
+         "Health checks skipped because this node could not open a socket.",
+         g->health.skipped_local},
+        {"strata_balancer_lua_fallbacks_total", "counter",
+         "Lua policy picks answered by the fallback policy.", bal->lua_fallbacks},
+        {"strata_balancer_clients", "gauge", "Client connections open.",
+         (unsigned long long)px->nclients},
+        {"strata_balancer_max_conns", "gauge", "Client connections allowed.",
+         (unsigned long long)(bal->listener ? bal->listener->max_conns
+                                            : max_conns_of(&px->cfg))},
+        {"strata_balancer_panic", "gauge", "1 while no backend is healthy (all get traffic).",
+         (unsigned long long)g->health.panic},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        fam(out, m[i].name, m[i].type, m[i].help);
+        buf_printf(out, "%s{%s} %llu\n", m[i].name, labels, m[i].v);
     }
+    /* Backend response-head latency: quantiles over the last 10-20 s (NaN
+     * without traffic), sum and count over the node's life. */
+    double now = ev_now(px->loop);
+    const char *lat = "strata_balancer_backend_latency_seconds";
+    fam(out, lat, "summary", "Time from request sent to response head, per response.");
+    double p50 = latency_percentile(&px->latency, 50, now);
+    double p99 = latency_percentile(&px->latency, 99, now);
+    buf_printf(out, "%s{%s,quantile=\"0.5\"} ", lat, labels);
+    num_or_nan(out, p50 < 0 ? -1 : p50 / 1000.0);
+    buf_printf(out, "%s{%s,quantile=\"0.99\"} ", lat, labels);
+    num_or_nan(out, p99 < 0 ? -1 : p99 / 1000.0);
+    buf_printf(out, "%s_sum{%s} %.6f\n", lat, labels, px->latency_sum);
+    buf_printf(out, "%s_count{%s} %llu\n", lat, labels, (unsigned long long)px->latency_count);
+
+    static const struct {
+        const char *name, *type, *help;
+    } bm[BE_NMETRICS] = {
+        [BE_UP] = {"strata_balancer_backend_up", "gauge", "1 while the backend is healthy."},
+        [BE_REQUESTS] = {"strata_balancer_backend_requests_total", "counter",
+                         "Attempts sent to the backend."},
+        [BE_FAILURES] = {"strata_balancer_backend_failures_total", "counter",
+                         "Failed attempts on the backend (connect errors, resets, timeouts, "
+                         "invalid responses, 5xx)."},
+        [BE_ACTIVE] = {"strata_balancer_backend_active", "gauge",
+                       "Requests in flight on the backend."},
+        [BE_EWMA] = {"strata_balancer_backend_latency_ewma_seconds", "gauge",
+                     "Moving average of the backend's time to response head."},
+        [BE_CONNS] = {"strata_balancer_backend_connections", "gauge",
+                      "Connections open to the backend."},
+        [BE_IDLE] = {"strata_balancer_backend_idle_connections", "gauge",
+                     "Keep-alive connections to the backend waiting in the pool."},
+        [BE_CHECKS] = {"strata_balancer_backend_checks_total", "counter",
+                       "Active health checks run."},
+        [BE_CHECKS_FAILED] = {"strata_balancer_backend_checks_failed_total", "counter",
+                              "Active health checks failed."},
+    };
+    struct buf be_label;
+    buf_init(&be_label);
+    for (int k = 0; k < BE_NMETRICS; k++) {
+        fam(out, bm[k].name, bm[k].type, bm[k].help);
+        for (int i = 0; i < g->nbe; i++) {
+            struct bal_backend *be = &g->be[i];
+            buf_reset(&be_label);
+            buf_prom_label(&be_label, be->name);
+            buf_printf(out, "%s{%s,backend=%.*s} ", bm[k].name, labels, (int)buf_size(&be_label),
+                       buf_head(&be_label));
+            switch (k) {
+            case BE_UP: buf_printf(out, "%d\n", be->t.healthy); break;
+            case BE_REQUESTS: buf_printf(out, "%llu\n", (unsigned long long)be->requests); break;
+            case BE_FAILURES: buf_printf(out, "%llu\n", (unsigned long long)be->failures); break;
+            case BE_ACTIVE: buf_printf(out, "%d\n", be->t.active); break;
+            case BE_EWMA: buf_printf(out, "%.6f\n", be->t.ewma_ms / 1000.0); break;
+            case BE_CONNS: buf_printf(out, "%d\n", be->nconns); break;
+            case BE_IDLE: buf_printf(out, "%d\n", be->nidle); break;
+            case BE_CHECKS:
+                buf_printf(out, "%llu\n", (unsigned long long)g->ht[i].checks);
+                break;
+            default:
+                buf_printf(out, "%llu\n", (unsigned long long)g->ht[i].checks_failed);
+                break;
+            }
+        }
+    }
+    buf_free(&be_label);
 }
 
 /* Hot reload. Policy (a Lua policy is loaded and validated again even when

@@ -240,26 +240,35 @@ static void cache_srv_metrics(struct service *s, struct buf *out, const char *la
 {
     struct cache *c = &((struct cache_server *)s)->cache;
     struct {
-        const char *name, *type;
+        const char *name, *type, *help;
         unsigned long long v;
     } m[] = {
-        {"strata_cache_keys", "gauge", c->ks.store.count},
-        {"strata_cache_used_memory_bytes", "gauge", c->ks.store.mem.used},
-        {"strata_cache_max_memory_bytes", "gauge", c->ks.mem_limit},
-        {"strata_cache_connections", "gauge", c->ks.nclients},
-        {"strata_cache_hits_total", "counter", c->ks.stats.hits},
-        {"strata_cache_misses_total", "counter", c->ks.stats.misses},
-        {"strata_cache_evicted_keys_total", "counter", c->evict.evicted},
-        {"strata_cache_expired_keys_total", "counter", c->ks.store.expired},
-        {"strata_cache_commands_total", "counter", c->ks.stats.commands},
-        {"strata_cache_eviction_policy_errors_total", "counter", c->evict.lua_errors},
-        {"strata_cache_rejected_connections_total", "counter", c->ks.stats.rejected_connections},
-        {"strata_cache_evicted_clients_total", "counter", c->ks.stats.evicted_clients},
-        {"strata_cache_client_buffer_bytes", "gauge", c->ks.client_buf_bytes},
+        {"strata_cache_keys", "gauge", "Keys stored.", c->ks.store.count},
+        {"strata_cache_used_memory_bytes", "gauge", "Memory used by keys and values.",
+         c->ks.store.mem.used},
+        {"strata_cache_max_memory_bytes", "gauge", "Memory limit (0: none).", c->ks.mem_limit},
+        {"strata_cache_connections", "gauge", "Client connections open.", c->ks.nclients},
+        {"strata_cache_hits_total", "counter", "Key lookups that found the key.",
+         c->ks.stats.hits},
+        {"strata_cache_misses_total", "counter", "Key lookups that did not find the key.",
+         c->ks.stats.misses},
+        {"strata_cache_evicted_keys_total", "counter", "Keys evicted to stay under the limit.",
+         c->evict.evicted},
+        {"strata_cache_expired_keys_total", "counter", "Keys removed by expiry.",
+         c->ks.store.expired},
+        {"strata_cache_commands_total", "counter", "Commands run.", c->ks.stats.commands},
+        {"strata_cache_eviction_policy_errors_total", "counter",
+         "Lua eviction policy errors (the fallback evicted instead).", c->evict.lua_errors},
+        {"strata_cache_rejected_connections_total", "counter",
+         "Connections refused at the client limit.", c->ks.stats.rejected_connections},
+        {"strata_cache_evicted_clients_total", "counter",
+         "Clients closed for exceeding the client buffer limit.", c->ks.stats.evicted_clients},
+        {"strata_cache_client_buffer_bytes", "gauge", "Bytes buffered for clients.",
+         c->ks.client_buf_bytes},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-        buf_printf(out, "# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].type, m[i].name, labels,
-                   m[i].v);
+        buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].help,
+                   m[i].name, m[i].type, m[i].name, labels, m[i].v);
 }
 
 static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_run,
