@@ -148,6 +148,9 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
     }
     c->lim.max_header_size = (size_t)mh;
     c->lim.max_request_line = (size_t)rl;
+    /* like HAProxy's `timeout tunnel`: an upgraded connection may idle long */
+    if (cfg_seconds(L, idx, "tunnel_timeout", 3600, &c->tunnel_timeout, err, errlen) < 0)
+        return -1;
     return read_health(L, idx, &c->health, err, errlen);
 }
 
@@ -420,14 +423,15 @@ static void bal_status_json(struct service *s, struct buf *out)
     buf_printf(out,
                ",\"clients\":%d,\"max_conns\":%d,\"requests\":%llu,"
                "\"retries\":%llu,\"errors_sent\":%llu,\"local_shortages\":%llu,"
-               "\"checks_skipped_local\":%llu,\"lua_fallbacks\":%llu,\"panic\":%s,"
-               "\"backends\":[",
+               "\"checks_skipped_local\":%llu,\"tunnels\":%d,\"tunnels_total\":%llu,"
+               "\"lua_fallbacks\":%llu,\"panic\":%s,\"backends\":[",
                bal->px.nclients,
                bal->listener ? bal->listener->max_conns : max_conns_of(&bal->px.cfg),
                (unsigned long long)bal->px.requests,
                (unsigned long long)bal->px.retries, (unsigned long long)bal->px.errors_sent,
                (unsigned long long)bal->px.local_shortages,
-               (unsigned long long)g->health.skipped_local,
+               (unsigned long long)g->health.skipped_local, bal->px.tunnels,
+               (unsigned long long)bal->px.tunnels_total,
                (unsigned long long)bal->lua_fallbacks, g->health.panic ? "true" : "false");
     for (int i = 0; i < g->nbe; i++) {
         struct bal_backend *be = &g->be[i];
@@ -489,6 +493,9 @@ static void bal_metrics(struct service *s, struct buf *out, const char *labels)
          g->health.skipped_local},
         {"strata_balancer_lua_fallbacks_total", "counter",
          "Lua policy picks answered by the fallback policy.", bal->lua_fallbacks},
+        {"strata_balancer_tunnels_total", "counter",
+         "Upgraded connections (WebSocket) relayed as tunnels.", px->tunnels_total},
+        {"strata_balancer_tunnels", "gauge", "Tunnels open.", (unsigned long long)px->tunnels},
         {"strata_balancer_clients", "gauge", "Client connections open.",
          (unsigned long long)px->nclients},
         {"strata_balancer_max_conns", "gauge", "Client connections allowed.",
