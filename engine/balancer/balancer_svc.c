@@ -350,8 +350,8 @@ static struct service *bal_start(const struct service_env *env, lua_State *L, in
     bal->listener->max_conns = max_conns_of(c);
     snprintf(bal->base.listen, sizeof bal->base.listen, "%s", bal->listener->addr);
     snprintf(bal->px.listen, sizeof bal->px.listen, "%s", bal->listener->addr);
-    log_info("balancer listening on %s: %d backends, policy %s%s%s, max_conns %d%s",
-             bal->base.listen, g->nbe, c->policy, lb_lua_of(&g->lb) ? " " : "",
+    log_info("node %s: balancer listening on %s: %d backends, policy %s%s%s, max_conns %d%s",
+             bal->base.node, bal->base.listen, g->nbe, c->policy, lb_lua_of(&g->lb) ? " " : "",
              lb_lua_of(&g->lb) ? c->policy_path : "", bal->listener->max_conns,
              c->max_conns ? "" : " (from the descriptor limit)");
     return &bal->base;
@@ -574,6 +574,66 @@ static void bal_metrics(struct service *s, struct buf *out, const char *labels)
     buf_free(&be_label);
 }
 
+/* Appends one line per setting that differs between the running balancer
+ * and c (the runtime asks only when something in the declaration or a
+ * policy file differs; a setting with no line of its own still gets one,
+ * so a reload is never mistaken for "no changes"). */
+static void list_changes(struct balancer *bal, const struct bal_cfg *c, const struct lb *lb,
+                         const struct bal_gen *cur, const struct bal_gen *g, int same,
+                         struct buf *changes)
+{
+    const struct bal_cfg *o = &bal->px.cfg;
+    size_t before = buf_size(changes);
+    char pre[160];
+    snprintf(pre, sizeof pre, "node %s: balancer %s:", bal->base.node, bal->base.listen);
+    const struct lb_lua *lua = lb_lua_of(lb);
+    int new_policy = strcmp(c->policy, o->policy) || strcmp(c->policy_path, o->policy_path);
+    if (lua)
+        buf_printf(changes, "%s policy %s%s%s\n", pre, c->policy_path,
+                   new_policy ? " (new)" : " (reloaded)",
+                   lb_lua_migrated(lua) ? " (state migrated)" : "");
+    else if (new_policy)
+        buf_printf(changes, "%s policy %s -> %s\n", pre,
+                   strcmp(o->policy, "lua") == 0 ? o->policy_path : o->policy, c->policy);
+    if (strcmp(c->fallback, o->fallback))
+        buf_printf(changes, "%s fallback %s -> %s\n", pre, o->fallback, c->fallback);
+    if (strcmp(c->hash_on, o->hash_on))
+        buf_printf(changes, "%s hash_on %s -> %s\n", pre, o->hash_on, c->hash_on);
+    if (c->retries != o->retries)
+        buf_printf(changes, "%s retries %d -> %d\n", pre, o->retries, c->retries);
+    const struct {
+        const char *name;
+        double was, now;
+    } t[] = {
+        {"connect_timeout", o->connect_timeout, c->connect_timeout},
+        {"server_timeout", o->server_timeout, c->server_timeout},
+        {"client_timeout", o->client_timeout, c->client_timeout},
+        {"head_timeout", o->head_timeout, c->head_timeout},
+        {"tunnel_timeout", o->tunnel_timeout, c->tunnel_timeout},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (t[i].was != t[i].now)
+            buf_printf(changes, "%s %s %gs -> %gs\n", pre, t[i].name, t[i].was, t[i].now);
+    if (c->max_conns != o->max_conns)
+        buf_printf(changes, "%s max_conns %d -> %d\n", pre, max_conns_of(o), max_conns_of(c));
+    if (c->lim.max_header_size != o->lim.max_header_size ||
+        c->lim.max_headers != o->lim.max_headers ||
+        c->lim.max_request_line != o->lim.max_request_line)
+        buf_printf(changes, "%s request limits\n", pre);
+    if (memcmp(&c->health, &o->health, sizeof c->health) != 0)
+        buf_printf(changes, "%s health settings\n", pre);
+    if (!same) {
+        buf_printf(changes, "%s backends %d -> %d\n", pre, cur->nbe, g->nbe);
+    } else {
+        for (int i = 0; i < cur->nbe; i++)
+            if (cur->be[i].t.weight != g->be[i].t.weight)
+                buf_printf(changes, "%s backend %s weight %d -> %d\n", pre, cur->be[i].name,
+                           cur->be[i].t.weight, g->be[i].t.weight);
+    }
+    if (buf_size(changes) == before)
+        buf_printf(changes, "%s settings changed\n", pre);
+}
+
 /* Hot reload. Policy (a Lua policy is loaded and validated again even when
  * its path is unchanged), fallback, hash key, retries, timeouts, limits and
  * health settings apply in place; so do new weights for the same backends.
@@ -615,16 +675,7 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
         bal_gen_free(g);
         return -1;
     }
-    const struct lb_lua *lua = lb_lua_of(&lb);
-    int new_policy =
-        strcmp(c.policy, bal->px.cfg.policy) || strcmp(c.policy_path, bal->px.cfg.policy_path);
-    buf_printf(changes, "node %s: balancer %s: policy %s%s%s\n", bal->base.node,
-               bal->base.listen, lua ? c.policy_path : c.policy,
-               new_policy ? " (new)" : " (reloaded)",
-               lua && lb_lua_migrated(lua) ? " (state migrated)" : "");
-    if (!same)
-        buf_printf(changes, "node %s: balancer %s: backends %d -> %d\n", bal->base.node,
-                   bal->base.listen, cur->nbe, g->nbe);
+    list_changes(bal, &c, &lb, cur, g, same, changes);
     if (dry_run || bal->px.draining) {
         lb_free(&lb);
         bal_gen_free(g);

@@ -568,8 +568,8 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     srv->last_tick_ms = util_now_ms();
     ev_timer_start(env->loop, &srv->cron);
     ev_prepare_start(env->loop, &srv->flush);
-    log_info("db %s listening on %s (dir %s, fsync %s)", cfg.node, srv->rs.listener->addr, cfg.dir,
-             cfg.fsync);
+    log_info("node %s: db listening on %s (dir %s, fsync %s)", cfg.node, srv->rs.listener->addr,
+             cfg.dir, cfg.fsync);
     return &srv->base;
 }
 

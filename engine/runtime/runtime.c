@@ -177,7 +177,8 @@ static struct service *start_service(struct runtime *rt, lua_State *L, int cfg, 
         snprintf(s->listen, sizeof s->listen, "%.63s", listen);
     rt->fingerprints[rt->nservices] = cfg_fingerprint(L, cfg);
     rt->services[rt->nservices++] = s;
-    log_info("node %s: %s listening on %s", node, kind->name, s->listen);
+    /* no line here: each kind logs its own "listening on" with its
+     * settings, and the log line is already tagged with the node */
     return s;
 }
 

@@ -81,7 +81,8 @@ function M.reload(topo, opts)
           out:write(string.format("node %s: no changes\n", n.name))
         end
         for _, c in ipairs(changes) do
-          out:write((opts.dry_run and "would " or "") .. c .. "\n")
+          -- "node c1: cache eviction ..." -> "would change node c1: ..."
+          out:write((opts.dry_run and "would change " or "") .. c .. "\n")
         end
         if not opts.dry_run then
           out:write(string.format("node %s: generation %d (%.2f ms)\n", n.name,
@@ -119,6 +120,15 @@ local function first_number(...)
   end
 end
 
+-- A hit ratio means nothing before the first lookup: "-", not 0.0.
+local function hit_percent(s)
+  if type(s.hit_ratio) ~= "number" then return "-" end
+  if type(s.hits) == "number" and type(s.misses) == "number" and s.hits + s.misses == 0 then
+    return "-"
+  end
+  return string.format("%.1f", s.hit_ratio * 100)
+end
+
 local function service_row(node, st, s, rate)
   local health = "-"
   if type(s.backends) == "table" and #s.backends > 0 then
@@ -138,7 +148,7 @@ local function service_row(node, st, s, rate)
     num(rate),
     (type(s.p99_ms) == "number" and s.p99_ms >= 0) and string.format("%.1f", s.p99_ms) or "-",
     num(first_number(s.errors, s.errors_sent, s.writes_refused, s.protocol_errors)),
-    type(s.hit_ratio) == "number" and string.format("%.1f", s.hit_ratio * 100) or "-",
+    hit_percent(s),
     human_bytes(s.used_memory),
     lag, health,
   }
