@@ -129,7 +129,7 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
         cfg_seconds(L, idx, "server_timeout", 30, &c->server_timeout, err, errlen) < 0 ||
         cfg_seconds(L, idx, "client_timeout", 60, &c->client_timeout, err, errlen) < 0 ||
         cfg_seconds(L, idx, "head_timeout", 10, &c->head_timeout, err, errlen) < 0 ||
-        cfg_range(L, idx, "max_conns", 0, 0, 10000000, &c->max_conns, err, errlen) < 0 ||
+        cfg_range(L, idx, "max_conns", 10000, 1, 10000000, &c->max_conns, err, errlen) < 0 ||
         cfg_int(L, idx, "max_header_size", 16384, &mh, err, errlen) < 0 ||
         cfg_range(L, idx, "max_headers", 100, 1, 10000, &c->lim.max_headers, err, errlen) < 0)
         return -1;
@@ -148,6 +148,10 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
     }
     c->lim.max_header_size = (size_t)mh;
     c->lim.max_request_line = (size_t)rl;
+    /* max_conns not given: 0, derived from the descriptor limit at start */
+    if (lua_getfield(L, idx, "max_conns") == LUA_TNIL)
+        c->max_conns = 0;
+    lua_pop(L, 1);
     /* like HAProxy's `timeout tunnel`: an upgraded connection may idle long */
     if (cfg_seconds(L, idx, "tunnel_timeout", 3600, &c->tunnel_timeout, err, errlen) < 0)
         return -1;

@@ -10,6 +10,7 @@ from conftest import free_port, run_cli, wait_for
 def topo_text(ports, max_memory=None):
     mm = f", max_memory = {max_memory}" if max_memory else ""
     return (f'strata.supervisor {{ admin = "127.0.0.1:{ports[1]}" }}\n'
+            f'strata.node {{ name = "c1", admin = "127.0.0.1:{ports[2]}" }}\n'
             f'strata.cache {{ shards = {{ {{ node = "c1", listen = "127.0.0.1:{ports[0]}" }} }}'
             f', eviction = "lru"{mm} }}\n')
 
@@ -22,7 +23,7 @@ def status_cols(path):
 
 
 def test_hit_ratio_is_a_dash_before_any_lookup(strata):
-    ports = [free_port(), free_port()]
+    ports = [free_port(), free_port(), free_port()]
     proc = strata(topo_text(ports), ports)
     assert status_cols(proc.topo_path)["HIT%"] == "-"
     c = redis.Redis(port=ports[0], socket_timeout=10)
@@ -33,7 +34,7 @@ def test_hit_ratio_is_a_dash_before_any_lookup(strata):
 
 
 def test_dry_run_lists_only_what_changes(strata):
-    ports = [free_port(), free_port()]
+    ports = [free_port(), free_port(), free_port()]
     proc = strata(topo_text(ports), ports)
     pathlib.Path(proc.topo_path).write_text(topo_text(ports, max_memory=1000000))
     r = run_cli("reload", "--dry-run", str(proc.topo_path))
@@ -56,7 +57,7 @@ def test_status_help_promises_only_what_it_shows():
 
 
 def test_startup_lines_are_logged_once(strata):
-    ports = [free_port(), free_port()]
+    ports = [free_port(), free_port(), free_port()]
     proc = strata(topo_text(ports), ports)
     wait_for(lambda: "supervisor admin" in proc.output(), what="the ready summary")
     lines = [l for l in proc.output().splitlines() if "listening on" in l]
