@@ -152,3 +152,67 @@ def test_idle_tunnel_times_out(strata, echo):
                 await ws.recv()  # nothing more comes: the balancer closes
     run(talk())
     wait_for(lambda: lb_status(admin)["tunnels"] == 0, timeout=10 * SLOW, what="tunnel closed")
+
+
+class FloodBackend:
+    """Accepts a handshake with a 101, then writes `total` bytes as fast as
+    the connection takes them (raw: the balancer relays bytes, not frames),
+    then closes."""
+
+    def __init__(self, total):
+        self.total = total
+        self.sent = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        c, _ = self.sock.accept()
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += c.recv(65536)
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                  b"Upgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n")
+        block = bytes(range(256)) * 256
+        while self.sent < self.total:
+            c.sendall(block)
+            self.sent += len(block)
+        c.close()
+
+
+def test_tunnel_backpressure_stops_a_fast_backend(strata):
+    total = 64 << 20
+    be = FloodBackend(total)
+    port, admin = free_port(), free_port()
+    strata(balancer_topology(port, [{"name": "flood", "addr": be.addr}], admin=admin),
+           [port, admin])
+    with socket.create_connection(("127.0.0.1", port), timeout=30 * SLOW) as s:
+        s.sendall(b"GET /flood HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                  b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        # the client reads nothing: the backend must be held back, not
+        # buffered without bound in the balancer
+        last = [-1]
+
+        def stalled():
+            v, was = be.sent, last[0]
+            last[0] = v
+            return v == was and v > 0
+        wait_for(stalled, timeout=30 * SLOW, interval=0.5, what="the backend held back")
+        assert be.sent < total // 2, be.sent
+        # reading resumes the flow, every byte arrives, and the backend's
+        # close ends the tunnel on the client's side
+        got = 0
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+        assert got == total
+    wait_for(lambda: lb_status(admin)["tunnels"] == 0, timeout=10 * SLOW, what="tunnel closed")
