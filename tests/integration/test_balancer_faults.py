@@ -199,6 +199,33 @@ def test_out_of_descriptors_is_a_503_and_never_a_backends_fault(tmp_path, backen
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) not installed")
+def test_health_checks_without_a_socket_are_skipped_not_failed(tmp_path, backends):
+    bl = backends(2)
+    lb = LimitedLb(tmp_path, bl, 64, max_conns=10000,
+                   health={"path": "/healthz", "interval": "100ms", "fall": 1})
+    try:
+        wait_for(lambda: all(b["checks"] > 0 for b in lb.status()["backends"]),
+                 timeout=10 * SLOW, what="first checks")
+        lb.flood(150)
+        wait_for(lambda: lb.status()["checks_skipped_local"] >= 6, timeout=10 * SLOW,
+                 what="health checks skipped for want of a socket")
+        st = lb.status()
+        assert st["panic"] is False
+        for be in st["backends"]:
+            assert be["healthy"] and be["checks_failed"] == 0, be
+        log = lb.log()
+        assert "is down" not in log and "panic" not in log, log[-3000:]
+        assert len([l for l in log.splitlines() if "not counted against" in l]) == 1
+        lb.unflood()
+        n = lb.status()["backends"][0]["checks"]
+        wait_for(lambda: lb.status()["backends"][0]["checks"] > n + 2, timeout=10 * SLOW,
+                 what="checks running again")
+        assert all(b["healthy"] for b in lb.status()["backends"])
+    finally:
+        lb.stop()
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) not installed")
 def test_max_conns_defaults_from_the_descriptor_limit(tmp_path, backends):
     bl = backends(2)
     lb = LimitedLb(tmp_path, bl, 64)
