@@ -301,7 +301,9 @@ static void reply_error_after(struct bal_client *cl, int status, int retry_after
     cl->holding = 0;
     buf_reset(&cl->held);
     bal->errors_sent++;
-    int keep = cl->keep_alive && cl->req_done && !cl->eof && !bal->draining &&
+    /* a client that half-closed still gets the requests it sent before */
+    int more = cl->eof && buf_size(&cl->c->rbuf) > 0;
+    int keep = cl->keep_alive && cl->req_done && (!cl->eof || more) && !bal->draining &&
                cl->state == CL_BUSY && status >= 500;
     const char *reason = status_reason(status);
     char msg[256];
