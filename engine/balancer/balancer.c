@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "log.h"
+#include "util.h"
 
 static int client_next_request(struct bal_client *cl);
 static void client_pump(struct bal_client *cl);
@@ -20,6 +21,8 @@ static void client_forward_body(struct bal_client *cl, int with_head);
 static void attempt_start(struct bal_client *cl, struct bal_backend *be);
 static void reply_error(struct bal_client *cl, int status);
 static void server_detach(struct bal_client *cl, int reusable);
+static void tunnel_pipe(struct bal_client *cl, struct net_conn *from, struct net_conn *to);
+static void tunnel_end(struct bal_client *cl, const char *why);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -149,6 +152,46 @@ static struct bal_backend *pick_backend(struct bal_client *cl, const struct http
     return (struct bal_backend *)t;
 }
 
+/* ---- upgrades ----------------------------------------------------------- */
+
+/* 1 when a comma-separated header value lists `tok` (case-insensitive). */
+static int value_has_token(const char *v, size_t n, const char *tok)
+{
+    size_t tl = strlen(tok);
+    const char *e = v + n;
+    while (v < e) {
+        while (v < e && (*v == ' ' || *v == '\t' || *v == ','))
+            v++;
+        const char *s = v;
+        while (v < e && *v != ',')
+            v++;
+        const char *t = v;
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        if ((size_t)(t - s) == tl && strncasecmp(s, tok, tl) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* A WebSocket handshake (RFC 6455 4.1): an HTTP/1.1 GET without a body,
+ * with `Connection: upgrade` and `Upgrade: websocket`. Other upgrades
+ * (h2c, TLS) are not tunnelled: their headers are dropped as before. */
+static int wants_websocket(const struct http_msg *m)
+{
+    if (m->minor == 0 || m->method != HTTP_GET || m->body != HTTP_BODY_NONE)
+        return 0;
+    int conn = 0, ws = 0;
+    for (int i = 0; i < m->nhdrs; i++) {
+        const struct http_hdr *h = &m->hdrs[i];
+        if (h->kind == HH_CONNECTION && value_has_token(h->value, h->value_len, "upgrade"))
+            conn = 1;
+        else if (h->kind == HH_UPGRADE && value_has_token(h->value, h->value_len, "websocket"))
+            ws = 1;
+    }
+    return conn && ws;
+}
+
 /* ---- request head rewriting --------------------------------------------- */
 
 static char *put(char *p, const void *s, size_t n)
@@ -169,7 +212,7 @@ static int build_request_head(struct bal_client *cl, const struct http_msg *m)
     struct buf *b = &cl->head;
     buf_reset(b);
     size_t iplen = strlen(cl->ip);
-    size_t bound = m->head_len + iplen + strlen(bal->listen) + 160;
+    size_t bound = m->head_len + iplen + strlen(bal->listen) + 200;
     if (buf_reserve(b, bound) < 0)
         return -1;
     char *p = buf_tail(b), *start = p;
@@ -208,6 +251,8 @@ static int build_request_head(struct bal_client *cl, const struct http_msg *m)
         *p++ = '\r';
         *p++ = '\n';
     }
+    if (cl->upgrade) /* the hop-by-hop pair a handshake needs, as we send it */
+        p = PUT_LIT(p, "Connection: upgrade\r\nUpgrade: websocket\r\n");
     if (!has_host) { /* HTTP/1.0 client: HTTP/1.1 upstream needs one */
         p = PUT_LIT(p, "Host: ");
         p = put(p, bal->listen, strlen(bal->listen));
@@ -244,7 +289,7 @@ static void client_set_idle(struct bal_client *cl)
 
 /* Writes a complete error response; the connection stays open only when the
  * request was read whole and both sides want keep-alive. */
-static void reply_error(struct bal_client *cl, int status)
+static void reply_error_after(struct bal_client *cl, int status, int retry_after)
 {
     struct bal_proxy *bal = cl->bal;
     const char *be_name = cl->be ? cl->be->name : NULL;
@@ -260,14 +305,19 @@ static void reply_error(struct bal_client *cl, int status)
     cl->holding = 0;
     buf_reset(&cl->held);
     bal->errors_sent++;
-    int keep = cl->keep_alive && cl->req_done && !cl->eof && !bal->draining &&
+    /* a client that half-closed still gets the requests it sent before */
+    int more = cl->eof && buf_size(&cl->c->rbuf) > 0;
+    int keep = cl->keep_alive && cl->req_done && (!cl->eof || more) && !bal->draining &&
                cl->state == CL_BUSY && status >= 500;
     const char *reason = status_reason(status);
     char msg[256];
+    char ra[32] = "";
+    if (retry_after > 0)
+        snprintf(ra, sizeof ra, "Retry-After: %d\r\n", retry_after);
     int n = snprintf(msg, sizeof msg,
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                     "%s\r\n%s\n",
-                     status, reason, strlen(reason) + 1,
+                     "%s%s\r\n%s\n",
+                     status, reason, strlen(reason) + 1, ra,
                      keep ? (cl->http10 ? "Connection: keep-alive\r\n" : "")
                           : "Connection: close\r\n",
                      reason);
@@ -287,6 +337,8 @@ static void reply_error(struct bal_client *cl, int status)
     client_set_idle(cl);
     client_pump(cl);
 }
+
+static void reply_error(struct bal_client *cl, int status) { reply_error_after(cl, status, 0); }
 
 /* Serves the requests waiting in the client's buffer, one at a time: loops
  * while a request completes at once (an error reply), so pipelined requests
@@ -347,6 +399,7 @@ static int client_next_request(struct bal_client *cl)
     cl->keep_alive = http_msg_keep_alive(m) && !bal->draining;
     cl->is_head = m->method == HTTP_HEAD;
     cl->idempotent = method_idempotent(m->method);
+    cl->upgrade = wants_websocket(m);
     cl->req_body = m->body;
     cl->req_left = m->content_length;
     cl->req_done = m->body == HTTP_BODY_NONE;
@@ -423,7 +476,9 @@ static void client_forward_body(struct bal_client *cl, int with_head)
 static void client_on_read(struct net_conn *c)
 {
     struct bal_client *cl = c->data;
-    if (cl->state == CL_HEAD)
+    if (cl->tunnel)
+        tunnel_pipe(cl, c, cl->srv->c);
+    else if (cl->state == CL_HEAD)
         client_pump(cl);
     else if (cl->state == CL_BUSY && !cl->req_done && cl->srv && cl->srv->connected)
         client_forward_body(cl, 0);
@@ -433,6 +488,10 @@ static void client_on_eof(struct net_conn *c)
 {
     struct bal_client *cl = c->data;
     cl->eof = 1;
+    if (cl->tunnel) {
+        tunnel_end(cl, "client closed the tunnel");
+        return;
+    }
     if (cl->state == CL_BUSY && !cl->req_done) {
         net_conn_abort(c, "client closed mid-request");
         return;
@@ -448,8 +507,13 @@ static void client_on_drain(struct net_conn *c)
     struct bal_server *srv = cl->srv;
     if (srv && srv->paused_by_client) {
         srv->paused_by_client = 0;
-        net_conn_set_timeout(c, 0);
-        net_conn_set_timeout(srv->c, cl->bal->cfg.server_timeout);
+        if (cl->tunnel) {
+            net_conn_set_timeout(c, cl->bal->cfg.tunnel_timeout);
+            net_conn_set_timeout(srv->c, cl->bal->cfg.tunnel_timeout);
+        } else {
+            net_conn_set_timeout(c, 0);
+            net_conn_set_timeout(srv->c, cl->bal->cfg.server_timeout);
+        }
         net_conn_resume(srv->c);
     }
 }
@@ -457,6 +521,10 @@ static void client_on_drain(struct net_conn *c)
 static void client_on_timeout(struct net_conn *c)
 {
     struct bal_client *cl = c->data;
+    if (cl->tunnel) {
+        tunnel_end(cl, "tunnel idle");
+        return;
+    }
     if (cl->state == CL_HEAD && buf_size(&c->rbuf) > 0) {
         cl->state = CL_BUSY;
         cl->keep_alive = 0;
@@ -477,6 +545,10 @@ static void client_on_close(struct net_conn *c, const char *why)
     if (!cl)
         return; /* refused in bal_proxy_accept */
     struct bal_proxy *bal = cl->bal;
+    if (cl->tunnel) {
+        cl->tunnel = 0;
+        bal->tunnels--;
+    }
     if (cl->srv)
         server_detach(cl, 0);
     cl->dead = 1;
@@ -629,6 +701,26 @@ static void attempt_failed(struct bal_client *cl, struct bal_backend *be, int st
     reply_error(cl, status);
 }
 
+/* The attempt could not open a backend socket for want of something of
+ * this node's own (descriptors above all). That says nothing about the
+ * backend: no failure is counted, no health changes, no retry on another
+ * backend (it would fail the same way); the client gets a 503 it may retry
+ * shortly, and the shortage is logged at most once a minute. */
+static void local_shortage(struct bal_client *cl, struct bal_backend *be, int err)
+{
+    struct bal_proxy *bal = cl->bal;
+    bal->local_shortages++;
+    if (be->requests > 0)
+        be->requests--; /* it never reached the backend */
+    unsigned long skipped;
+    if (log_limit_allow(&bal->local_log, (double)util_mono_us() / 1e6, 60.0, &skipped))
+        log_warn("cannot open a connection to backend %s: %s on this node; answering 503, "
+                 "backend health unchanged (%lu more since the last warning; raise the "
+                 "descriptor limit or lower max_conns)",
+                 be->name, strerror(err), skipped);
+    reply_error_after(cl, 503, 1);
+}
+
 static void server_on_connect(struct net_conn *c, int err)
 {
     struct bal_server *srv = c->data;
@@ -761,12 +853,125 @@ static void response_done(struct bal_client *cl)
     client_pump(cl);
 }
 
+/* ---- tunnels (upgraded connections) ------------------------------------ */
+
+/* The backend switched protocols (101) for an upgrade request: relay the
+ * 101, then copy bytes both ways (tunnel_pipe) until either side closes or
+ * both are silent for tunnel_timeout. The attempt stays open -- the backend
+ * counts the tunnel as a request in flight, and its generation stays
+ * referenced -- until the tunnel ends. */
+static void tunnel_start(struct bal_client *cl, struct bal_server *srv, const struct http_msg *m,
+                         size_t n, struct buf *pass)
+{
+    struct bal_proxy *bal = cl->bal;
+    struct bal_backend *be = srv->be;
+    struct net_conn *sc = srv->c;
+    const char *p = buf_head(&sc->rbuf);
+    double ms = (ev_now(sc->loop) - cl->t_sent) * 1000.0;
+    be->t.ewma_ms = be->t.ewma_ms == 0 ? ms : be->t.ewma_ms * 0.8 + ms * 0.2;
+    health_report(&be->gen->health, be->t.index, 1);
+    /* the status line as ours, end-to-end headers as sent, and the
+     * hop-by-hop pair of a handshake */
+    const char *eol = memchr(p, '\r', m->head_len);
+    buf_append(pass, "HTTP/1.1", 8);
+    buf_append(pass, p + 8, (size_t)(eol - p) - 8);
+    buf_append(pass, "\r\n", 2);
+    for (int i = 0; i < m->nhdrs; i++) {
+        const struct http_hdr *h = &m->hdrs[i];
+        if (h->kind == HH_CONNECTION || h->kind == HH_KEEP_ALIVE ||
+            h->kind == HH_PROXY_CONNECTION || h->kind == HH_TE || h->kind == HH_UPGRADE ||
+            h->kind == HH_LISTED)
+            continue;
+        const char *le = memchr(h->value, '\n', (size_t)(p + m->head_len - h->value));
+        buf_append(pass, h->name, (size_t)(le + 1 - h->name));
+    }
+    buf_append_str(pass, "Connection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+    buf_consume(&sc->rbuf, n);
+    cl->tunnel = 1;
+    cl->resp_head_done = cl->resp_sent = 1;
+    cl->holding = 0;
+    bal->tunnels++;
+    bal->tunnels_total++;
+    /* from here both connections only ever carry whole reads across */
+    cl->c->read_max = 64 * 1024;
+    sc->read_max = 64 * 1024;
+    net_conn_set_timeout(sc, bal->cfg.tunnel_timeout);
+    net_conn_set_timeout(cl->c, bal->cfg.tunnel_timeout);
+    net_conn_write(cl->c, buf_head(pass), buf_size(pass));
+    if (cl->dead || cl->srv != srv)
+        return;
+    /* what either side sent after its head is the first tunnelled bytes */
+    if (buf_size(&sc->rbuf) > 0)
+        tunnel_pipe(cl, sc, cl->c);
+    if (!cl->dead && cl->srv == srv && buf_size(&cl->c->rbuf) > 0)
+        tunnel_pipe(cl, cl->c, sc);
+    if (!cl->dead)
+        net_conn_update(cl->c);
+}
+
+/* Moves what `from` received to `to`. Unsent bytes above BAL_HIGH towards
+ * one side stop reading the other until they drain (the on_drain hooks
+ * resume it). Traffic either way keeps both connections alive. */
+static void tunnel_pipe(struct bal_client *cl, struct net_conn *from, struct net_conn *to)
+{
+    struct bal_proxy *bal = cl->bal;
+    struct bal_server *srv = cl->srv;
+    struct buf *rb = &from->rbuf;
+    size_t n = buf_size(rb);
+    if (n == 0)
+        return;
+    net_conn_write(to, buf_head(rb), n);
+    if (cl->dead || cl->srv != srv)
+        return; /* the write failed and closed the tunnel */
+    buf_consume(rb, n);
+    net_conn_set_timeout(cl->c, bal->cfg.tunnel_timeout);
+    net_conn_set_timeout(srv->c, bal->cfg.tunnel_timeout);
+    if (buf_size(&to->wbuf) > BAL_HIGH) {
+        if (from == cl->c && !cl->paused_by_srv) {
+            cl->paused_by_srv = 1;
+            net_conn_pause(from);
+        } else if (from == srv->c && !srv->paused_by_client) {
+            srv->paused_by_client = 1;
+            net_conn_pause(from);
+        }
+    }
+    net_conn_update(from);
+}
+
+/* Either side closed (or both went silent): what is queued for each side
+ * is still sent, then both close. */
+static void tunnel_end(struct bal_client *cl, const char *why)
+{
+    struct bal_proxy *bal = cl->bal;
+    struct bal_server *srv = cl->srv;
+    if (cl->tunnel) {
+        cl->tunnel = 0;
+        bal->tunnels--;
+    }
+    if (srv) {
+        cl->srv = NULL;
+        srv->cl = NULL;
+        attempt_end(cl);
+        net_conn_set_timeout(srv->c, bal->cfg.client_timeout);
+        net_conn_close(srv->c, why);
+    }
+    if (!cl->dead) {
+        cl->state = CL_CLOSING;
+        net_conn_set_timeout(cl->c, bal->cfg.client_timeout);
+        net_conn_close(cl->c, why);
+    }
+}
+
 static void server_on_read(struct net_conn *c)
 {
     struct bal_server *srv = c->data;
     struct bal_client *cl = srv->cl;
     if (!cl) {
         net_conn_abort(c, "unexpected bytes on an idle connection");
+        return;
+    }
+    if (cl->tunnel) {
+        tunnel_pipe(cl, c, cl->c);
         return;
     }
     struct bal_proxy *bal = cl->bal;
@@ -785,8 +990,12 @@ static void server_on_read(struct net_conn *c)
                                         cl->is_head, &status);
         if (n == -2)
             goto flush;
-        if (n < 0 || m->status == 101) {
+        if (n < 0 || (m->status == 101 && !cl->upgrade)) {
             response_invalid(cl, be, "an invalid response head");
+            return;
+        }
+        if (m->status == 101) {
+            tunnel_start(cl, srv, m, (size_t)n, pass);
             return;
         }
         if (m->status < 200) {
@@ -808,6 +1017,8 @@ static void server_on_read(struct net_conn *c)
         double ms = (ev_now(c->loop) - cl->t_sent) * 1000.0;
         be->t.ewma_ms = be->t.ewma_ms == 0 ? ms : be->t.ewma_ms * 0.8 + ms * 0.2;
         latency_record(&cl->bal->latency, ms, ev_now(c->loop));
+        bal->latency_sum += ms / 1000.0;
+        bal->latency_count++;
         health_report(&be->gen->health, be->t.index, m->status < 500);
         if (m->status >= 500) {
             be->failures++;
@@ -825,7 +1036,14 @@ static void server_on_read(struct net_conn *c)
         } else if (m->body == HTTP_BODY_CLOSE) {
             cl->close_after = 1;
         }
-        if (cl->eof)
+        /* The client half-closed: answer every request it sent before its
+         * FIN, closing after the last one. */
+        if (cl->eof && buf_size(&cl->c->rbuf) == 0)
+            cl->close_after = 1;
+        /* An answer that comes before the request body is all in (a final
+         * status instead of 100 Continue): the unread rest of the body
+         * leaves the connection unusable, so the client is told it closes. */
+        if (!cl->req_done)
             cl->close_after = 1;
         build_response_head(cl, m, buf_head(rb), out);
         buf_consume(rb, (size_t)n);
@@ -890,6 +1108,10 @@ static void server_on_eof(struct net_conn *c)
 {
     struct bal_server *srv = c->data;
     struct bal_client *cl = srv->cl;
+    if (cl && cl->tunnel) {
+        tunnel_end(cl, "backend closed the tunnel");
+        return;
+    }
     if (cl && cl->resp_head_done && cl->resp_body == HTTP_BODY_CLOSE) {
         /* the close ends the response: a held one is complete now */
         cl->resp_keep = 0;
@@ -917,6 +1139,10 @@ static void server_on_timeout(struct net_conn *c)
     struct bal_client *cl = srv->cl;
     if (!cl) {
         net_conn_abort(c, "idle in pool");
+        return;
+    }
+    if (cl->tunnel) {
+        tunnel_end(cl, "tunnel idle");
         return;
     }
     struct bal_proxy *bal = cl->bal;
@@ -959,10 +1185,20 @@ static void server_on_close(struct net_conn *c, const char *why)
     bal_reap_start(bal);
     if (!cl)
         return;
-    /* the attempt failed before its response completed */
+    /* the attempt failed before its response completed (or a tunnel's
+     * backend went away) */
     cl->srv = NULL;
     srv->cl = NULL;
     attempt_end(cl);
+    if (cl->tunnel) {
+        cl->tunnel = 0;
+        bal->tunnels--;
+        if (!cl->dead) {
+            net_conn_set_timeout(cl->c, bal->cfg.client_timeout);
+            net_conn_close(cl->c, "backend closed the tunnel");
+        }
+        return;
+    }
     if (cl->paused_by_srv) {
         cl->paused_by_srv = 0;
         net_conn_resume(cl->c);
@@ -973,7 +1209,9 @@ static void server_on_close(struct net_conn *c, const char *why)
         net_conn_abort(cl->c, "backend closed mid-response");
         return;
     }
-    if (!srv->connected) {
+    if (!srv->connected && health_local_shortage(srv->conn_err)) {
+        local_shortage(cl, be, srv->conn_err);
+    } else if (!srv->connected) {
         int timeout = srv->conn_err == ETIMEDOUT;
         attempt_failed(cl, be, timeout ? 504 : 502, 0,
                        srv->conn_err ? strerror(srv->conn_err) : why);
@@ -1001,7 +1239,9 @@ static struct bal_server *server_open(struct bal_proxy *bal, struct bal_backend 
     srv->be = be;
     srv->c = net_connect(bal->loop, (struct sockaddr *)&ht->sa, ht->salen, &server_ops, srv);
     if (!srv->c) {
+        int err = errno;
         free(srv);
+        errno = err;
         return NULL;
     }
     /* A response head must fit; bodies are consumed as they come. */
@@ -1042,8 +1282,12 @@ static void attempt_start(struct bal_client *cl, struct bal_backend *be)
     }
     srv = server_open(bal, be);
     if (!srv) {
+        int err = errno;
         attempt_end(cl);
-        attempt_failed(cl, be, 502, 0, strerror(errno));
+        if (health_local_shortage(err))
+            local_shortage(cl, be, err);
+        else
+            attempt_failed(cl, be, 502, 0, strerror(err));
         return;
     }
     srv->cl = cl;

@@ -40,6 +40,7 @@ struct bal_cfg {
     char hash_on[128];
     int retries;
     double connect_timeout, server_timeout, client_timeout, head_timeout;
+    double tunnel_timeout; /* an upgraded connection silent both ways */
     int max_conns;
     struct http_limits lim;
     struct health_cfg health;
@@ -69,8 +70,18 @@ struct bal_proxy {
     ev_prepare reap;
     int draining;
     uint64_t requests, retries, errors_sent;
+    /* requests answered 503 because this node could not open a backend
+     * socket (out of descriptors, buffers, local ports): never counted
+     * against a backend */
+    uint64_t local_shortages;
+    /* upgraded connections (WebSocket) relayed as byte tunnels */
+    int tunnels;
+    uint64_t tunnels_total;
+    struct log_limit local_log;
     struct latency latency; /* backend response-head latency, recent windows */
     struct access_log *alog; /* NULL: no access log */
+    double latency_sum;     /* seconds, over every response head */
+    uint64_t latency_count;
 };
 
 enum cl_state { CL_HEAD, CL_BUSY, CL_CLOSING };
@@ -90,6 +101,10 @@ struct bal_client {
     unsigned req_done : 1, body_touched : 1;
     unsigned resp_head_done : 1, resp_keep : 1, dechunk : 1, close_after : 1;
     unsigned paused_by_srv : 1;
+    /* upgrade: the request asks to switch to WebSocket and is forwarded
+     * with its Upgrade; tunnel: the backend agreed (101), and bytes are now
+     * copied both ways until either side closes */
+    unsigned upgrade : 1, tunnel : 1;
     /* holding: the current attempt's response is gathered in `held`, not
      * relayed; resp_sent: bytes of the final response reached the client,
      * after which nothing can be retried */

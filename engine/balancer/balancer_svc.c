@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "log.h"
 #include "util.h"
@@ -149,6 +150,13 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
     c->lim.max_request_line = (size_t)rl;
     if (access_log_read_cfg(L, idx, &c->access_log, err, errlen) < 0)
         return -1;
+    /* max_conns not given: 0, derived from the descriptor limit at start */
+    if (lua_getfield(L, idx, "max_conns") == LUA_TNIL)
+        c->max_conns = 0;
+    lua_pop(L, 1);
+    /* like HAProxy's `timeout tunnel`: an upgraded connection may idle long */
+    if (cfg_seconds(L, idx, "tunnel_timeout", 3600, &c->tunnel_timeout, err, errlen) < 0)
+        return -1;
     return read_health(L, idx, &c->health, err, errlen);
 }
 
@@ -283,6 +291,29 @@ static void bal_free_all(struct balancer *bal)
     free(bal);
 }
 
+/* Descriptors a balancer node keeps for itself: its listeners, the admin
+ * endpoint and its clients, logs, the supervisor's pipe, health checks. */
+#define BAL_FD_RESERVE 32
+
+/* max_conns when the topology does not set it: every client may need a
+ * backend socket too, so half of what the descriptor limit leaves after
+ * the node's own (the way HAProxy derives maxconn from RLIMIT_NOFILE). */
+static int max_conns_auto(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 10000;
+    long long n = ((long long)rl.rlim_cur - BAL_FD_RESERVE) / 2;
+    if (n > 10000000)
+        n = 10000000;
+    return n < 1 ? 1 : (int)n;
+}
+
+static int max_conns_of(const struct bal_cfg *c)
+{
+    return c->max_conns > 0 ? c->max_conns : max_conns_auto();
+}
+
 static void set_limits(struct balancer *bal, const struct bal_cfg *c)
 {
     bal->px.resp_lim = c->lim;
@@ -328,11 +359,13 @@ static struct service *bal_start(const struct service_env *env, lua_State *L, in
                                &bal->px, err, errlen);
     if (!bal->listener)
         goto fail;
-    bal->listener->max_conns = c->max_conns;
+    bal->listener->max_conns = max_conns_of(c);
     snprintf(bal->base.listen, sizeof bal->base.listen, "%s", bal->listener->addr);
     snprintf(bal->px.listen, sizeof bal->px.listen, "%s", bal->listener->addr);
-    log_info("balancer listening on %s: %d backends, policy %s%s%s", bal->base.listen, g->nbe,
-             c->policy, lb_lua_of(&g->lb) ? " " : "", lb_lua_of(&g->lb) ? c->policy_path : "");
+    log_info("node %s: balancer listening on %s: %d backends, policy %s%s%s, max_conns %d%s",
+             bal->base.node, bal->base.listen, g->nbe, c->policy, lb_lua_of(&g->lb) ? " " : "",
+             lb_lua_of(&g->lb) ? c->policy_path : "", bal->listener->max_conns,
+             c->max_conns ? "" : " (from the descriptor limit)");
     return &bal->base;
 fail:
     bal_free_all(bal);
@@ -397,11 +430,20 @@ static void bal_status_json(struct service *s, struct buf *out)
     buf_printf(out, "\"p50_ms\":%.3f,\"p99_ms\":%.3f,",
                latency_percentile(&bal->px.latency, 50, now),
                latency_percentile(&bal->px.latency, 99, now));
+    buf_append_str(out, "\"policy\":");
+    buf_json_string(out, bal->px.cfg.policy);
     buf_printf(out,
-               "\"policy\":\"%s\",\"clients\":%d,\"requests\":%llu,\"retries\":%llu,"
-               "\"errors_sent\":%llu,\"lua_fallbacks\":%llu,\"panic\":%s,\"backends\":[",
-               bal->px.cfg.policy, bal->px.nclients, (unsigned long long)bal->px.requests,
+               ",\"clients\":%d,\"max_conns\":%d,\"requests\":%llu,"
+               "\"retries\":%llu,\"errors_sent\":%llu,\"local_shortages\":%llu,"
+               "\"checks_skipped_local\":%llu,\"tunnels\":%d,\"tunnels_total\":%llu,"
+               "\"lua_fallbacks\":%llu,\"panic\":%s,\"backends\":[",
+               bal->px.nclients,
+               bal->listener ? bal->listener->max_conns : max_conns_of(&bal->px.cfg),
+               (unsigned long long)bal->px.requests,
                (unsigned long long)bal->px.retries, (unsigned long long)bal->px.errors_sent,
+               (unsigned long long)bal->px.local_shortages,
+               (unsigned long long)g->health.skipped_local, bal->px.tunnels,
+               (unsigned long long)bal->px.tunnels_total,
                (unsigned long long)bal->lua_fallbacks, g->health.panic ? "true" : "false");
     for (int i = 0; i < g->nbe; i++) {
         struct bal_backend *be = &g->be[i];
@@ -422,39 +464,186 @@ static void bal_status_json(struct service *s, struct buf *out)
     buf_append_str(out, "]");
 }
 
+/* One family's HELP and TYPE lines. */
+static void fam(struct buf *out, const char *name, const char *type, const char *help)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A value that may be "none yet" (negative): NaN, as Prometheus spells it. */
+static void num_or_nan(struct buf *out, double v)
+{
+    if (v < 0)
+        buf_append_str(out, "NaN\n");
+    else
+        buf_printf(out, "%.6f\n", v);
+}
+
+enum be_metric { BE_UP, BE_REQUESTS, BE_FAILURES, BE_ACTIVE, BE_EWMA, BE_CONNS, BE_IDLE,
+                 BE_CHECKS, BE_CHECKS_FAILED, BE_NMETRICS };
+
 static void bal_metrics(struct service *s, struct buf *out, const char *labels)
 {
     struct balancer *bal = (struct balancer *)s;
-    struct bal_gen *g = bal->px.gen;
-    buf_printf(out, "strata_balancer_requests_total{%s} %llu\n", labels,
-               (unsigned long long)bal->px.requests);
-    /* Backend response-head latency over the last 10-20 s (-1: no traffic). */
-    double now = ev_now(bal->px.loop);
-    buf_printf(out, "strata_balancer_backend_latency_ms{%s,quantile=\"0.5\"} %.3f\n", labels,
-               latency_percentile(&bal->px.latency, 50, now));
-    buf_printf(out, "strata_balancer_backend_latency_ms{%s,quantile=\"0.99\"} %.3f\n", labels,
-               latency_percentile(&bal->px.latency, 99, now));
-    buf_printf(out, "strata_balancer_retries_total{%s} %llu\n", labels,
-               (unsigned long long)bal->px.retries);
-    buf_printf(out, "strata_balancer_errors_sent_total{%s} %llu\n", labels,
-               (unsigned long long)bal->px.errors_sent);
-    buf_printf(out, "strata_balancer_lua_fallbacks_total{%s} %llu\n", labels,
-               (unsigned long long)bal->lua_fallbacks);
-    buf_printf(out, "strata_balancer_clients{%s} %d\n", labels, bal->px.nclients);
-    buf_printf(out, "strata_balancer_panic{%s} %d\n", labels, g->health.panic);
-    for (int i = 0; i < g->nbe; i++) {
-        struct bal_backend *be = &g->be[i];
-        buf_printf(out, "strata_balancer_backend_up{%s,backend=\"%s\"} %d\n", labels, be->name,
-                   be->t.healthy);
-        buf_printf(out, "strata_balancer_backend_requests_total{%s,backend=\"%s\"} %llu\n",
-                   labels, be->name, (unsigned long long)be->requests);
-        buf_printf(out, "strata_balancer_backend_failures_total{%s,backend=\"%s\"} %llu\n",
-                   labels, be->name, (unsigned long long)be->failures);
-        buf_printf(out, "strata_balancer_backend_active{%s,backend=\"%s\"} %d\n", labels,
-                   be->name, be->t.active);
-        buf_printf(out, "strata_balancer_backend_latency_ewma_ms{%s,backend=\"%s\"} %.3f\n",
-                   labels, be->name, be->t.ewma_ms);
+    struct bal_proxy *px = &bal->px;
+    struct bal_gen *g = px->gen;
+    struct {
+        const char *name, *type, *help;
+        unsigned long long v;
+    } m[] = {
+        {"strata_balancer_requests_total", "counter", "Requests received from clients.",
+         px->requests},
+        {"strata_balancer_retries_total", "counter", "Attempts retried on another backend.",
+         px->retries},
+        {"strata_balancer_errors_sent_total", "counter",
+         "Error responses the balancer answered itself.", px->errors_sent},
+        {"strata_balancer_local_shortages_total", "counter",
+         "Requests answered 503 because this node could not open a backend connection.",
+         px->local_shortages},
+        {"strata_balancer_health_checks_skipped_total", "counter",
+         "Health checks skipped because this node could not open a socket.",
+         g->health.skipped_local},
+        {"strata_balancer_lua_fallbacks_total", "counter",
+         "Lua policy picks answered by the fallback policy.", bal->lua_fallbacks},
+        {"strata_balancer_tunnels_total", "counter",
+         "Upgraded connections (WebSocket) relayed as tunnels.", px->tunnels_total},
+        {"strata_balancer_tunnels", "gauge", "Tunnels open.", (unsigned long long)px->tunnels},
+        {"strata_balancer_clients", "gauge", "Client connections open.",
+         (unsigned long long)px->nclients},
+        {"strata_balancer_max_conns", "gauge", "Client connections allowed.",
+         (unsigned long long)(bal->listener ? bal->listener->max_conns
+                                            : max_conns_of(&px->cfg))},
+        {"strata_balancer_panic", "gauge", "1 while no backend is healthy (all get traffic).",
+         (unsigned long long)g->health.panic},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        fam(out, m[i].name, m[i].type, m[i].help);
+        buf_printf(out, "%s{%s} %llu\n", m[i].name, labels, m[i].v);
     }
+    /* Backend response-head latency: quantiles over the last 10-20 s (NaN
+     * without traffic), sum and count over the node's life. */
+    double now = ev_now(px->loop);
+    const char *lat = "strata_balancer_backend_latency_seconds";
+    fam(out, lat, "summary", "Time from request sent to response head, per response.");
+    double p50 = latency_percentile(&px->latency, 50, now);
+    double p99 = latency_percentile(&px->latency, 99, now);
+    buf_printf(out, "%s{%s,quantile=\"0.5\"} ", lat, labels);
+    num_or_nan(out, p50 < 0 ? -1 : p50 / 1000.0);
+    buf_printf(out, "%s{%s,quantile=\"0.99\"} ", lat, labels);
+    num_or_nan(out, p99 < 0 ? -1 : p99 / 1000.0);
+    buf_printf(out, "%s_sum{%s} %.6f\n", lat, labels, px->latency_sum);
+    buf_printf(out, "%s_count{%s} %llu\n", lat, labels, (unsigned long long)px->latency_count);
+
+    static const struct {
+        const char *name, *type, *help;
+    } bm[BE_NMETRICS] = {
+        [BE_UP] = {"strata_balancer_backend_up", "gauge", "1 while the backend is healthy."},
+        [BE_REQUESTS] = {"strata_balancer_backend_requests_total", "counter",
+                         "Attempts sent to the backend."},
+        [BE_FAILURES] = {"strata_balancer_backend_failures_total", "counter",
+                         "Failed attempts on the backend (connect errors, resets, timeouts, "
+                         "invalid responses, 5xx)."},
+        [BE_ACTIVE] = {"strata_balancer_backend_active", "gauge",
+                       "Requests in flight on the backend."},
+        [BE_EWMA] = {"strata_balancer_backend_latency_ewma_seconds", "gauge",
+                     "Moving average of the backend's time to response head."},
+        [BE_CONNS] = {"strata_balancer_backend_connections", "gauge",
+                      "Connections open to the backend."},
+        [BE_IDLE] = {"strata_balancer_backend_idle_connections", "gauge",
+                     "Keep-alive connections to the backend waiting in the pool."},
+        [BE_CHECKS] = {"strata_balancer_backend_checks_total", "counter",
+                       "Active health checks run."},
+        [BE_CHECKS_FAILED] = {"strata_balancer_backend_checks_failed_total", "counter",
+                              "Active health checks failed."},
+    };
+    struct buf be_label;
+    buf_init(&be_label);
+    for (int k = 0; k < BE_NMETRICS; k++) {
+        fam(out, bm[k].name, bm[k].type, bm[k].help);
+        for (int i = 0; i < g->nbe; i++) {
+            struct bal_backend *be = &g->be[i];
+            buf_reset(&be_label);
+            buf_prom_label(&be_label, be->name);
+            buf_printf(out, "%s{%s,backend=%.*s} ", bm[k].name, labels, (int)buf_size(&be_label),
+                       buf_head(&be_label));
+            switch (k) {
+            case BE_UP: buf_printf(out, "%d\n", be->t.healthy); break;
+            case BE_REQUESTS: buf_printf(out, "%llu\n", (unsigned long long)be->requests); break;
+            case BE_FAILURES: buf_printf(out, "%llu\n", (unsigned long long)be->failures); break;
+            case BE_ACTIVE: buf_printf(out, "%d\n", be->t.active); break;
+            case BE_EWMA: buf_printf(out, "%.6f\n", be->t.ewma_ms / 1000.0); break;
+            case BE_CONNS: buf_printf(out, "%d\n", be->nconns); break;
+            case BE_IDLE: buf_printf(out, "%d\n", be->nidle); break;
+            case BE_CHECKS:
+                buf_printf(out, "%llu\n", (unsigned long long)g->ht[i].checks);
+                break;
+            default:
+                buf_printf(out, "%llu\n", (unsigned long long)g->ht[i].checks_failed);
+                break;
+            }
+        }
+    }
+    buf_free(&be_label);
+}
+
+/* Appends one line per setting that differs between the running balancer
+ * and c (the runtime asks only when something in the declaration or a
+ * policy file differs; a setting with no line of its own still gets one,
+ * so a reload is never mistaken for "no changes"). */
+static void list_changes(struct balancer *bal, const struct bal_cfg *c, const struct lb *lb,
+                         const struct bal_gen *cur, const struct bal_gen *g, int same,
+                         struct buf *changes)
+{
+    const struct bal_cfg *o = &bal->px.cfg;
+    size_t before = buf_size(changes);
+    char pre[160];
+    snprintf(pre, sizeof pre, "node %s: balancer %s:", bal->base.node, bal->base.listen);
+    const struct lb_lua *lua = lb_lua_of(lb);
+    int new_policy = strcmp(c->policy, o->policy) || strcmp(c->policy_path, o->policy_path);
+    if (lua)
+        buf_printf(changes, "%s policy %s%s%s\n", pre, c->policy_path,
+                   new_policy ? " (new)" : " (reloaded)",
+                   lb_lua_migrated(lua) ? " (state migrated)" : "");
+    else if (new_policy)
+        buf_printf(changes, "%s policy %s -> %s\n", pre,
+                   strcmp(o->policy, "lua") == 0 ? o->policy_path : o->policy, c->policy);
+    if (strcmp(c->fallback, o->fallback))
+        buf_printf(changes, "%s fallback %s -> %s\n", pre, o->fallback, c->fallback);
+    if (strcmp(c->hash_on, o->hash_on))
+        buf_printf(changes, "%s hash_on %s -> %s\n", pre, o->hash_on, c->hash_on);
+    if (c->retries != o->retries)
+        buf_printf(changes, "%s retries %d -> %d\n", pre, o->retries, c->retries);
+    const struct {
+        const char *name;
+        double was, now;
+    } t[] = {
+        {"connect_timeout", o->connect_timeout, c->connect_timeout},
+        {"server_timeout", o->server_timeout, c->server_timeout},
+        {"client_timeout", o->client_timeout, c->client_timeout},
+        {"head_timeout", o->head_timeout, c->head_timeout},
+        {"tunnel_timeout", o->tunnel_timeout, c->tunnel_timeout},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (t[i].was != t[i].now)
+            buf_printf(changes, "%s %s %gs -> %gs\n", pre, t[i].name, t[i].was, t[i].now);
+    if (c->max_conns != o->max_conns)
+        buf_printf(changes, "%s max_conns %d -> %d\n", pre, max_conns_of(o), max_conns_of(c));
+    if (c->lim.max_header_size != o->lim.max_header_size ||
+        c->lim.max_headers != o->lim.max_headers ||
+        c->lim.max_request_line != o->lim.max_request_line)
+        buf_printf(changes, "%s request limits\n", pre);
+    if (memcmp(&c->health, &o->health, sizeof c->health) != 0)
+        buf_printf(changes, "%s health settings\n", pre);
+    if (!same) {
+        buf_printf(changes, "%s backends %d -> %d\n", pre, cur->nbe, g->nbe);
+    } else {
+        for (int i = 0; i < cur->nbe; i++)
+            if (cur->be[i].t.weight != g->be[i].t.weight)
+                buf_printf(changes, "%s backend %s weight %d -> %d\n", pre, cur->be[i].name,
+                           cur->be[i].t.weight, g->be[i].t.weight);
+    }
+    if (buf_size(changes) == before)
+        buf_printf(changes, "%s settings changed\n", pre);
 }
 
 /* Hot reload. Policy (a Lua policy is loaded and validated again even when
@@ -498,16 +687,7 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
         bal_gen_free(g);
         return -1;
     }
-    const struct lb_lua *lua = lb_lua_of(&lb);
-    int new_policy =
-        strcmp(c.policy, bal->px.cfg.policy) || strcmp(c.policy_path, bal->px.cfg.policy_path);
-    buf_printf(changes, "node %s: balancer %s: policy %s%s%s\n", bal->base.node,
-               bal->base.listen, lua ? c.policy_path : c.policy,
-               new_policy ? " (new)" : " (reloaded)",
-               lua && lb_lua_migrated(lua) ? " (state migrated)" : "");
-    if (!same)
-        buf_printf(changes, "node %s: balancer %s: backends %d -> %d\n", bal->base.node,
-                   bal->base.listen, cur->nbe, g->nbe);
+    list_changes(bal, &c, &lb, cur, g, same, changes);
     /* a new access log is opened in both passes: a path that cannot be
      * written fails the reload before anything changed */
     struct access_log *alog = NULL;
@@ -571,7 +751,7 @@ static int bal_reload(struct service *s, lua_State *L, int idx, int dry_run, str
     }
     bal->px.cfg = c;
     if (bal->listener)
-        bal->listener->max_conns = c.max_conns;
+        bal->listener->max_conns = max_conns_of(&c);
     bal->px.hash_kind = hash_kind;
     memcpy(bal->px.hash_name, hash_name, sizeof hash_name);
     set_limits(bal, &c);

@@ -1,9 +1,11 @@
 #include "health.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "log.h"
+#include "util.h"
 #include "http_client.h"
 
 #define HEALTH_TICK 0.1
@@ -45,8 +47,26 @@ static void check_cb(struct ev_loop *loop, ev_timer *w, int revents)
         .head_only = 1,
     };
     ht->check = http_call_start(loop, (struct sockaddr *)&ht->sa, ht->salen, &o, check_done, ht);
-    if (!ht->check)
-        check_finish(ht, 0, "cannot create socket");
+    if (ht->check)
+        return;
+    int err = errno;
+    if (health_local_shortage(err)) {
+        /* our shortage, not the backend's: skip this check, change nothing */
+        h->skipped_local++;
+        unsigned long skipped;
+        if (log_limit_allow(&h->local_log, (double)util_mono_us() / 1e6, 60.0, &skipped))
+            log_warn("health check of %s (%s) skipped: %s on this node, not counted against "
+                     "the backend (%lu more since the last warning)",
+                     ht->t->name, ht->t->addr, strerror(err), skipped);
+        return;
+    }
+    check_finish(ht, 0, "cannot create socket");
+}
+
+int health_local_shortage(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM ||
+           err == EADDRNOTAVAIL;
 }
 
 static void check_finish(struct health_target *ht, int ok, const char *why)

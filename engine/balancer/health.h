@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "lb.h"
+#include "log.h"
 
 struct http_call;
 
@@ -60,6 +61,10 @@ struct health {
     int panic;
     int stopping;
     ev_timer tick;          /* cooldown expiry and slow start ramp */
+    /* checks not run because this node was out of descriptors: a local
+     * shortage says nothing about the backend, so it is not a failure */
+    unsigned long long skipped_local;
+    struct log_limit local_log;
     void (*on_change)(void *ud);
     void *ud;
 };
@@ -70,6 +75,9 @@ void health_start(struct health *h, struct ev_loop *loop, const struct health_cf
 void health_stop(struct health *h);
 /* Outcome of one real request on backend i (passive health). */
 void health_report(struct health *h, int i, int ok);
+/* 1 when a connect failed for want of something of this node's own
+ * (descriptors, buffers, memory, local ports): never the backend's fault. */
+int health_local_shortage(int err);
 /* Recomputes usable / eff_weight now (also done on every state change). */
 void health_refresh(struct health *h);
 

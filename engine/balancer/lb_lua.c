@@ -290,7 +290,7 @@ struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *
         return NULL;
     }
     struct lb_target *t = NULL;
-    int type = lua_type(L, -1);
+    int type = lua_type(L, -1), isint = 0;
     if (type == LUA_TTABLE) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_rev);
         lua_pushvalue(L, -2);
@@ -298,9 +298,11 @@ struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *
             t = p->t[lua_tointeger(L, -1)];
         else
             snprintf(err, errlen, "pick returned a table that is not a backend");
-    } else if (type == LUA_TNUMBER && lua_isinteger(L, -1)) {
+    } else if (type == LUA_TNUMBER && (lua_tointegerx(L, -1, &isint), isint)) {
         /* an index into the list as the policy sees it now (it may have
-         * reordered it): look the entry up rather than trusting our order */
+         * reordered it): look the entry up rather than trusting our order.
+         * An integral float (1.0, what arithmetic such as n / 2 * 2 gives)
+         * is the same index. */
         lua_Integer i = lua_tointeger(L, -1);
         lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_rev);
         lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref_list);
@@ -310,6 +312,8 @@ struct lb_target *lb_lua_pick(struct lb_lua *p, const struct lb_req *req, char *
         else
             snprintf(err, errlen, "pick returned index %lld, not in 1..%d", (long long)i,
                      p->nlist);
+    } else if (type == LUA_TNUMBER) {
+        snprintf(err, errlen, "pick returned %g, not an index", (double)lua_tonumber(L, -1));
     } else if (type == LUA_TNIL) {
         snprintf(err, errlen, "pick returned nil");
     } else {

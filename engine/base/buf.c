@@ -99,6 +99,20 @@ int buf_json_string(struct buf *b, const char *s)
     return rc < 0 ? rc : buf_append(b, "\"", 1);
 }
 
+int buf_prom_label(struct buf *b, const char *s)
+{
+    int rc = buf_append(b, "\"", 1);
+    for (const char *p = s; *p && rc == 0; p++) {
+        if (*p == '"' || *p == '\\')
+            rc = buf_append(b, (char[2]){'\\', *p}, 2);
+        else if (*p == '\n')
+            rc = buf_append(b, "\\n", 2);
+        else
+            rc = buf_append(b, p, 1);
+    }
+    return rc < 0 ? rc : buf_append(b, "\"", 1);
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
     b->off += n;

@@ -38,6 +38,9 @@ int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 /* Appends s as a JSON string literal, quotes and escapes included. */
 int buf_json_string(struct buf *b, const char *s);
+/* Appends s as a Prometheus label value: in double quotes, with backslash,
+ * double quote and newline escaped (text exposition format). */
+int buf_prom_label(struct buf *b, const char *s);
 void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);
 /* Give memory back when an idle buffer has grown past `keep` bytes. */

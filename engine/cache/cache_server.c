@@ -179,7 +179,7 @@ static struct service *cache_srv_start(const struct service_env *env, lua_State 
     snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->rs.listener->addr);
     snprintf(c->ks.listen, sizeof c->ks.listen, "%s", srv->rs.listener->addr);
     ev_timer_start(env->loop, &srv->cron);
-    log_info("cache %s listening on %s (max_memory %llu, eviction %s)", cfg.node,
+    log_info("node %s: cache listening on %s (max_memory %llu, eviction %s)", cfg.node,
              srv->rs.listener->addr, (unsigned long long)c->ks.mem_limit, cache_policy_name(c));
     return &srv->base;
 }
@@ -240,26 +240,35 @@ static void cache_srv_metrics(struct service *s, struct buf *out, const char *la
 {
     struct cache *c = &((struct cache_server *)s)->cache;
     struct {
-        const char *name, *type;
+        const char *name, *type, *help;
         unsigned long long v;
     } m[] = {
-        {"strata_cache_keys", "gauge", c->ks.store.count},
-        {"strata_cache_used_memory_bytes", "gauge", c->ks.store.mem.used},
-        {"strata_cache_max_memory_bytes", "gauge", c->ks.mem_limit},
-        {"strata_cache_connections", "gauge", c->ks.nclients},
-        {"strata_cache_hits_total", "counter", c->ks.stats.hits},
-        {"strata_cache_misses_total", "counter", c->ks.stats.misses},
-        {"strata_cache_evicted_keys_total", "counter", c->evict.evicted},
-        {"strata_cache_expired_keys_total", "counter", c->ks.store.expired},
-        {"strata_cache_commands_total", "counter", c->ks.stats.commands},
-        {"strata_cache_eviction_policy_errors_total", "counter", c->evict.lua_errors},
-        {"strata_cache_rejected_connections_total", "counter", c->ks.stats.rejected_connections},
-        {"strata_cache_evicted_clients_total", "counter", c->ks.stats.evicted_clients},
-        {"strata_cache_client_buffer_bytes", "gauge", c->ks.client_buf_bytes},
+        {"strata_cache_keys", "gauge", "Keys stored.", c->ks.store.count},
+        {"strata_cache_used_memory_bytes", "gauge", "Memory used by keys and values.",
+         c->ks.store.mem.used},
+        {"strata_cache_max_memory_bytes", "gauge", "Memory limit (0: none).", c->ks.mem_limit},
+        {"strata_cache_connections", "gauge", "Client connections open.", c->ks.nclients},
+        {"strata_cache_hits_total", "counter", "Key lookups that found the key.",
+         c->ks.stats.hits},
+        {"strata_cache_misses_total", "counter", "Key lookups that did not find the key.",
+         c->ks.stats.misses},
+        {"strata_cache_evicted_keys_total", "counter", "Keys evicted to stay under the limit.",
+         c->evict.evicted},
+        {"strata_cache_expired_keys_total", "counter", "Keys removed by expiry.",
+         c->ks.store.expired},
+        {"strata_cache_commands_total", "counter", "Commands run.", c->ks.stats.commands},
+        {"strata_cache_eviction_policy_errors_total", "counter",
+         "Lua eviction policy errors (the fallback evicted instead).", c->evict.lua_errors},
+        {"strata_cache_rejected_connections_total", "counter",
+         "Connections refused at the client limit.", c->ks.stats.rejected_connections},
+        {"strata_cache_evicted_clients_total", "counter",
+         "Clients closed for exceeding the client buffer limit.", c->ks.stats.evicted_clients},
+        {"strata_cache_client_buffer_bytes", "gauge", "Bytes buffered for clients.",
+         c->ks.client_buf_bytes},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-        buf_printf(out, "# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].type, m[i].name, labels,
-                   m[i].v);
+        buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].help,
+                   m[i].name, m[i].type, m[i].name, labels, m[i].v);
 }
 
 static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_run,
@@ -285,11 +294,24 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
         }
         evict_lua_free(el);
     }
+    /* only what really changes is listed: the runtime calls this when
+     * anything in the service's declaration (or its policy file) differs */
+    size_t before = buf_size(changes);
     if ((uint64_t)cfg.max_memory != c->ks.mem_limit)
         buf_printf(changes, "node %s: cache max_memory %llu -> %lld\n", cfg.node,
                    (unsigned long long)c->ks.mem_limit, (long long)cfg.max_memory);
-    buf_printf(changes, "node %s: cache eviction %s\n", cfg.node,
-               strcmp(cfg.eviction, "lua") == 0 ? cfg.eviction_path : cfg.eviction);
+    if (strcmp(cfg.eviction, "lua") == 0)
+        buf_printf(changes, "node %s: cache eviction %s (loaded again)\n", cfg.node,
+                   cfg.eviction_path);
+    else if (strcmp(cfg.eviction, cache_policy_name(c)) != 0)
+        buf_printf(changes, "node %s: cache eviction %s -> %s\n", cfg.node, cache_policy_name(c),
+                   cfg.eviction);
+    enum evict_policy fb;
+    if (cache_policy_parse(cfg.fallback, &fb) == 0 && fb != c->evict.fallback)
+        buf_printf(changes, "node %s: cache eviction_fallback %s\n", cfg.node, cfg.fallback);
+    if (cfg.samples != c->evict.samples)
+        buf_printf(changes, "node %s: cache eviction_samples %d -> %lld\n", cfg.node,
+                   c->evict.samples, (long long)cfg.samples);
     const struct kv_access *a = &cfg.access;
     if (strcmp(a->password, c->ks.password) != 0)
         buf_printf(changes, "node %s: cache password changed (new connections)\n", cfg.node);
@@ -301,6 +323,8 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
     if ((uint64_t)a->max_client_memory != c->ks.client_mem_limit)
         buf_printf(changes, "node %s: cache max_client_memory %llu -> %lld\n", cfg.node,
                    (unsigned long long)c->ks.client_mem_limit, (long long)a->max_client_memory);
+    if (buf_size(changes) == before) /* a setting with no line of its own */
+        buf_printf(changes, "node %s: cache settings changed\n", cfg.node);
     int rc = 0;
     if (!dry_run && apply_policy(c, &cfg, err, errlen) < 0)
         rc = -1;

@@ -825,23 +825,28 @@ static void sup_metrics(void *ud, const struct admin_request *req, struct admin_
 {
     (void)req;
     struct supervisor *sup = ud;
+    struct buf *b = &resp->body;
     resp->content_type = "text/plain; version=0.0.4";
-    buf_append_str(&resp->body, "# HELP strata_node_restarts_total Restarts of a node by "
-                                "the supervisor.\n# TYPE strata_node_restarts_total counter\n");
-    for (int i = 0; i < sup->n; i++)
-        buf_printf(&resp->body, "strata_node_restarts_total{node=\"%s\"} %u\n",
-                   sup->nodes[i]->name, sup->nodes[i]->restarts);
-    buf_append_str(&resp->body, "# HELP strata_node_stalls_total Times a node was killed "
-                                "because its loop stopped turning.\n"
-                                "# TYPE strata_node_stalls_total counter\n");
-    for (int i = 0; i < sup->n; i++)
-        buf_printf(&resp->body, "strata_node_stalls_total{node=\"%s\"} %u\n",
-                   sup->nodes[i]->name, sup->nodes[i]->stalls);
-    buf_append_str(&resp->body, "# HELP strata_node_up 1 while the node process is ready.\n"
-                                "# TYPE strata_node_up gauge\n");
-    for (int i = 0; i < sup->n; i++)
-        buf_printf(&resp->body, "strata_node_up{node=\"%s\"} %d\n", sup->nodes[i]->name,
-                   sup->nodes[i]->pid && sup->nodes[i]->ready);
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"strata_node_restarts_total", "counter", "Restarts of a node by the supervisor."},
+        {"strata_node_stalls_total", "counter",
+         "Times a node was killed because its loop stopped turning."},
+        {"strata_node_up", "gauge", "1 while the node process is ready."},
+    };
+    for (size_t k = 0; k < sizeof fam / sizeof fam[0]; k++) {
+        buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[k].name, fam[k].help, fam[k].name,
+                   fam[k].type);
+        for (int i = 0; i < sup->n; i++) {
+            const struct sup_node *nd = sup->nodes[i];
+            buf_printf(b, "%s{node=", fam[k].name);
+            buf_prom_label(b, nd->name);
+            buf_printf(b, "} %u\n", k == 0   ? nd->restarts
+                                    : k == 1 ? nd->stalls
+                                             : (unsigned)(nd->pid && nd->ready));
+        }
+    }
 }
 
 static void sup_healthz(void *ud, const struct admin_request *req, struct admin_response *resp)

@@ -568,8 +568,8 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     srv->last_tick_ms = util_now_ms();
     ev_timer_start(env->loop, &srv->cron);
     ev_prepare_start(env->loop, &srv->flush);
-    log_info("db %s listening on %s (dir %s, fsync %s)", cfg.node, srv->rs.listener->addr, cfg.dir,
-             cfg.fsync);
+    log_info("node %s: db listening on %s (dir %s, fsync %s)", cfg.node, srv->rs.listener->addr,
+             cfg.dir, cfg.fsync);
     return &srv->base;
 }
 
@@ -639,28 +639,40 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
 {
     struct db_server *srv = (struct db_server *)s;
     struct persist *p = &srv->persist;
+    /* log offsets are positions, not event counts: gauges, like a
+     * replication offset */
     struct {
-        const char *name, *type;
+        const char *name, *type, *help;
         unsigned long long v;
     } m[] = {
-        {"strata_db_keys", "gauge", srv->ks.store.count},
-        {"strata_db_connections", "gauge", srv->ks.nclients},
-        {"strata_db_commands_total", "counter", srv->ks.stats.commands},
-        {"strata_db_log_offset_bytes", "counter", p->wal.end},
-        {"strata_db_log_synced_offset_bytes", "counter", p->wal.synced},
-        {"strata_db_log_fsyncs_total", "counter", p->wal.fsyncs},
-        {"strata_db_log_write_errors_total", "counter", p->wal.write_errors},
-        {"strata_db_log_fsync_errors_total", "counter", p->wal.sync_errors},
-        {"strata_db_writes_refused_total", "counter", srv->refused_writes},
-        {"strata_db_disk_ok", "gauge", wal_ok(&p->wal)},
-        {"strata_db_snapshots_total", "counter", p->snapshots},
-        {"strata_db_log_bytes_since_snapshot", "gauge", persist_log_bytes(p)},
-        {"strata_db_rejected_connections_total", "counter", srv->ks.stats.rejected_connections},
-        {"strata_db_evicted_clients_total", "counter", srv->ks.stats.evicted_clients},
+        {"strata_db_keys", "gauge", "Keys stored.", srv->ks.store.count},
+        {"strata_db_connections", "gauge", "Client connections open.", srv->ks.nclients},
+        {"strata_db_commands_total", "counter", "Commands run.", srv->ks.stats.commands},
+        {"strata_db_log_offset_bytes", "gauge", "End of the write-ahead log (bytes written).",
+         p->wal.end},
+        {"strata_db_log_synced_offset_bytes", "gauge",
+         "Write-ahead log bytes known to be on disk.", p->wal.synced},
+        {"strata_db_log_fsyncs_total", "counter", "fsyncs of the write-ahead log.",
+         p->wal.fsyncs},
+        {"strata_db_log_write_errors_total", "counter", "Failed writes to the log.",
+         p->wal.write_errors},
+        {"strata_db_log_fsync_errors_total", "counter", "Failed fsyncs of the log.",
+         p->wal.sync_errors},
+        {"strata_db_writes_refused_total", "counter", "Writes refused while the disk fails.",
+         srv->refused_writes},
+        {"strata_db_disk_ok", "gauge", "1 while the log can be written and synced.",
+         wal_ok(&p->wal)},
+        {"strata_db_snapshots_total", "counter", "Snapshots written.", p->snapshots},
+        {"strata_db_log_bytes_since_snapshot", "gauge", "Log bytes written since the snapshot.",
+         persist_log_bytes(p)},
+        {"strata_db_rejected_connections_total", "counter",
+         "Connections refused at the client limit.", srv->ks.stats.rejected_connections},
+        {"strata_db_evicted_clients_total", "counter",
+         "Clients closed for exceeding the client buffer limit.", srv->ks.stats.evicted_clients},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-        buf_printf(out, "# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].type, m[i].name, labels,
-                   m[i].v);
+        buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].help,
+                   m[i].name, m[i].type, m[i].name, labels, m[i].v);
 }
 
 const struct service_kind db_service_kind = {

@@ -3,6 +3,7 @@
  * its own CONFIG parameters and INFO fields through its kv_hooks; nothing
  * here knows which shell it runs in. */
 #include <ctype.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,6 +378,24 @@ static size_t rss_bytes(void)
     return rc == 2 ? res * (size_t)sysconf(_SC_PAGESIZE) : 0;
 }
 
+/* Bytes the allocator has handed out to the whole process: data, client
+ * buffers, Lua states, tables. This is what Redis's own used_memory counts
+ * (everything through its allocator), and so the denominator its
+ * mem_fragmentation_ratio is read against: about 1 is healthy, well above
+ * means fragmentation, below 1 means pages were swapped out. Our
+ * used_memory is the dataset alone (what max_memory limits), which would
+ * make the ratio read 0 on an empty node and run into the thousands on a
+ * small one. */
+static size_t allocated_bytes(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+#else
+    return 0;
+#endif
+}
+
 void kv_do_info(struct kv_req *r)
 {
     struct keyspace *ks = r->ks;
@@ -414,7 +433,9 @@ void kv_do_info(struct kv_req *r)
                    "blocked_clients:0\r\n\r\n",
                    ks->nclients, ks->max_clients);
     if (kv_info_wants(&sel, "memory")) {
-        size_t used = ks->store.mem.used, rss = rss_bytes();
+        size_t used = ks->store.mem.used, rss = rss_bytes(), alloc = allocated_bytes();
+        if (alloc < used)
+            alloc = used; /* no allocator statistics: the dataset is a floor */
         char h1[32], h2[32], h3[32];
         kv_human_bytes(h1, sizeof h1, (double)used);
         kv_human_bytes(h2, sizeof h2, (double)rss);
@@ -428,8 +449,10 @@ void kv_do_info(struct kv_req *r)
                    (unsigned long long)ks->client_mem_limit);
         if (hook)
             hook(ks, KV_INFO_MEMORY, &sel, &b);
-        buf_printf(&b, "mem_fragmentation_ratio:%.2f\r\nmem_allocator:libc\r\n\r\n",
-                   used ? (double)rss / (double)used : 0.0);
+        buf_printf(&b,
+                   "mem_fragmentation_ratio:%.2f\r\nallocator_allocated:%zu\r\n"
+                   "mem_allocator:libc\r\n\r\n",
+                   alloc && rss ? (double)rss / (double)alloc : 1.0, alloc);
     }
     if (kv_info_wants(&sel, "stats")) {
         double ops = 0;

@@ -10,6 +10,7 @@
 
 #include "admin.h"
 #include "log.h"
+#include "metrics_text.h"
 #include "luahost.h"
 #include "topology.h"
 #include "util.h"
@@ -190,7 +191,8 @@ static struct service *start_service(struct runtime *rt, lua_State *L, int cfg, 
         snprintf(s->listen, sizeof s->listen, "%.63s", listen);
     rt->fingerprints[rt->nservices] = cfg_fingerprint(L, cfg);
     rt->services[rt->nservices++] = s;
-    log_info("node %s: %s listening on %s", node, kind->name, s->listen);
+    /* no line here: each kind logs its own "listening on" with its
+     * settings, and the log line is already tagged with the node */
     return s;
 }
 
@@ -607,27 +609,46 @@ void runtime_status_json(struct runtime *rt, const char *node, struct buf *out)
 void runtime_metrics(struct runtime *rt, const char *node, struct buf *out)
 {
     const char *n = node && *node ? node : (rt->node[0] ? rt->node : "all");
-    buf_append_str(out, "# HELP strata_up 1 while the node is serving.\n# TYPE strata_up gauge\n");
-    buf_printf(out, "strata_up{node=\"%s\"} 1\n", n);
-    buf_append_str(out, "# HELP strata_uptime_seconds Seconds since the node started.\n"
-                        "# TYPE strata_uptime_seconds gauge\n");
-    buf_printf(out, "strata_uptime_seconds{node=\"%s\"} %.3f\n", n, ev_now(rt->loop) - rt->started);
-    buf_append_str(out, "# HELP strata_generation Policy generation (1 + applied reloads).\n"
-                        "# TYPE strata_generation gauge\n");
-    buf_printf(out, "strata_generation{node=\"%s\"} %u\n", n, rt->generation);
-    buf_append_str(out, "# HELP strata_reloads_total Reload attempts by result.\n"
-                        "# TYPE strata_reloads_total counter\n");
-    buf_printf(out, "strata_reloads_total{node=\"%s\",result=\"ok\"} %lu\n", n, rt->reloads_ok);
-    buf_printf(out, "strata_reloads_total{node=\"%s\",result=\"error\"} %lu\n", n,
+    /* written freely, then regrouped: services of one kind on one node (or
+     * every node in one process) would otherwise split their families */
+    struct buf page, nl, labels;
+    buf_init(&page);
+    buf_init(&nl);
+    buf_init(&labels);
+    buf_append_str(&nl, "node=");
+    buf_prom_label(&nl, n);
+    buf_append(&nl, "", 1);
+    const char *nodel = buf_head(&nl);
+    buf_append_str(&page, "# HELP strata_up 1 while the node is serving.\n"
+                          "# TYPE strata_up gauge\n");
+    buf_printf(&page, "strata_up{%s} 1\n", nodel);
+    buf_append_str(&page, "# HELP strata_uptime_seconds Seconds since the node started.\n"
+                          "# TYPE strata_uptime_seconds gauge\n");
+    buf_printf(&page, "strata_uptime_seconds{%s} %.3f\n", nodel, ev_now(rt->loop) - rt->started);
+    buf_append_str(&page, "# HELP strata_generation Policy generation (1 + applied reloads).\n"
+                          "# TYPE strata_generation gauge\n");
+    buf_printf(&page, "strata_generation{%s} %u\n", nodel, rt->generation);
+    buf_append_str(&page, "# HELP strata_reloads_total Reload attempts by result.\n"
+                          "# TYPE strata_reloads_total counter\n");
+    buf_printf(&page, "strata_reloads_total{%s,result=\"ok\"} %lu\n", nodel, rt->reloads_ok);
+    buf_printf(&page, "strata_reloads_total{%s,result=\"error\"} %lu\n", nodel,
                rt->reloads_failed);
     for (int i = 0; i < rt->nservices; i++) {
         struct service *s = rt->services[i];
         if (!node_match(node, s->node) || !s->kind->metrics)
             continue;
-        char labels[160];
-        snprintf(labels, sizeof labels, "node=\"%s\",service=\"%s\"", s->node, s->kind->name);
-        s->kind->metrics(s, out, labels);
+        buf_reset(&labels);
+        buf_append_str(&labels, "node=");
+        buf_prom_label(&labels, s->node);
+        buf_append_str(&labels, ",service=");
+        buf_prom_label(&labels, s->kind->name);
+        buf_append(&labels, "", 1);
+        s->kind->metrics(s, &page, buf_head(&labels));
     }
+    metrics_text_group(buf_head(&page), buf_size(&page), out);
+    buf_free(&page);
+    buf_free(&nl);
+    buf_free(&labels);
 }
 
 void runtime_stop(struct runtime *rt)

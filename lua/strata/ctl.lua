@@ -183,7 +183,8 @@ function M.reload(topo, opts)
     end
     for _, t in ipairs(targets) do
       if #t.dry.changes == 0 then out:write(string.format("node %s: no changes\n", t.n.name)) end
-      for _, c in ipairs(t.dry.changes) do out:write("would " .. c .. "\n") end
+      -- "node c1: cache eviction ..." -> "would change node c1: ..."
+      for _, c in ipairs(t.dry.changes) do out:write("would change " .. c .. "\n") end
     end
     return 0
   end
@@ -247,6 +248,15 @@ local function first_number(...)
   end
 end
 
+-- A hit ratio means nothing before the first lookup: "-", not 0.0.
+local function hit_percent(s)
+  if type(s.hit_ratio) ~= "number" then return "-" end
+  if type(s.hits) == "number" and type(s.misses) == "number" and s.hits + s.misses == 0 then
+    return "-"
+  end
+  return string.format("%.1f", s.hit_ratio * 100)
+end
+
 local function service_row(node, st, s, rate)
   local health = "-"
   if type(s.backends) == "table" and #s.backends > 0 then
@@ -266,7 +276,7 @@ local function service_row(node, st, s, rate)
     num(rate),
     (type(s.p99_ms) == "number" and s.p99_ms >= 0) and string.format("%.1f", s.p99_ms) or "-",
     num(first_number(s.errors, s.errors_sent, s.writes_refused, s.protocol_errors)),
-    type(s.hit_ratio) == "number" and string.format("%.1f", s.hit_ratio * 100) or "-",
+    hit_percent(s),
     human_bytes(s.used_memory),
     lag, health,
   }

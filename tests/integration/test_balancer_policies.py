@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from balancer_util import backends, balancer_topology, get, lb_status  # noqa: F401
-from conftest import ROOT, free_port, run_cli, wait_for
+from conftest import ROOT, free_port, port_open, run_cli, wait_for
 
 EXAMPLES = os.path.join(ROOT, "examples", "policies")
 
@@ -154,11 +154,22 @@ def test_lua_round_robin_with_state(strata, backends):
     assert spread(port, 90) == {"web1": 30, "web2": 30, "web3": 30}
 
 
+def test_lua_pick_integral_float_is_an_index(strata, backends, tmp_path):
+    # 2.0 is what arithmetic gives (4 / 2): the same index as the integer 2
+    bl = backends(2)
+    (tmp_path / "float.lua").write_text(
+        "local M = {}\nfunction M.pick(req, backends) return #backends / 1 end\nreturn M\n")
+    port, admin, _ = start_lb(strata, bl, admin=True, policy="float.lua")
+    assert spread(port, 10) == {"web2": 10}
+    assert lb_status(admin)["lua_fallbacks"] == 0
+
+
 @pytest.mark.parametrize("body", [
     'function M.pick(req, backends) error("boom") end',
     'function M.pick(req, backends) return nil end',
     'function M.pick(req, backends) return 42 end',
     'function M.pick(req, backends) return {} end',
+    'function M.pick(req, backends) return 1.5 end',
     'function M.pick(req, backends) while true do end end',
 ])
 def test_broken_lua_policy_falls_back(strata, backends, tmp_path, body):
@@ -381,3 +392,35 @@ def test_reload_keeps_a_down_backend_down(strata, backends, tmp_path):
     st = {b["name"]: b["healthy"] for b in lb_status(admin)["backends"]}
     assert st == {"web1": True, "web2": False, "web3": True}
     assert "web2" not in spread(port, 20)
+
+
+def test_dry_run_lists_only_real_changes(strata, backends, tmp_path):
+    bl = backends(2)
+    port, admin, sup = free_port(), free_port(), free_port()
+    strata(balancer_topology(port, bl, admin=admin, sup=sup), [port, admin, sup])
+    topo = tmp_path / "topo.lua"
+    topo.write_text(balancer_topology(port, bl, admin=admin, sup=sup, retries=3))
+    r = run_cli("reload", "--dry-run", str(topo))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    # the one change, worded as one; the unchanged policy is not listed
+    assert lines == [f"would change node lb: balancer 127.0.0.1:{port}: retries 2 -> 3"], lines
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 0, r.stderr
+    assert f"node lb: balancer 127.0.0.1:{port}: retries 2 -> 3" in r.stdout
+    assert "policy" not in r.stdout and "would" not in r.stdout
+
+
+def test_reload_moves_the_listen_address(strata, backends, tmp_path):
+    bl = backends(2)
+    port, new_port, admin, sup = free_port(), free_port(), free_port(), free_port()
+    strata(balancer_topology(port, bl, admin=admin, sup=sup), [port, admin, sup])
+    assert get(port, "/x")[0] == 200
+    topo = tmp_path / "topo.lua"
+    topo.write_text(balancer_topology(new_port, bl, admin=admin, sup=sup))
+    r = run_cli("reload", str(topo))
+    assert r.returncode == 0, r.stderr
+    assert f"move balancer from 127.0.0.1:{port} to 127.0.0.1:{new_port}" in r.stdout
+    wait_for(lambda: get(new_port, "/x")[0] == 200, what="the balancer on its new address")
+    wait_for(lambda: not port_open(port), what="the old address closed")
+    assert lb_status(admin)["listen"] == f"127.0.0.1:{new_port}"

@@ -157,4 +157,4 @@ def test_status_shows_balancer_rate_latency_and_health(strata, backends, tmp_pat
     assert float(cols["RPS"]) > 0 and float(cols["P99MS"]) > 0
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
         metrics = r.read().decode()
-    assert 'strata_balancer_backend_latency_ms{node="lb",service="balancer",quantile="0.99"}' in metrics
+    assert 'strata_balancer_backend_latency_seconds{node="lb",service="balancer",quantile="0.99"}' in metrics
