@@ -291,10 +291,9 @@ int luahost_resolve_path(const char *topology_path, const char *path, char *out,
     } else {
         const char *slash = topology_path ? strrchr(topology_path, '/') : NULL;
         if (slash) {
+            /* beside the topology only: never the working directory */
             snprintf(cand, sizeof cand, "%.*s/%s", (int)(slash - topology_path), topology_path,
                      path);
-            if (!file_exists(cand))
-                snprintf(cand, sizeof cand, "%s", path);
         } else {
             snprintf(cand, sizeof cand, "%s", path);
         }

@@ -33,7 +33,7 @@ int luahost_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errle
 int luahost_load_module(lua_State *L, const char *path, char *err, size_t errlen);
 
 /* Resolves a path named in a topology: absolute as is; otherwise relative to
- * the topology file's directory first, then to the working directory.
+ * the topology file's directory (never the working directory).
  * Returns 0 with the resolved path in out, -1 when neither exists. */
 int luahost_resolve_path(const char *topology_path, const char *path, char *out, size_t outlen);
 

@@ -55,6 +55,21 @@ static int validate_services(lua_State *L, int topo, char *err, size_t errlen)
     return rc;
 }
 
+/* A kind's message carries its constructor's file:line; move it to the line
+ * of the field the message is about (strata.topology.at_field). */
+static void point_at_field(lua_State *L, char *err, size_t errlen)
+{
+    char why[64];
+    int top = lua_gettop(L);
+    if (push_module(L, why, sizeof why) == 0) {
+        lua_getfield(L, -1, "at_field");
+        lua_pushstring(L, err);
+        if (luahost_pcall(L, 1, 1, why, sizeof why) == 0 && lua_isstring(L, -1))
+            snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    }
+    lua_settop(L, top);
+}
+
 int topology_load(lua_State *L, const char *path, char *err, size_t errlen)
 {
     if (push_module(L, err, errlen) < 0)
@@ -78,6 +93,7 @@ int topology_load(lua_State *L, const char *path, char *err, size_t errlen)
     lua_pop(L, 1);
     if (validate_services(L, lua_gettop(L), err, errlen) < 0) {
         lua_pop(L, 1);
+        point_at_field(L, err, errlen);
         return -1;
     }
     return 0;

@@ -35,8 +35,68 @@ end
 
 -- A raised topology error carries its location already; `error(..., 0)`
 -- keeps Lua from prefixing the DSL's own file:line.
+-- Plain Lua knows the line of a constructor call, not of the fields inside
+-- it: find the field a message is about in the source, from the
+-- constructor's line to the next constructor, and point at its line. A
+-- message names its field quoted ("unknown field 'x'") or as a word
+-- ("retries must be ..."); the first such name assigned in the span wins.
+local source_cache = {}
+
+local function source_lines(file)
+  local lines = source_cache[file]
+  if lines == nil then
+    lines = false
+    local f = io.open(file, "r")
+    if f then
+      lines = {}
+      for l in f:lines() do lines[#lines + 1] = l end
+      f:close()
+    end
+    source_cache[file] = lines
+  end
+  return lines or nil
+end
+
+local function field_line(file, line, msg)
+  local lines = source_lines(file)
+  if not lines or not lines[line] then return line end
+  local names = {}
+  for q in msg:gmatch("field '([%a_][%w_]*)'") do names[#names + 1] = q end
+  -- The message's subject: what comes before ":", " must", " is", ...,
+  -- after a "balancer lb: " style prefix, its words tried last first.
+  local function subject_words(subject)
+    for _, stop in ipairs({ ":", " must", " is ", " are ", " refers", " (", " not " }) do
+      local at = subject:find(stop, 1, true)
+      if at then subject = subject:sub(1, at - 1) end
+    end
+    subject = subject:gsub("'[^']*'", "")
+    local words = {}
+    for w in subject:gmatch("[%a_][%w_]*") do words[#words + 1] = w end
+    for i = #words, 1, -1 do names[#names + 1] = words[i] end
+  end
+  subject_words((msg:gsub("^%a+ [%w_%-]+: ", "", 1)))
+  subject_words(msg)
+  for _, name in ipairs(names) do
+    for i = line, math.min(#lines, line + 200) do
+      local l = lines[i]:gsub("%-%-.*$", "")
+      if i > line and l:find("strata%.%a+%s*[{(]") then break end
+      local at = l:find("%f[%w_]" .. name .. "%s*=[^=]")
+      if at and (i > line or at > (l:find("[{(]") or 0)) then return i end
+    end
+  end
+  return line
+end
+
+-- "file:line: message" with the line moved to the field the message is
+-- about, when it can be found.
+local function at_field(msg)
+  local file, line, rest = msg:match("^(.-):(%d+): (.*)$")
+  if not file then return msg end
+  return string.format("%s:%d: %s", file, field_line(file, tonumber(line), rest), rest)
+end
+
 local function fail(where, fmt, ...)
-  error({ topology_error = where .. ": " .. string.format(fmt, ...) }, 0)
+  error({ topology_error = at_field(where .. ": " .. string.format(fmt, ...)) }, 0)
 end
 
 -- Lua shortens long chunk names in messages to "...tail"; put the whole
@@ -50,6 +110,7 @@ local function full_path_message(msg, path)
   return msg
 end
 M.full_path_message = full_path_message
+M.at_field = at_field
 
 local function is_policy_path(s)
   return type(s) == "string" and (s:match("%.lua$") or s:find("/", 1, true))
@@ -179,14 +240,12 @@ local function new_context(path)
     return "/" .. table.concat(parts, "/")
   end
 
-  -- Finds a file named in the topology: relative to the topology's
-  -- directory first, then to the working directory.
+  -- Finds a file named in the topology: absolute, or relative to the
+  -- topology's directory (never the working directory).
   function ctx.resolve(where, what, rel)
-    local cands = rel:sub(1, 1) == "/" and { rel } or { ctx.dir .. "/" .. rel, rel }
-    for _, c in ipairs(cands) do
-      if host.is_file(c) then return host.realpath(c) end
-    end
-    fail(where, "%s: file '%s' not found (looked beside the topology and in the working directory)",
+    local c = rel:sub(1, 1) == "/" and rel or ctx.dir .. "/" .. rel
+    if host.is_file(c) then return host.realpath(c) end
+    fail(where, "%s: file '%s' not found (relative paths are relative to the topology's folder)",
          what, rel)
   end
 
@@ -476,7 +535,7 @@ local function build_dsl(ctx)
     if spec.static ~= nil then
       ctx.string(where, "static", spec.static)
       local cands = spec.static:sub(1, 1) == "/" and { spec.static }
-        or { ctx.dir .. "/" .. spec.static, spec.static }
+        or { ctx.dir .. "/" .. spec.static }
       for _, c in ipairs(cands) do
         if host.is_dir(c) then static = host.realpath(c) break end
       end

@@ -50,11 +50,12 @@ def test_check_prints_nodes_services_and_policies(tmp_path):
 CACHE = 'strata.cache { shards = { { node = "c1", listen = "127.0.0.1:7301" } } }\n'
 
 MISTAKES = [
-    # (name, topology text, files beside it, line, message fragment)
+    # (name, topology text, files beside it, line, message fragment); a mistake
+    # in a field points at the field's own line, not the constructor's
     ("syntax", CACHE + "strata.cache {\n", {}, 3, "expected"),
     ("runtime-error", CACHE + "local x = nil\nx.y = 1\n", {}, 3, "attempt to index"),
     ("unknown-field", CACHE + 'strata.cache { shards = { { node = "c2", listen = "127.0.0.1:7302" } },\n'
-     '  colour = "red" }\n', {}, 2, "unknown field 'colour' in strata.cache"),
+     '  colour = "red" }\n', {}, 3, "unknown field 'colour' in strata.cache"),
     ("unknown-nested-field", 'strata.cache { shards = { { node = "c2", listen = "127.0.0.1:7302", port = 1 } } }\n',
      {}, 1, "unknown field 'port' in cache shard 1"),
     ("bad-address", CACHE + "\n" + 'strata.cache { shards = { { node = "c2", listen = "127.0.0.1" } } }\n',
@@ -69,21 +70,21 @@ MISTAKES = [
      '  backends = { "web7" } }\n', {}, 2, "undefined node 'web7'"),
     ("undefined-replica-of", 'strata.db { primary = { node = "d1", listen = "127.0.0.1:7401" },\n'
      '  replicas = { { node = "d2", listen = "127.0.0.1:7402", replica_of = "d9" } } }\n',
-     {}, 1, "undefined node 'd9'"),
+     {}, 2, "undefined node 'd9'"),
     ("missing-policy-file", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
-     '  backends = { "127.0.0.1:7201" }, policy = "nope.lua" }\n', {}, 2, "file 'nope.lua' not found"),
+     '  backends = { "127.0.0.1:7201" }, policy = "nope.lua" }\n', {}, 3, "file 'nope.lua' not found"),
     ("policy-without-pick", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
      '  backends = { "127.0.0.1:7201" }, policy = "p.lua" }\n',
-     {"p.lua": "local M = {}\nfunction M.choose() end\nreturn M\n"}, 2, "has no function 'pick'"),
+     {"p.lua": "local M = {}\nfunction M.choose() end\nreturn M\n"}, 3, "has no function 'pick'"),
     ("eviction-without-choose", 'strata.cache { shards = { { node = "c2", listen = "127.0.0.1:7302" } },\n'
-     '  eviction = "e.lua" }\n', {"e.lua": "return { pick = function() end }\n"}, 1,
+     '  eviction = "e.lua" }\n', {"e.lua": "return { pick = function() end }\n"}, 2,
      "has no function 'choose'"),
     ("unknown-policy", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
-     '  backends = { "127.0.0.1:7201" }, policy = "fastest" }\n', {}, 2, "balancer lb: unknown policy 'fastest'"),
+     '  backends = { "127.0.0.1:7201" }, policy = "fastest" }\n', {}, 3, "balancer lb: unknown policy 'fastest'"),
     ("bad-size", 'strata.cache { shards = { { node = "c2", listen = "127.0.0.1:7302" } },\n'
-     '  max_memory = "64xb" }\n', {}, 1, "max_memory: bad size '64xb'"),
+     '  max_memory = "64xb" }\n', {}, 2, "max_memory: bad size '64xb'"),
     ("bad-duration", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
-     '  backends = { "127.0.0.1:7201" }, health = { interval = "soon" } }\n', {}, 2,
+     '  backends = { "127.0.0.1:7201" }, health = { interval = "soon" } }\n', {}, 3,
      "bad duration 'soon'"),
     ("no-services", "local x = 1\n", {}, 1, "declares no service"),
     # Kinds and roles not built yet: refused where they are declared.
@@ -91,14 +92,14 @@ MISTAKES = [
      '  nodes = { { node = "w1", listen = "127.0.0.1:7501" } } }\n', {}, 3,
      "the web service is not built yet"),
     ("db-replicas-not-built", CACHE + 'strata.db { primary = { node = "d1", listen = "127.0.0.1:7401" },\n'
-     '  replicas = { { node = "d2", listen = "127.0.0.1:7402" } } }\n', {}, 2,
+     '  replicas = { { node = "d2", listen = "127.0.0.1:7402" } } }\n', {}, 3,
      "db replicas are not built yet"),
-    # Ranges are the service kinds': the same file:line.
+    # Ranges are the service kinds': the same file:line, at the field.
     ("retries-out-of-range", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
-     '  backends = { "127.0.0.1:7201" }, retries = 16 }\n', {}, 2,
+     '  backends = { "127.0.0.1:7201" }, retries = 16 }\n', {}, 3,
      "balancer lb: retries must be in 0..15, not 16"),
     ("eviction-samples-out-of-range", CACHE + 'strata.cache { shards = { { node = "c2", listen = "127.0.0.1:7302" } },\n'
-     '  eviction_samples = 65 }\n', {}, 2, "cache c2: eviction_samples must be in 1..64, not 65"),
+     '  eviction_samples = 65 }\n', {}, 3, "cache c2: eviction_samples must be in 1..64, not 65"),
 ]
 
 
@@ -134,7 +135,7 @@ def test_policy_failing_validate_is_rejected(tmp_path):
                     '  backends = { "127.0.0.1:7201" }, policy = "p.lua" }\n')
     r = run_cli("check", str(topo))
     assert r.returncode == 1
-    assert r.stderr.startswith(f"{topo}:1: "), r.stderr
+    assert r.stderr.startswith(f"{topo}:2: "), r.stderr  # the policy field's line
     assert "weights must sum to 100" in r.stderr
 
 

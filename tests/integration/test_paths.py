@@ -47,3 +47,21 @@ def test_log_dir_is_relative_to_the_topology(tmp_path):
         assert not (tmp_path / "logs").exists()
     finally:
         p.stop()
+
+
+def test_a_policy_is_found_beside_the_topology_never_in_the_working_directory(tmp_path):
+    sub = tmp_path / "topologies"
+    sub.mkdir()
+    (tmp_path / "evict.lua").write_text("local M = {}\nfunction M.choose(c) return 1 end\n"
+                                        "return M\n")
+    topo = sub / "topo.lua"
+    topo.write_text('strata.cache { shards = { { node = "c1", listen = "127.0.0.1:%d" } },\n'
+                    '  eviction = "evict.lua" }\n' % free_port())
+    r = subprocess.run([STRATA_BIN, "check", str(topo)], cwd=str(tmp_path), capture_output=True,
+                       text=True)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"{topo}:2: ") and "'evict.lua' not found" in r.stderr, r.stderr
+    (sub / "evict.lua").write_text((tmp_path / "evict.lua").read_text())
+    r = subprocess.run([STRATA_BIN, "check", str(topo)], cwd="/", capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert str(sub / "evict.lua") in r.stdout

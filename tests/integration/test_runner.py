@@ -193,8 +193,8 @@ def test_reload_dry_run_changes_nothing(strata, topo):
 
 @pytest.mark.parametrize("mistake,line,msg", [
     ("syntax", 99, "unexpected symbol near '='"),
-    ("missing-module", 2, "not found"),
-    ("validate", 2, "failed validate()"),
+    ("missing-module", 8, "not found"),  # the eviction field's line
+    ("validate", 8, "failed validate()"),
 ])
 def test_bad_reload_changes_nothing_and_reports_file_line(strata, topo, tmp_path, mistake, line, msg):
     start(strata, topo, 2)

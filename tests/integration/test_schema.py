@@ -227,7 +227,8 @@ def test_check_and_run_agree(tmp_path, builder, expect, nodes):
         assert rc == 0, first
     else:
         assert rc == 1
-        assert re.match(re.escape(str(topo)) + r":1: ", first), first
+        # the field's line (or the declaration's, for a whole kind)
+        assert re.match(re.escape(str(topo)) + r":\d+: ", first), first
         assert expect in first, first
     run_agrees(topo, expect is None, first, nodes)
 
@@ -243,7 +244,8 @@ def test_not_built_yet_points_at_the_declaration(tmp_path):
                     f'strata.db {{\n  primary = {{ node = "d1", listen = "127.0.0.1:{free_port()}" }},\n'
                     f'  replicas = {{ {{ node = "d2", listen = "127.0.0.1:{free_port()}" }} }},\n}}\n')
     rc, first = check(topo)
-    assert rc == 1 and first.startswith(f"{topo}:2: db replicas are not built yet"), first
+    # ... and a role at the field that declares it
+    assert rc == 1 and first.startswith(f"{topo}:4: db replicas are not built yet"), first
     # One node of it, on its own machine: the same answer.
     r = run_cli("run", str(topo), "--node", "c1")
     assert r.returncode == 1 and r.stderr.strip().splitlines()[0] == first
@@ -292,7 +294,7 @@ def test_reload_with_a_bad_value_changes_nothing(strata, tmp_path, bad, message)
     gen = {a: status(a)["generation"] for a in (a1, a2)}
     # A good change (eviction) next to a bad one: neither applies.
     topo.write_text(reload_topo(ports, eviction="lfu", health=bad))
-    where = f"{topo}:4: "
+    where = f"{topo}:6: "  # the health field's line
     r = run_cli("reload", str(topo))
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[0] == where + message
