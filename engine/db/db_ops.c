@@ -139,6 +139,15 @@ oom:
     return -1;
 }
 
+int db_ops_deleted(struct buf *out, const void *key, size_t klen)
+{
+    msgpack_packer pk;
+    mpk_packer_init(&pk, out);
+    int rc = msgpack_pack_array(&pk, 2) | msgpack_pack_int(&pk, DB_OP_DEL) |
+             msgpack_pack_bin_with_body(&pk, key, klen);
+    return rc ? -1 : 0;
+}
+
 int db_ops_load(struct store *s, const char *key, size_t klen, const char *val, size_t vlen,
                 int64_t expire_ms, int64_t now_ms, char *err, size_t errlen)
 {

@@ -43,6 +43,11 @@ int db_ops_loggable(const struct kv_command *cmd);
 int db_ops_effects(struct store *s, const struct kv_command *cmd, size_t argc, const char **argv,
                    const size_t *argl, int64_t now_ms, struct buf *out);
 
+/* Appends the record "key is gone" ([2, key]): what a primary logs when a
+ * key expires, so its replicas (which never expire keys themselves) drop
+ * it too. 0 or -1 (memory). */
+int db_ops_deleted(struct buf *out, const void *key, size_t klen);
+
 /* Applies one log record. 0, or -1 with err (a record that does not decode:
  * the log and this build disagree, or memory ran out). */
 int db_ops_apply(struct store *s, const void *p, size_t n, int64_t now_ms, char *err,

@@ -327,6 +327,7 @@ local function build_dsl(ctx)
     local where = ctx.where()
     ctx.check_fields(where, "strata.db", spec, {
       primary = true, replicas = true, reads = true, password = true, compact_min = true,
+      backlog = true, repl_timeout = true, min_replicas = true, max_lag = true,
     })
     if type(spec.primary) ~= "table" then
       fail(where, "strata.db needs primary = { node = ..., listen = ..., dir = ... }")
@@ -343,6 +344,10 @@ local function build_dsl(ctx)
         fsync = ctx.string(where, what .. " fsync", t.fsync),
         password = ctx.string(where, "password", spec.password),
         compact_min = ctx.size(where, "compact_min", spec.compact_min),
+        backlog = ctx.size(where, "backlog", spec.backlog),
+        repl_timeout = ctx.duration(where, "repl_timeout", spec.repl_timeout),
+        min_replicas = ctx.int(where, "min_replicas", spec.min_replicas),
+        max_lag = ctx.duration(where, "max_lag", spec.max_lag),
       }
     end
     local primary = one(spec.primary, "db primary", "primary")
