@@ -801,7 +801,12 @@ static void db_srv_status(struct service *s, struct buf *out)
         repl_replica_status(&srv->replica, out, now);
         buf_printf(out, ",");
     } else if (srv->repl.nlinks) {
-        buf_printf(out, "\"lag_ms\":%lld,", (long long)repl_primary_max_lag_ms(&srv->repl, now));
+        uint64_t most = 0;
+        for (const struct repl_link *l = srv->repl.links; l; l = l->next)
+            if (repl_link_lag_bytes(l) > most)
+                most = repl_link_lag_bytes(l);
+        buf_printf(out, "\"lag_ms\":%lld,\"lag_bytes\":%llu,",
+                   (long long)repl_primary_max_lag_ms(&srv->repl, now), (unsigned long long)most);
     }
     if (srv->repl_open) {
         repl_primary_status(&srv->repl, out, now);
