@@ -608,11 +608,13 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
         return -1;
     }
     if (cfg->backlog < 1024 || cfg->backlog > (int64_t)1 << 40) {
-        snprintf(err, errlen, "db %s: backlog must be between 1kb and 1tb", cfg->node);
+        snprintf(err, errlen, "db %s: backlog must be in 1kb..1tb, not %lld bytes", cfg->node,
+                 (long long)cfg->backlog);
         return -1;
     }
     if (cfg->min_replicas < 0 || cfg->min_replicas > 1000) {
-        snprintf(err, errlen, "db %s: min_replicas must be between 0 and 1000", cfg->node);
+        snprintf(err, errlen, "db %s: min_replicas must be in 0..1000, not %lld", cfg->node,
+                 (long long)cfg->min_replicas);
         return -1;
     }
     if (cfg->repl_timeout <= 0 || cfg->repl_timeout > 3600 || cfg->max_lag < 0) {

@@ -92,7 +92,7 @@ MISTAKES = [
      "the web service is not built yet"),
     ("db-min-replicas-out-of-range", CACHE + 'strata.db { primary = { node = "d1", listen = "127.0.0.1:7401" },\n'
      '  replicas = { { node = "d2", listen = "127.0.0.1:7402" } }, min_replicas = -1 }\n', {}, 2,
-     "min_replicas must be between 0 and 1000"),
+     "min_replicas must be in 0..1000, not -1"),
     # Ranges are the service kinds': the same file:line.
     ("retries-out-of-range", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
      '  backends = { "127.0.0.1:7201" }, retries = 16 }\n', {}, 2,

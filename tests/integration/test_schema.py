@@ -78,6 +78,10 @@ def topo_for(kind, field, value):
     if kind == "cache":
         assert table is None
         return cache_topo(free_port(), lua)
+    if kind == "db":
+        assert table is None
+        return (f'strata.db {{ primary = {{ node = "d1", listen = "127.0.0.1:{free_port()}" }}, '
+                f'{lua} }}\n')
     assert kind == "balancer", kind
     if table == "backend":
         return balancer_topo(free_port(), free_port(), backend_extra=lua)
@@ -205,7 +209,7 @@ EDGES = [
         f'strata.db {{ primary = {{ node = "d1", listen = "127.0.0.1:{free_port()}", '
         f'dir = "{tmp}/d1" }},\n  replicas = {{ {{ node = "d2", '
         f'listen = "127.0.0.1:{free_port()}", dir = "{tmp}/d2" }} }} }}\n'),
-      None),
+      None, 2),
     p("web", lambda tmp: (
         f'local w = strata.web {{ nodes = {{ {{ node = "w1", listen = "127.0.0.1:{free_port()}" }} }} }}\n'),
       "the web service is not built yet"),
