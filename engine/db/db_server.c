@@ -204,6 +204,10 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
 
 static int start_bgsave(struct db_server *srv, char *err, size_t errlen)
 {
+    if (srv->is_replica && repl_replica_busy(&srv->replica)) {
+        snprintf(err, errlen, "a full resync from the primary is in progress; try again after it");
+        return -1;
+    }
     pid_t pid = persist_bgsave(&srv->persist, err, errlen);
     if (pid < 0)
         return -1;
@@ -219,6 +223,9 @@ static void cmd_save(struct kv_req *r)
 {
     struct db_server *srv = r->ks->shell;
     char err[512];
+    if (srv->is_replica && repl_replica_busy(&srv->replica))
+        return resp_error(r->out, "ERR a full resync from the primary is in progress; try again "
+                                  "after it");
     if (persist_save(&srv->persist, err, sizeof err) < 0) {
         note_disk_state(srv);
         resp_errorf(r->out, "ERR %s", err);

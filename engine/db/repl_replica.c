@@ -134,6 +134,7 @@ static void swap_in(struct repl_replica *rr)
     store_free(&old);
     rr->loading = 0;
     rr->rp->refuse_psync = 0;
+    rr->p->auto_compact = 1;
     log_info("db %s: full resync from %s complete: %zu keys, serving them (offset %llu)",
              rr->node, rr->upstream, rr->ks->store.count,
              (unsigned long long)rr->p->wal.end);
@@ -177,7 +178,6 @@ static int full_end(struct repl_replica *rr, uint64_t upto, char *err, size_t er
     p->snap_offset = rr->full_offset;
     p->snap_size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
     p->last_save_ms = util_now_ms();
-    p->auto_compact = 1;
     repl_primary_reset(rr->rp, rr->full_id, rr->full_offset);
     rr->rp->refuse_psync = 1;
     rr->loading = 1;
@@ -522,6 +522,11 @@ void repl_replica_free(struct repl_replica *rr)
     rr->loading = 0;
 }
 
+int repl_replica_busy(const struct repl_replica *rr)
+{
+    return rr->state == REPL_R_FULL || rr->loading;
+}
+
 int repl_replica_link_up(const struct repl_replica *rr)
 {
     return rr->conn && rr->state >= REPL_R_FULL;
@@ -559,7 +564,7 @@ void repl_replica_info(const struct repl_replica *rr, struct buf *b, int64_t now
                    (unsigned long long)rr->full_keys, (unsigned long long)rr->full_bytes);
     if (!repl_replica_link_up(rr))
         buf_printf(b, "master_link_down_since_seconds:%lld\r\n",
-                   (long long)((now_ms - rr->last_io_ms) / 1000));
+                   rr->last_io_ms ? (long long)((now_ms - rr->last_io_ms) / 1000) : -1LL);
     buf_printf(b,
                "slave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n"
                "master_upstream_offset:%llu\r\nlag_bytes:%llu\r\nlag_ms:%lld\r\n"

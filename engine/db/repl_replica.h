@@ -105,6 +105,9 @@ static inline uint64_t repl_replica_offset(const struct repl_replica *rr) { retu
 int64_t repl_replica_lag_ms(const struct repl_replica *rr, int64_t now_ms);
 uint64_t repl_replica_lag_bytes(const struct repl_replica *rr);
 int repl_replica_link_up(const struct repl_replica *rr);
+/* 1 while a full resync is under way (the served data and the files are
+ * not the same data set: no snapshot may be taken). */
+int repl_replica_busy(const struct repl_replica *rr);
 
 /* INFO replication fields of a replica (before the primary side's). */
 void repl_replica_info(const struct repl_replica *rr, struct buf *b, int64_t now_ms);

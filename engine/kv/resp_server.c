@@ -112,8 +112,7 @@ void resp_client_unblock(struct resp_client *cl, const void *reply, size_t n)
     }
     /* The commands that queued behind the wait; then out with it all (this
      * runs outside the connection's own callbacks). */
-    if (buf_size(&c->rbuf))
-        client_process(cl);
+    client_process(cl); /* also closes a client that quit meanwhile */
     if (net_conn_alive(c))
         net_conn_flush(c);
 }

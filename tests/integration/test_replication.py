@@ -5,6 +5,7 @@ Convergence is checked with a digest of every live key, value and expiry
 time (repl_util.digest) computed over SCAN + GET + PEXPIRETIME on both
 sides once writes stop."""
 import json
+import os
 import random
 import threading
 import urllib.request
@@ -92,12 +93,17 @@ def test_write_to_replica_is_readonly(strata, tmp_path):
 
 
 def test_killed_replica_resumes_by_partial_resync(strata, tmp_path):
-    c = Cluster(strata, tmp_path, replicas=1).start_all()
-    c.wait_online("db2")
+    c = Cluster(strata, tmp_path, replicas=1)
+    c.start("db1")
     r = c.client("db1")
     for i in range(200):
         r.set("a%d" % i, i)
+    # Its full resync leaves a snapshot of these in its own directory.
+    c.start("db2")
+    c.wait_online("db2")
+    r.set("after-full", "1")
     c.wait_converged("db2")
+    assert os.path.exists(tmp_path / "db2" / "snapshot.db")
     full, pok, _ = repl_stats(c)
     c.kill9("db2")
     wait_for(lambda: c.repl("db1")["connected_slaves"] == 0, what="link gone")
@@ -111,6 +117,41 @@ def test_killed_replica_resumes_by_partial_resync(strata, tmp_path):
     assert (full2, pok2) == (full, pok + 1)
     assert c.repl("db2")["master_sync_partial"] == 1
     assert c.client("db2").get("a1") is None and c.client("db2").get("b199") == b"199"
+    # It came back from its own files: the snapshot, then its log.
+    assert "recovered 201 keys" in c.procs["db2"].output()
+
+
+def test_primary_restart_keeps_the_replication_id(strata, tmp_path):
+    c = Cluster(strata, tmp_path, replicas=1).start_all()
+    c.wait_online("db2")
+    c.client("db1").set("a", "1")
+    c.wait_converged("db2")
+    replid = c.repl("db1")["master_replid"]
+    c.procs["db1"].stop()
+    c.start("db1")
+    assert c.repl("db1")["master_replid"] == replid
+    c.wait_online("db2")
+    # A caught-up replica continues: nothing to send in full.
+    assert repl_stats(c) == (0, 1, 0)
+    c.client("db1").set("b", "2")
+    c.wait_converged("db2")
+
+
+def test_interrupted_full_resync_starts_over_empty(strata, tmp_path):
+    c = Cluster(strata, tmp_path, replicas=1).start_all()
+    c.wait_online("db2")
+    c.client("db1").set("a", "1")
+    c.wait_converged("db2")
+    c.procs["db2"].stop()
+    # As if it had died while replacing its directory.
+    (tmp_path / "db2" / "SYNCING").write_text("full resync\n")
+    c.client("db1").set("b", "2")
+    c.start("db2")
+    c.wait_online("db2")
+    c.wait_converged("db2")
+    assert "did not finish: starting empty" in c.procs["db2"].output()
+    assert c.repl("db2")["master_sync_full"] == 1
+    assert not os.path.exists(tmp_path / "db2" / "SYNCING")
 
 
 def test_stopped_replica_times_out_then_resumes_partially(strata, tmp_path):
