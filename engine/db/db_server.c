@@ -709,6 +709,7 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
         return NULL;
     }
     srv->repl_open = 1;
+    srv->repl.wal = &p->wal;
     srv->repl.min_replicas = (int)cfg.min_replicas;
     srv->repl.max_lag_ms = (int64_t)(cfg.max_lag * 1000);
     if (!srv->is_replica) {

@@ -2,15 +2,20 @@
  * acknowledgements (see repl_primary.h). */
 #include "repl_primary.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "datadir.h"
 #include "keyspace.h"
 #include "log.h"
 #include "util.h"
+
+#include <unistd.h>
 
 /* A link's unsent output is kept under this: the stream is read from the
  * backlog (or the store) only as the replica takes it. */
@@ -62,6 +67,8 @@ int repl_primary_init(struct repl_primary *rp, struct ev_loop *loop, const char 
 
 static void link_free(struct repl_link *l)
 {
+    if (l->disk_fd >= 0)
+        close(l->disk_fd);
     repl_chunk_free(&l->chunk);
     buf_free(&l->scratch);
     resp_parser_free(&l->parser);
@@ -164,6 +171,91 @@ static int snapshot_step(struct repl_link *l)
     return 0;
 }
 
+/* The segment holding log offset off, from the files in the log's
+ * directory: 0 with its start and end (UINT64_MAX for the one being
+ * written), -1 when no segment holds it. */
+static int disk_find(const struct repl_primary *rp, uint64_t off, uint64_t *start, uint64_t *end)
+{
+    if (!rp->wal || rp->wal->fd < 0 || off >= rp->wal->written)
+        return -1;
+    struct wal_seg *segs;
+    size_t n;
+    char err[256];
+    if (wal_list(rp->wal->dir, &segs, &n, err, sizeof err) < 0)
+        return -1;
+    int rc = -1;
+    for (size_t i = n; i-- > 0;) {
+        if (segs[i].start > off)
+            continue;
+        /* Segments end where the next begins; the newest, at the write end. */
+        *start = segs[i].start;
+        *end = i + 1 < n ? segs[i + 1].start : UINT64_MAX;
+        rc = (*end == UINT64_MAX && segs[i].start != rp->wal->seg_start) ? -1 : 0;
+        break;
+    }
+    free(segs);
+    return rc;
+}
+
+/* 1 when a partial resync from off can be served from disk. */
+static int disk_covers(const struct repl_primary *rp, uint64_t off)
+{
+    uint64_t s, e;
+    return disk_find(rp, off, &s, &e) == 0;
+}
+
+/* Appends the next bytes from the segment files (at most up to `upto`).
+ * Returns the bytes appended, 0 when none can be read yet, -1 after
+ * dropping the link. */
+static ssize_t disk_read(struct repl_link *l, uint64_t upto)
+{
+    struct repl_primary *rp = l->rp;
+    if (l->disk_fd >= 0 && l->sent >= l->disk_seg_end) {
+        close(l->disk_fd);
+        l->disk_fd = -1;
+    }
+    if (l->disk_fd < 0) {
+        char name[32], path[1100];
+        if (disk_find(rp, l->sent, &l->disk_seg_start, &l->disk_seg_end) < 0) {
+            if (rp->wal && l->sent >= rp->wal->written)
+                return 0; /* not written yet: the next flush brings it */
+            link_drop(l, "neither the backlog nor the log on disk holds what the replica needs");
+            return -1;
+        }
+        wal_seg_name(l->disk_seg_start, name, sizeof name);
+        datadir_join(path, sizeof path, rp->wal->dir, name);
+        l->disk_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (l->disk_fd < 0) {
+            link_drop(l, "a log segment went away while the replica was reading it");
+            return -1;
+        }
+    }
+    uint64_t limit = upto;
+    if (l->disk_seg_end < limit)
+        limit = l->disk_seg_end;
+    if (rp->wal->written < limit)
+        limit = rp->wal->written;
+    if (limit <= l->sent)
+        return 0;
+    size_t want = (size_t)(limit - l->sent);
+    if (want > 256 * 1024)
+        want = 256 * 1024;
+    struct buf *w = &l->conn->wbuf;
+    if (buf_reserve(w, want) < 0) {
+        link_drop(l, "out of memory");
+        return -1;
+    }
+    ssize_t k = pread(l->disk_fd, buf_tail(w), want,
+                      (off_t)(WAL_FILE_HDR + (l->sent - l->disk_seg_start)));
+    if (k <= 0) {
+        link_drop(l, k < 0 ? "a log segment cannot be read" : "a log segment ends early");
+        return -1;
+    }
+    buf_commit(w, (size_t)k);
+    l->disk_bytes += (uint64_t)k;
+    return k;
+}
+
 /* Fills the link's output up to its high mark. Only appends to the write
  * buffer: the caller writes it out (net_conn_flush, or the net layer after
  * a callback) and must not use l after that. 0, or -1 when dropped. */
@@ -182,8 +274,19 @@ static int link_produce(struct repl_link *l)
         const unsigned char *p;
         size_t n = backlog_peek(&rp->backlog, l->sent, &p);
         if (n == 0) {
-            link_drop(l, "the backlog no longer holds what the replica needs next");
-            return -1;
+            /* Older than the backlog: from the log's files. */
+            ssize_t k = disk_read(l, rp->ready);
+            if (k < 0)
+                return -1;
+            if (k == 0)
+                break;
+            l->sent += (uint64_t)k;
+            l->last_send_ms = util_now_ms();
+            continue;
+        }
+        if (l->disk_fd >= 0) {
+            close(l->disk_fd);
+            l->disk_fd = -1;
         }
         if (n > rp->ready - l->sent)
             n = (size_t)(rp->ready - l->sent);
@@ -330,6 +433,7 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
         return NULL;
     }
     l->rp = rp;
+    l->disk_fd = -1;
     repl_chunk_init(&l->chunk);
     buf_init(&l->scratch);
     resp_parser_init(&l->parser);
@@ -343,14 +447,16 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
     int ours = repl_id_parse(argv[1], argl[1], &id) == 0 && id == rp->replid;
     char rid[24];
     repl_id_format(rp->replid, rid, sizeof rid);
-    if (ours && off >= 0 && backlog_covers(&rp->backlog, (uint64_t)off)) {
+    int in_memory = ours && off >= 0 && backlog_covers(&rp->backlog, (uint64_t)off);
+    if (in_memory || (ours && off >= 0 && disk_covers(rp, (uint64_t)off))) {
         rp->sync_partial_ok++;
         l->state = REPL_LINK_STREAM;
         l->sent = l->acked = (uint64_t)off;
         buf_printf(out, "+CONTINUE %s %llu\r\n", rid, (unsigned long long)off);
-        log_info("db %s: replica %s (%s) resumes at offset %llu (partial resync, %llu bytes "
-                 "behind)",
+        log_info("db %s: replica %s (%s) resumes at offset %llu (partial resync from the %s, "
+                 "%llu bytes behind)",
                  rp->node, l->name, peer, (unsigned long long)off,
+                 in_memory ? "backlog" : "log on disk",
                  (unsigned long long)(rp->backlog.end - (uint64_t)off));
         return l;
     }
@@ -364,7 +470,9 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
     log_info("db %s: replica %s (%s) needs a full resync (%s): sending %zu keys, then the log "
              "from offset %llu",
              rp->node, l->name, peer,
-             !ours ? "another data set" : off < 0 ? "no offset" : "its offset is not in the backlog",
+             !ours ? "another data set"
+             : off < 0 ? "no offset"
+                       : "neither the backlog nor the log on disk holds its offset",
              rp->store->count, (unsigned long long)l->snap_offset);
     return l;
 }

@@ -12,9 +12,10 @@
  * (resp_server's handoff). From then on the connection carries the stream
  * (repl_proto.h) one way and REPLCONF ACK <offset> commands the other way.
  *
- *  - partial resync: the replica's replication id is ours and the backlog
- *    still holds its offset: "+CONTINUE <replid> <offset>" and the log
- *    records from there;
+ *  - partial resync: the replica's replication id is ours and the backlog,
+ *    or the log segments on disk, still hold its offset: "+CONTINUE
+ *    <replid> <offset>" and the log records from there (read from the
+ *    segment files, in bounded chunks, until the backlog holds the rest);
  *  - full resync: "+FULLRESYNC <replid> <offset P>", then every key, read
  *    from the store in small steps between other work (no file, no fork:
  *    a cursor scan that produces only while the link's output is below its
@@ -43,6 +44,7 @@
 #include "repl_proto.h"
 #include "resp.h"
 #include "store.h"
+#include "wal.h"
 
 #define REPL_LAG_SAMPLES 128
 
@@ -67,6 +69,10 @@ struct repl_link {
     struct repl_chunk chunk;
     struct buf scratch;
     struct resp_parser parser;
+    /* catching up from the log on disk (what the backlog no longer holds) */
+    int disk_fd;               /* -1 when none is open */
+    uint64_t disk_seg_start, disk_seg_end; /* the open segment; end UINT64_MAX: the current one */
+    uint64_t disk_bytes;
     char name[64];             /* the replica's node */
     char listen[64];           /* where it serves */
 };
@@ -76,6 +82,7 @@ struct repl_primary {
     char node[64];
     struct store *store;       /* the keys a full resync sends */
     struct backlog backlog;
+    const struct wal *wal;     /* the node's log: partial resyncs older than the backlog */
     uint64_t replid;           /* the data set's id (persist.h) */
     uint64_t ready;            /* links stream up to here: in the log, a record boundary */
     struct repl_link *links;

@@ -135,6 +135,17 @@ def test_primary_restart_keeps_the_replication_id(strata, tmp_path):
     assert repl_stats(c) == (0, 1, 0)
     c.client("db1").set("b", "2")
     c.wait_converged("db2")
+    # A replica behind a restarted primary (whose backlog starts empty)
+    # catches up from the primary's log files.
+    c.kill9("db2")
+    c.client("db1").set("c", "3")
+    c.procs["db1"].stop()
+    c.start("db1")
+    c.start("db2")
+    c.wait_online("db2")
+    c.wait_converged("db2")
+    assert repl_stats(c) == (0, 1, 0)
+    assert c.client("db2").get("c") == b"3"
 
 
 def test_interrupted_full_resync_starts_over_empty(strata, tmp_path):
@@ -200,7 +211,7 @@ def test_wait_counts_acknowledging_replicas(strata, tmp_path):
     assert r.execute_command("WAIT", 2, int(10000 * SLOW)) == 2
 
 
-def test_small_backlog_forces_a_full_resync(strata, tmp_path):
+def test_behind_the_backlog_resumes_from_the_log_on_disk(strata, tmp_path):
     c = Cluster(strata, tmp_path, replicas=1, fields=', backlog = "4kb"').start_all()
     c.wait_online("db2")
     r = c.client("db1")
@@ -211,6 +222,30 @@ def test_small_backlog_forces_a_full_resync(strata, tmp_path):
     wait_for(lambda: c.repl("db1")["connected_slaves"] == 0, what="link gone")
     for i in range(300):
         r.set("big%d" % i, "x" * 100)
+    assert c.repl("db1")["repl_backlog_first_byte_offset"] > c.repl("db1")["master_repl_offset"] - 5000
+    c.start("db2")
+    c.wait_online("db2")
+    c.wait_converged("db2")
+    assert repl_stats(c) == (full, pok + 1, perr)
+    assert "partial resync from the log on disk" in c.procs["db1"].output()
+
+
+def test_small_backlog_and_compacted_log_force_a_full_resync(strata, tmp_path):
+    c = Cluster(strata, tmp_path, replicas=1, fields=', backlog = "4kb"').start_all()
+    c.wait_online("db2")
+    r = c.client("db1")
+    r.set("first", "1")
+    c.wait_converged("db2")
+    full, pok, perr = repl_stats(c)
+    c.kill9("db2")
+    wait_for(lambda: c.repl("db1")["connected_slaves"] == 0, what="link gone")
+    for i in range(300):
+        r.set("big%d" % i, "x" * 100)
+    # A snapshot compacts the log: the segments the replica needs are gone.
+    r.bgsave()
+    wait_for(lambda: r.info("persistence")["rdb_bgsave_in_progress"] == 0 and
+             len([f for f in os.listdir(tmp_path / "db1") if f.endswith(".wal")]) == 1,
+             what="compaction")
     c.start("db2")
     c.wait_online("db2")
     c.wait_converged("db2")
