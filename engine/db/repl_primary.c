@@ -22,6 +22,8 @@
 #define LINK_HIGH (1024 * 1024)
 /* Buckets scanned per step of a full resync, at most, between checks. */
 #define SCAN_STEPS 256
+/* A full resync says how far it got in the log every this many bytes. */
+#define PROGRESS_BYTES (64ull * 1024 * 1024)
 
 static const struct resp_limits link_limits = {64 * 1024, 8, 64 * 1024};
 
@@ -148,7 +150,12 @@ static int snapshot_step(struct repl_link *l)
         return -1;
     }
     if (!done) {
+        uint64_t was = l->snap_bytes;
         l->snap_bytes += buf_size(w) - before;
+        if (l->snap_bytes / PROGRESS_BYTES != was / PROGRESS_BYTES)
+            log_info("db %s: full resync of replica %s: %llu of about %zu keys sent (%llu MB)",
+                     rp->node, l->name, (unsigned long long)l->snap_keys, rp->store->count,
+                     (unsigned long long)(l->snap_bytes >> 20));
         return 0;
     }
     if (!backlog_covers(&rp->backlog, l->snap_offset)) {
