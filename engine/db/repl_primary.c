@@ -15,6 +15,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A link's unsent output is kept under this: the stream is read from the
@@ -119,7 +120,9 @@ struct scan_ctx {
 static void scan_visit(void *arg, struct store_entry *e)
 {
     struct scan_ctx *s = arg;
-    if (s->err || store_is_expired(e, s->now))
+    /* Expired keys too: a replica holds what its upstream holds (a record
+     * later in the log may still extend one; db_ops.h). */
+    if (s->err)
         return;
     if (repl_chunk_add(&s->l->chunk, store_key(e), store_klen(e), store_val(e), store_vlen(e),
                        store_expire(e)) < 0)
@@ -127,6 +130,8 @@ static void scan_visit(void *arg, struct store_entry *e)
     else
         s->l->snap_keys++;
 }
+
+static int disk_covers(const struct repl_primary *rp, uint64_t off);
 
 /* Appends the next part of a full resync to the link's output. 0, or -1
  * when the link was dropped. */
@@ -158,9 +163,9 @@ static int snapshot_step(struct repl_link *l)
                      (unsigned long long)(l->snap_bytes >> 20));
         return 0;
     }
-    if (!backlog_covers(&rp->backlog, l->snap_offset)) {
-        link_drop(l, "the backlog no longer holds the start of the full resync (writes "
-                     "during the copy outgrew it: raise backlog)");
+    if (!backlog_covers(&rp->backlog, l->snap_offset) && !disk_covers(rp, l->snap_offset)) {
+        link_drop(l, "neither the backlog nor the log on disk holds the start of the full "
+                     "resync (the log was compacted during the copy: raise backlog)");
         return -1;
     }
     if (repl_frame_end(w, l->snap_keys, rp->backlog.end) < 0) {
@@ -217,6 +222,13 @@ static int disk_covers(const struct repl_primary *rp, uint64_t off)
 static ssize_t disk_read(struct repl_link *l, uint64_t upto)
 {
     struct repl_primary *rp = l->rp;
+    /* The segment opened as the one being written was closed by a
+     * rotation since: it ends where the reader finds its end. */
+    if (l->disk_fd >= 0 && l->disk_seg_end == UINT64_MAX && rp->wal->seg_start != l->disk_seg_start) {
+        struct stat st;
+        if (fstat(l->disk_fd, &st) == 0 && st.st_size >= WAL_FILE_HDR)
+            l->disk_seg_end = l->disk_seg_start + (uint64_t)(st.st_size - WAL_FILE_HDR);
+    }
     if (l->disk_fd >= 0 && l->sent >= l->disk_seg_end) {
         close(l->disk_fd);
         l->disk_fd = -1;

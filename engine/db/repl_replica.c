@@ -115,9 +115,9 @@ static int full_entry(void *arg, const char *k, size_t kl, const char *v, size_t
 {
     struct repl_replica *rr = arg;
     int64_t now = util_now_ms();
-    /* A key met twice by the upstream's scan, or already expired: the log
-     * that follows has the rest. */
-    if ((x != 0 && x <= now) || store_find(&rr->next, k, kl))
+    /* A key met twice by the upstream's scan: the log that follows has the
+     * rest. An expired key is kept like any other (db_ops.h). */
+    if (store_find(&rr->next, k, kl))
         return 0;
     if (!store_insert(&rr->next, k, kl, v, vl, x, now))
         return -1;

@@ -101,11 +101,13 @@ def digest(r):
     the same data give the same digest."""
     keys = sorted(r.scan_iter(count=1000))
     h = hashlib.sha256()
-    pipe = r.pipeline(transaction=False)
-    for k in keys:
-        pipe.get(k)
-        pipe.pexpiretime(k)
-    vals = pipe.execute() if keys else []
+    vals = []
+    for at in range(0, len(keys), 1000):  # bounded pipelines
+        pipe = r.pipeline(transaction=False)
+        for k in keys[at:at + 1000]:
+            pipe.get(k)
+            pipe.pexpiretime(k)
+        vals += pipe.execute()
     for i, k in enumerate(keys):
         v, x = vals[2 * i], vals[2 * i + 1]
         if v is None:   # expired between SCAN and GET

@@ -342,3 +342,23 @@ def test_status_metrics_and_cli_lag(strata, tmp_path):
     assert "LAG" in head
     row = next(l.split() for l in lines if l.startswith("db2"))
     assert row[head.index("LAG")].endswith("ms")
+
+
+def test_a_ttl_extended_in_time_survives_a_lagging_replica_and_a_restart(strata, tmp_path):
+    c = Cluster(strata, tmp_path, replicas=1).start_all()
+    c.wait_online("db2")
+    r = c.client("db1")
+    c.stop_signal("db2")
+    try:
+        r.set("k", "v", px=300)
+        assert r.expire("k", 1000)
+        # Past the first deadline before the replica sees either record.
+        wait_for(lambda: r.pttl("k") < 1000 * 1000 - 400, what="first deadline passed")
+    finally:
+        c.cont("db2")
+    wait_for(lambda: c.client("db2").get("k") == b"v", what="the key on the replica")
+    assert 990 <= c.client("db2").ttl("k") <= 1000
+    # Replayed from the log after the first deadline: the same.
+    c.procs["db1"].stop()
+    c.start("db1")
+    assert r.get("k") == b"v" and 990 <= r.ttl("k") <= 1000
