@@ -857,7 +857,8 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
         {"strata_db_log_bytes_since_snapshot", "gauge", persist_log_bytes(p)},
         {"strata_db_repl_offset_bytes", "counter", srv->repl.ready},
         {"strata_db_connected_replicas", "gauge", (unsigned long long)srv->repl.nlinks},
-        {"strata_db_good_replicas", "gauge", (unsigned long long)repl_primary_good(&srv->repl, now)},
+        {"strata_db_good_replicas", "gauge",
+         (unsigned long long)repl_primary_good(&srv->repl, now)},
         {"strata_db_repl_max_lag_ms", "gauge",
          (unsigned long long)(srv->is_replica ? repl_replica_lag_ms(&srv->replica, now)
                                               : repl_primary_max_lag_ms(&srv->repl, now))},

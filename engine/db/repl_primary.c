@@ -224,7 +224,8 @@ static ssize_t disk_read(struct repl_link *l, uint64_t upto)
     struct repl_primary *rp = l->rp;
     /* The segment opened as the one being written was closed by a
      * rotation since: it ends where the reader finds its end. */
-    if (l->disk_fd >= 0 && l->disk_seg_end == UINT64_MAX && rp->wal->seg_start != l->disk_seg_start) {
+    if (l->disk_fd >= 0 && l->disk_seg_end == UINT64_MAX &&
+        rp->wal->seg_start != l->disk_seg_start) {
         struct stat st;
         if (fstat(l->disk_fd, &st) == 0 && st.st_size >= WAL_FILE_HDR)
             l->disk_seg_end = l->disk_seg_start + (uint64_t)(st.st_size - WAL_FILE_HDR);
@@ -553,7 +554,8 @@ int64_t repl_primary_max_lag_ms(const struct repl_primary *rp, int64_t now_ms)
 {
     int64_t m = 0;
     for (const struct repl_link *l = rp->links; l; l = l->next) {
-        int64_t v = l->state == REPL_LINK_STREAM ? repl_link_lag_ms(l, now_ms) : now_ms - l->attached_ms;
+        int64_t v = l->state == REPL_LINK_STREAM ? repl_link_lag_ms(l, now_ms)
+                                                 : now_ms - l->attached_ms;
         if (v > m)
             m = v;
     }

@@ -225,7 +225,8 @@ static void send_ack(struct repl_replica *rr)
     char num[32];
     int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)off);
     char msg[96];
-    int n = snprintf(msg, sizeof msg, "*3\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n$%d\r\n%s\r\n", nl, num);
+    int n = snprintf(msg, sizeof msg, "*3\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n$%d\r\n%s\r\n",
+                     nl, num);
     net_conn_write(rr->conn, msg, (size_t)n);
     rr->acked = off;
 }
