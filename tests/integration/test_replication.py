@@ -7,6 +7,7 @@ sides once writes stop."""
 import json
 import os
 import random
+import re
 import threading
 import urllib.request
 
@@ -259,7 +260,7 @@ def test_min_replicas_refuses_then_accepts(strata, tmp_path):
     r = c.client("db1")
     with pytest.raises(redis.exceptions.ResponseError) as e:
         r.set("a", "1")
-    assert str(e.value) == "Not enough good replicas to write." or "NOREPLICAS" in str(e.value)
+    assert "Not enough good replicas to write." in str(e.value)
     assert r.get("a") is None
     assert r.info("persistence")["writes_refused"] >= 1
     c.start("db2")
@@ -295,12 +296,12 @@ def test_expiry_comes_from_the_primary(strata, tmp_path):
     # Expires on the primary; its deletion reaches the replica.
     r.set("gone", "1", px=300)
     r.set("kept", "1")
-    wait_for(lambda: rr.get("gone") == b"1" or rr.dbsize() == 2, what="replicated")
+    wait_for(lambda: rr.exists("kept"), what="replicated")
     wait_for(lambda: rr.dbsize() == 1, what="the primary's deletion")
     assert rr.get("kept") == b"1"
     # With the primary stopped no deletion can come: past its TTL the key is
     # hidden from reads on the replica, yet still held there.
-    r.set("hidden", "1", px=400)
+    r.set("hidden", "1", px=int(2000 * SLOW))
     wait_for(lambda: rr.exists("hidden") == 1, what="replicated")
     c.stop_signal("db1")
     try:
@@ -341,7 +342,7 @@ def test_status_metrics_and_cli_lag(strata, tmp_path):
     head = lines[0].split()
     assert "LAG" in head
     row = next(l.split() for l in lines if l.startswith("db2"))
-    assert row[head.index("LAG")].endswith("ms")
+    assert re.fullmatch(r"\d+\.\dms(/.*)?", row[head.index("LAG")]), row
 
 
 def test_a_ttl_extended_in_time_survives_a_lagging_replica_and_a_restart(strata, tmp_path):
