@@ -73,7 +73,6 @@ static void link_free(struct repl_link *l)
     if (l->disk_fd >= 0)
         close(l->disk_fd);
     repl_chunk_free(&l->chunk);
-    buf_free(&l->scratch);
     resp_parser_free(&l->parser);
     free(l);
 }
@@ -113,7 +112,6 @@ static void link_drop(struct repl_link *l, const char *why)
 
 struct scan_ctx {
     struct repl_link *l;
-    int64_t now;
     int err;
 };
 
@@ -138,7 +136,7 @@ static int disk_covers(const struct repl_primary *rp, uint64_t off);
 static int snapshot_step(struct repl_link *l)
 {
     struct repl_primary *rp = l->rp;
-    struct scan_ctx s = {l, util_now_ms(), 0};
+    struct scan_ctx s = {l, 0};
     int done = 0;
     for (int i = 0; i < SCAN_STEPS && buf_size(&l->chunk.body) < REPL_CHUNK_BYTES; i++) {
         l->cursor = store_scan(rp->store, l->cursor, scan_visit, &s);
@@ -455,7 +453,6 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
     l->rp = rp;
     l->disk_fd = -1;
     repl_chunk_init(&l->chunk);
-    buf_init(&l->scratch);
     resp_parser_init(&l->parser);
     snprintf(l->name, sizeof l->name, "%.*s", argc > 4 ? (int)(argl[4] < 63 ? argl[4] : 63) : 1,
              argc > 4 ? argv[4] : "?");

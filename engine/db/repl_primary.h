@@ -67,7 +67,6 @@ struct repl_link {
     uint64_t snap_keys, snap_bytes;
     int64_t snap_start_ms;
     struct repl_chunk chunk;
-    struct buf scratch;
     struct resp_parser parser;
     /* catching up from the log on disk (what the backlog no longer holds) */
     int disk_fd;               /* -1 when none is open */
