@@ -363,3 +363,20 @@ def test_a_ttl_extended_in_time_survives_a_lagging_replica_and_a_restart(strata,
     c.procs["db1"].stop()
     c.start("db1")
     assert r.get("k") == b"v" and 990 <= r.ttl("k") <= 1000
+
+
+def test_replica_notices_a_silent_primary(strata, tmp_path):
+    c = Cluster(strata, tmp_path, replicas=1, fields=', repl_timeout = "1s"').start_all()
+    c.wait_online("db2")
+    c.client("db1").set("a", "1")
+    c.wait_converged("db2")
+    c.stop_signal("db1")
+    try:
+        # No heartbeat within the timeout: the replica drops the link.
+        wait_for(lambda: c.repl("db2")["master_link_status"] == "down", what="link down")
+        assert c.client("db2").get("a") == b"1"  # still serving reads
+    finally:
+        c.cont("db1")
+    c.wait_online("db2")
+    assert c.repl("db2")["master_sync_partial"] == 1
+    assert c.repl("db1")["sync_full"] == 1
