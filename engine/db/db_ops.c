@@ -60,16 +60,12 @@ int db_ops_effects(struct store *s, const struct kv_command *cmd, size_t argc, c
     return rc ? -1 : 0;
 }
 
-/* Puts key = val with expire, replacing what is there. */
+/* Puts key = val with expire, replacing what is there. A time already
+ * past is kept as it is (see db_ops.h: replay is verbatim). */
 static int put(struct store *s, const char *k, size_t kl, const char *v, size_t vl, int64_t x,
                int64_t now_ms)
 {
     struct store_entry *e = store_find(s, k, kl);
-    if (x != 0 && x <= now_ms) {
-        if (e)
-            store_delete(s, e);
-        return 0;
-    }
     if (!e)
         return store_insert(s, k, kl, v, vl, x, now_ms) ? 0 : -1;
     struct store_entry *n = store_set_value(s, e, v, vl);
@@ -112,11 +108,7 @@ int db_ops_apply(struct store *s, const void *p, size_t n, int64_t now_ms, char 
                 goto bad;
             {
                 struct store_entry *e = store_find(s, k, kl);
-                if (!e)
-                    break; /* its SET was dropped as expired; so is it */
-                if (x != 0 && x <= now_ms)
-                    store_delete(s, e);
-                else if (!store_set_expire(s, e, x))
+                if (e && !store_set_expire(s, e, x))
                     goto oom;
             }
             break;
@@ -139,11 +131,18 @@ oom:
     return -1;
 }
 
+int db_ops_deleted(struct buf *out, const void *key, size_t klen)
+{
+    msgpack_packer pk;
+    mpk_packer_init(&pk, out);
+    int rc = msgpack_pack_array(&pk, 2) | msgpack_pack_int(&pk, DB_OP_DEL) |
+             msgpack_pack_bin_with_body(&pk, key, klen);
+    return rc ? -1 : 0;
+}
+
 int db_ops_load(struct store *s, const char *key, size_t klen, const char *val, size_t vlen,
                 int64_t expire_ms, int64_t now_ms, char *err, size_t errlen)
 {
-    if (expire_ms != 0 && expire_ms <= now_ms)
-        return 0;
     if (store_find(s, key, klen)) {
         snprintf(err, errlen, "key appears twice in the snapshot");
         return -1;
@@ -164,7 +163,7 @@ struct dump_ctx {
 static void dump_one(void *arg, struct store_entry *e)
 {
     struct dump_ctx *d = arg;
-    if (d->rc < 0 || store_is_expired(e, d->now))
+    if (d->rc < 0)
         return;
     d->rc = snapshot_writer_add(d->w, store_key(e), store_klen(e), store_val(e), store_vlen(e),
                                 store_expire(e));

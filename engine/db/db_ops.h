@@ -16,9 +16,14 @@
  *     [4]                          every key is gone (FLUSHDB / FLUSHALL)
  *
  * One command's effects form one record, so a multi-key command (MSET,
- * RENAME) is replayed entirely or not at all. Applying honours absolute
- * expiry: a key whose expire time has passed is removed rather than
- * restored, so a restart never brings back an expired key. */
+ * RENAME) is replayed entirely or not at all. Applying is verbatim, also
+ * for an expire time that has already passed: such a key is never served
+ * (lookups treat it as gone) and the keyspace's expiry removes it — on a
+ * primary, logging the removal. Dropping it at replay would be wrong: a
+ * record written before the key expired (an EXPIRE that extended it) may
+ * come after it in the log, and must find the key when it is replayed
+ * later, on a restart or on a replica that lags. Snapshots hold every key
+ * the store holds, for the same reason. */
 #ifndef STRATA_DB_OPS_H
 #define STRATA_DB_OPS_H
 
@@ -43,14 +48,19 @@ int db_ops_loggable(const struct kv_command *cmd);
 int db_ops_effects(struct store *s, const struct kv_command *cmd, size_t argc, const char **argv,
                    const size_t *argl, int64_t now_ms, struct buf *out);
 
+/* Appends the record "key is gone" ([2, key]): what a primary logs when a
+ * key expires, so its replicas (which never expire keys themselves) drop
+ * it too. 0 or -1 (memory). */
+int db_ops_deleted(struct buf *out, const void *key, size_t klen);
+
 /* Applies one log record. 0, or -1 with err (a record that does not decode:
  * the log and this build disagree, or memory ran out). */
 int db_ops_apply(struct store *s, const void *p, size_t n, int64_t now_ms, char *err,
                  size_t errlen);
-/* Inserts one snapshot entry (skipped when already expired). */
+/* Inserts one snapshot entry (an expired one too: see above). */
 int db_ops_load(struct store *s, const char *key, size_t klen, const char *val, size_t vlen,
                 int64_t expire_ms, int64_t now_ms, char *err, size_t errlen);
-/* Writes every live key into a snapshot. 0 or -1. */
+/* Writes every key into a snapshot. 0 or -1. */
 int db_ops_dump(struct store *s, struct snapshot_writer *w, int64_t now_ms);
 
 #endif

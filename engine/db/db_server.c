@@ -15,6 +15,8 @@
 #include "kv_cmd.h"
 #include "log.h"
 #include "persist.h"
+#include "repl_primary.h"
+#include "repl_replica.h"
 #include "resp.h"
 #include "resp_server.h"
 #include "util.h"
@@ -45,6 +47,13 @@ struct db_server {
     uint64_t changes_since_save;
     uint64_t refused_writes;
     int64_t recover_now;   /* wall clock used while recovering */
+    /* Replication: every node can feed replicas of its own; a replica
+     * also follows its upstream. */
+    struct repl_primary repl;
+    int repl_open;
+    int is_replica;
+    struct repl_replica replica;
+    struct buf expired;    /* scratch for an expired key's deletion record */
 };
 
 /* ---- the log: flushing and releasing held replies ------------------------ */
@@ -87,6 +96,67 @@ static void flush_log(struct db_server *srv, int64_t now_ms)
     note_disk_state(srv);
 }
 
+/* Ends the WAITs whose replicas acknowledged, or whose time is up. */
+static void wake_waiters(struct db_server *srv, int64_t now)
+{
+    if (!srv->rs.nblocked)
+        return;
+    for (struct resp_client *cl = srv->rs.clients, *next; cl; cl = next) {
+        next = cl->next;
+        if (!cl->blocked)
+            continue;
+        int n = repl_primary_count_acked(&srv->repl, cl->wait_offset);
+        if (n < cl->wait_count && now < cl->wait_deadline_ms)
+            continue;
+        char reply[32];
+        int len = snprintf(reply, sizeof reply, ":%d\r\n", n);
+        resp_client_unblock(cl, reply, (size_t)len);
+    }
+}
+
+/* Replicas get what the log has: up to its end once the end is written
+ * (synced under always), which is always a record boundary. */
+static void repl_round(struct db_server *srv, int64_t now)
+{
+    if (!srv->repl_open)
+        return;
+    struct wal *w = &srv->persist.wal;
+    repl_primary_pump(&srv->repl, wal_acked(w) == w->end ? w->end : srv->repl.ready);
+    if (srv->repl.acks_pending) {
+        srv->repl.acks_pending = 0;
+        wake_waiters(srv, now);
+    }
+}
+
+/* Appends one record to the log and the replication backlog. Returns the
+ * offset a reply for it waits for. */
+static uint64_t log_record(struct db_server *srv, const void *payload, size_t n)
+{
+    uint64_t at = persist_append(&srv->persist, payload, n);
+    if (at == 0) {
+        log_error("db %s: out of memory appending to the log; stopping", srv->base.node);
+        abort();
+    }
+    /* wal_append framed it at the tail of the log's batch. */
+    const struct buf *batch = &srv->persist.wal.batch;
+    repl_primary_feed(&srv->repl, buf_head(batch) + buf_size(batch) - (WAL_REC_HDR + n),
+                      WAL_REC_HDR + n);
+    srv->changes_since_save++;
+    return at;
+}
+
+/* A key expired on this primary: its replicas learn it from the log. */
+static void on_key_expired(void *arg, const void *key, size_t klen)
+{
+    struct db_server *srv = arg;
+    buf_reset(&srv->expired);
+    if (db_ops_deleted(&srv->expired, key, klen) < 0) {
+        log_error("db %s: out of memory encoding a log record; stopping", srv->base.node);
+        abort();
+    }
+    log_record(srv, buf_head(&srv->expired), buf_size(&srv->expired));
+}
+
 static void log_round(struct db_server *srv)
 {
     int64_t now = util_now_ms();
@@ -96,6 +166,7 @@ static void log_round(struct db_server *srv)
         if (!resp_server_release(&srv->rs, wal_acked(&srv->persist.wal)))
             break;
     }
+    repl_round(srv, now);
     /* More log to write now (clients resumed above), or replies that could
      * go: do not let the loop sleep on them. */
     int more = (wal_pending(srv) && wal_ok(&srv->persist.wal));
@@ -133,6 +204,10 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
 
 static int start_bgsave(struct db_server *srv, char *err, size_t errlen)
 {
+    if (srv->is_replica && repl_replica_busy(&srv->replica)) {
+        snprintf(err, errlen, "a full resync from the primary is in progress; try again after it");
+        return -1;
+    }
     pid_t pid = persist_bgsave(&srv->persist, err, errlen);
     if (pid < 0)
         return -1;
@@ -148,6 +223,9 @@ static void cmd_save(struct kv_req *r)
 {
     struct db_server *srv = r->ks->shell;
     char err[512];
+    if (srv->is_replica && repl_replica_busy(&srv->replica))
+        return resp_error(r->out, "ERR a full resync from the primary is in progress; try again "
+                                  "after it");
     if (persist_save(&srv->persist, err, sizeof err) < 0) {
         note_disk_state(srv);
         resp_errorf(r->out, "ERR %s", err);
@@ -211,8 +289,14 @@ static void db_debug(struct kv_req *r)
     resp_error(r->out, "ERR DEBUG subcommands: DISK-ERROR <count|ON|OFF> [WRITE|FSYNC]");
 }
 
+/* PSYNC, REPLCONF and WAIT need the client itself: db_exec runs them. */
+static void cmd_by_exec(struct kv_req *r) { resp_error(r->out, "ERR not here"); }
+
 /* The db's own commands, declared like the keyspace's: none writes keys. */
 static const struct kv_command db_commands[] = {
+    {"psync", cmd_by_exec, -3, KV_CMD_ADMIN, 0, 0, 0},
+    {"replconf", cmd_by_exec, -1, KV_CMD_ADMIN, 0, 0, 0},
+    {"wait", cmd_by_exec, 3, 0, 0, 0, 0},
     {"save", cmd_save, -1, KV_CMD_ADMIN, 0, 0, 0},
     {"bgsave", cmd_bgsave, -1, KV_CMD_ADMIN, 0, 0, 0},
     {"bgrewriteaof", cmd_bgrewriteaof, -1, KV_CMD_ADMIN, 0, 0, 0},
@@ -254,11 +338,24 @@ static void info_persistence(struct db_server *srv, struct buf *b)
 
 /* INFO: the keyspace's sections (without eviction fields: nothing is
  * evicted) plus Persistence. */
+static void info_replication(struct db_server *srv, struct buf *b)
+{
+    int64_t now = util_now_ms();
+    buf_printf(b, "# Replication\r\nrole:%s\r\n", srv->is_replica ? "slave" : "master");
+    if (srv->is_replica)
+        repl_replica_info(&srv->replica, b, now);
+    if (srv->repl_open)
+        repl_primary_info(&srv->repl, b, now);
+    buf_printf(b, "\r\n");
+}
+
 static void hook_info(struct keyspace *ks, enum kv_info_at at, const struct kv_info_sel *sel,
                       struct buf *b)
 {
     if (at == KV_INFO_SECTIONS && kv_info_wants(sel, "persistence"))
         info_persistence(ks->shell, b);
+    if (at == KV_INFO_SECTIONS && kv_info_wants(sel, "replication"))
+        info_replication(ks->shell, b);
 }
 
 /* CONFIG: what a db has. Its settings come from the topology, so they are
@@ -328,6 +425,42 @@ static const struct kv_hooks db_hooks = {
 
 /* ---- the write path ------------------------------------------------------ */
 
+/* PSYNC (a replica attaches: the connection becomes its stream),
+ * REPLCONF (accepted and ignored outside a stream) and WAIT. */
+static void repl_command(struct db_server *srv, struct resp_client *cl, struct kv_req *r)
+{
+    if (kv_arg_is(r, 0, "replconf"))
+        return resp_ok(r->out);
+    if (kv_arg_is(r, 0, "psync")) {
+        if (buf_size(&cl->hold))
+            return resp_error(r->out, "ERR PSYNC with replies still pending");
+        struct repl_link *l =
+            repl_primary_psync(&srv->repl, r->argc, r->argv, r->argl, cl->conn->peer, r->out);
+        if (l) {
+            cl->handoff = repl_primary_attach;
+            cl->handoff_arg = l;
+        }
+        return;
+    }
+    /* WAIT numreplicas timeout */
+    if (srv->is_replica)
+        return resp_error(r->out, "ERR WAIT cannot be used with replica instances.");
+    long long want, ms;
+    if (kv_arg_ll(r, 1, &want) < 0 || kv_arg_ll(r, 2, &ms) < 0)
+        return;
+    if (ms < 0)
+        return resp_error(r->out, "ERR timeout is negative");
+    /* The end of the client's last write (hold_until keeps it). */
+    uint64_t target = cl->hold_until;
+    int have = repl_primary_count_acked(&srv->repl, target);
+    if (have >= want)
+        return resp_int(r->out, have);
+    cl->wait_offset = target;
+    cl->wait_count = (long)want;
+    cl->wait_deadline_ms = ms ? r->now + ms : INT64_MAX;
+    resp_client_block(cl);
+}
+
 /* Runs one command for a client: a read, one of the db's own, or a logged
  * write. r->out is the client's write buffer, or its hold once a reply is
  * held. */
@@ -337,6 +470,10 @@ static void db_exec(struct resp_client *cl, struct kv_req *r)
     const struct kv_command *cmd = kv_cmd_find(&srv->ks, r->argv[0], r->argl[0]);
     if (!kv_check(r, cmd))
         return;
+    if (cmd->fn == cmd_by_exec) {
+        repl_command(srv, cl, r);
+        return;
+    }
     if (!kv_cmd_is_write(cmd)) {
         kv_run(r, cmd);
         return;
@@ -354,6 +491,11 @@ static void db_exec(struct resp_client *cl, struct kv_req *r)
                     srv->persist.wal.errmsg);
         return;
     }
+    if (repl_primary_refuses(&srv->repl, r->now)) {
+        srv->refused_writes++;
+        resp_error(r->out, "NOREPLICAS Not enough good replicas to write.");
+        return;
+    }
     /* The write's reply waits for its record. */
     r->out = resp_client_hold(cl);
     kv_run(r, cmd);
@@ -365,16 +507,8 @@ static void db_exec(struct resp_client *cl, struct kv_req *r)
         log_error("db %s: out of memory encoding a log record; stopping", srv->base.node);
         abort();
     }
-    if (buf_size(&srv->effects)) {
-        uint64_t at = persist_append(&srv->persist, buf_head(&srv->effects),
-                                     buf_size(&srv->effects));
-        if (at == 0) {
-            log_error("db %s: out of memory appending to the log; stopping", srv->base.node);
-            abort();
-        }
-        cl->hold_until = at;
-        srv->changes_since_save++;
-    }
+    if (buf_size(&srv->effects))
+        cl->hold_until = log_record(srv, buf_head(&srv->effects), buf_size(&srv->effects));
 }
 
 /* The reply of a write waits for the log: the client layer runs every
@@ -407,6 +541,10 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
                  (unsigned long long)persist_log_bytes(p));
         if (start_bgsave(srv, err, sizeof err) < 0)
             log_error("db %s: compaction could not start: %s", srv->base.node, err);
+    }
+    if (srv->repl_open) {
+        repl_primary_cron(&srv->repl, now);
+        wake_waiters(srv, now);
     }
     log_round(srv);
     srv->ks.client_buf_bytes = resp_server_buf_bytes(&srv->rs);
@@ -442,7 +580,12 @@ struct db_cfg {
     char node[64], listen[64], role[16], dir[1024], fsync[16];
     int64_t compact_min;
     struct kv_access access;
+    char replica_of[64], upstream[64];  /* a replica: the node it follows, and where */
+    int64_t backlog, min_replicas;
+    double repl_timeout, max_lag;
 };
+
+#define DB_DEFAULT_BACKLOG (16 * 1024 * 1024)
 
 /* Who may connect and how much they may hold, as a cache reads it
  * (kv_access_check): no message carries the password. */
@@ -472,6 +615,14 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
         cfg_string(L, idx, "dir", "", cfg->dir, sizeof cfg->dir, err, errlen) < 0 ||
         cfg_string(L, idx, "fsync", "everysec", cfg->fsync, sizeof cfg->fsync, err, errlen) < 0 ||
         cfg_int(L, idx, "compact_min", 0, &cfg->compact_min, err, errlen) < 0 ||
+        cfg_string(L, idx, "replica_of", "", cfg->replica_of, sizeof cfg->replica_of, err,
+                   errlen) < 0 ||
+        cfg_string(L, idx, "replica_of_addr", "", cfg->upstream, sizeof cfg->upstream, err,
+                   errlen) < 0 ||
+        cfg_int(L, idx, "backlog", DB_DEFAULT_BACKLOG, &cfg->backlog, err, errlen) < 0 ||
+        cfg_int(L, idx, "min_replicas", 0, &cfg->min_replicas, err, errlen) < 0 ||
+        cfg_number(L, idx, "repl_timeout", 10, &cfg->repl_timeout, err, errlen) < 0 ||
+        cfg_number(L, idx, "max_lag", 0, &cfg->max_lag, err, errlen) < 0 ||
         read_access(L, idx, cfg, err, errlen) < 0)
         return -1;
     if (!cfg->dir[0])
@@ -481,11 +632,30 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
                  cfg->fsync);
         return -1;
     }
-    if (strcmp(cfg->role, "primary") != 0) {
+    if (strcmp(cfg->role, "primary") != 0 && strcmp(cfg->role, "replica") != 0) {
+        snprintf(err, errlen, "db %s: role must be primary or replica, not '%s'", cfg->node,
+                 cfg->role);
+        return -1;
+    }
+    if (strcmp(cfg->role, "replica") == 0 && !cfg->upstream[0]) {
+        snprintf(err, errlen, "db %s: a replica needs replica_of (the node it follows)",
+                 cfg->node);
+        return -1;
+    }
+    if (cfg->backlog < 1024 || cfg->backlog > (int64_t)1 << 40) {
+        snprintf(err, errlen, "db %s: backlog must be in 1kb..1tb, not %lld bytes", cfg->node,
+                 (long long)cfg->backlog);
+        return -1;
+    }
+    if (cfg->min_replicas < 0 || cfg->min_replicas > 1000) {
+        snprintf(err, errlen, "db %s: min_replicas must be in 0..1000, not %lld", cfg->node,
+                 (long long)cfg->min_replicas);
+        return -1;
+    }
+    if (cfg->repl_timeout <= 0 || cfg->repl_timeout > 3600 || cfg->max_lag < 0) {
         snprintf(err, errlen,
-                 "db replicas are not built yet: node '%s' is declared as a %s; only a primary "
-                 "runs",
-                 cfg->node, cfg->role);
+                 "db %s: repl_timeout must be over 0 and at most 1h, max_lag not negative",
+                 cfg->node);
         return -1;
     }
     if (cfg->compact_min < 0) {
@@ -526,6 +696,8 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     snprintf(srv->dir, sizeof srv->dir, "%s", cfg.dir);
     snprintf(srv->base.node, sizeof srv->base.node, "%s", cfg.node);
     buf_init(&srv->effects);
+    buf_init(&srv->expired);
+    srv->is_replica = strcmp(cfg.role, "replica") == 0;
     struct keyspace *c = &srv->ks;
     keyspace_init(c, 0, util_now_ms());
     keyspace_set_hooks(c, &db_hooks, srv);
@@ -543,6 +715,11 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
 
     srv->recover_now = util_now_ms();
     char why[1536];
+    if (srv->is_replica && repl_replica_clean_dir(cfg.dir, why, sizeof why) < 0) {
+        snprintf(err, errlen, "db %s: %s", cfg.node, why);
+        db_srv_free(&srv->base);
+        return NULL;
+    }
     if (persist_open(&srv->persist, cfg.dir, srv->policy, &db_persist_ops, srv, why,
                      sizeof why) < 0) {
         snprintf(err, errlen, "db %s: %s", cfg.node, why);
@@ -553,6 +730,20 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     if (cfg.compact_min > 0)
         srv->persist.compact_min = (uint64_t)cfg.compact_min;
     struct persist *p = &srv->persist;
+    if (repl_primary_init(&srv->repl, env->loop, cfg.node, &c->store, (size_t)cfg.backlog,
+                          cfg.repl_timeout, p->id, p->wal.end) < 0) {
+        snprintf(err, errlen, "db %s: out of memory for the replication backlog", cfg.node);
+        db_srv_free(&srv->base);
+        return NULL;
+    }
+    srv->repl_open = 1;
+    srv->repl.wal = &p->wal;
+    srv->repl.min_replicas = (int)cfg.min_replicas;
+    srv->repl.max_lag_ms = (int64_t)(cfg.max_lag * 1000);
+    if (!srv->is_replica) {
+        c->store.on_expire = on_key_expired;
+        c->store.on_expire_arg = srv;
+    }
     log_info("db %s: recovered %zu keys from %s (snapshot %llu keys, %llu log records, %llu "
              "torn bytes dropped) in %.3f s",
              cfg.node, c->store.count, cfg.dir, (unsigned long long)p->loaded_keys,
@@ -568,8 +759,21 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     srv->last_tick_ms = util_now_ms();
     ev_timer_start(env->loop, &srv->cron);
     ev_prepare_start(env->loop, &srv->flush);
-    log_info("node %s: db listening on %s (dir %s, fsync %s)", cfg.node, srv->rs.listener->addr,
-             cfg.dir, cfg.fsync);
+    if (srv->is_replica) {
+        if (repl_replica_init(&srv->replica, env->loop, cfg.node, srv->base.listen, cfg.upstream,
+                              /* the db's one secret, kept by its keyspace */
+                              cfg.replica_of, c->has_password ? c->password : "",
+                              cfg.repl_timeout, c, p, &srv->repl,
+                              srv->policy, why, sizeof why) < 0) {
+            snprintf(err, errlen, "db %s: replica_of %s: %s", cfg.node, cfg.upstream, why);
+            db_srv_free(&srv->base);
+            return NULL;
+        }
+        repl_replica_start(&srv->replica);
+    }
+    log_info("node %s: db listening on %s (dir %s, fsync %s%s%s)", cfg.node, srv->rs.listener->addr,
+             cfg.dir, cfg.fsync, srv->is_replica ? ", replica of " : "",
+             srv->is_replica ? cfg.upstream : "");
     return &srv->base;
 }
 
@@ -600,11 +804,16 @@ static void db_srv_free(struct service *s)
     ev_idle_stop(srv->loop, &srv->kick);
     if (ev_is_active(&srv->child))
         ev_child_stop(srv->loop, &srv->child);
+    if (srv->is_replica)
+        repl_replica_free(&srv->replica);
+    if (srv->repl_open)
+        repl_primary_free(&srv->repl);
     resp_server_free(&srv->rs);
     if (srv->persist_open)
         persist_close(&srv->persist);
     keyspace_free(&srv->ks);
     buf_free(&srv->effects);
+    buf_free(&srv->expired);
     free(srv);
 }
 
@@ -615,14 +824,36 @@ static void db_srv_describe(struct service *s, struct buf *out)
     buf_printf(out, "keys=%zu fsync=%s log_offset=%llu disk=%s clients=%zu", srv->ks.store.count,
                wal_fsync_name(srv->policy), (unsigned long long)w->end,
                wal_ok(w) ? "ok" : "error", srv->ks.nclients);
+    if (srv->is_replica)
+        buf_printf(out, " replica_of=%s link=%s", srv->replica.upstream,
+                   repl_replica_link_up(&srv->replica) ? "up" : "down");
+    if (srv->repl_open && srv->repl.nlinks)
+        buf_printf(out, " replicas=%d", srv->repl.nlinks);
 }
 
 static void db_srv_status(struct service *s, struct buf *out)
 {
     struct db_server *srv = (struct db_server *)s;
     struct persist *p = &srv->persist;
+    int64_t now = util_now_ms();
+    buf_printf(out, "\"role\":\"%s\",", srv->is_replica ? "replica" : "primary");
+    if (srv->is_replica) {
+        repl_replica_status(&srv->replica, out, now);
+        buf_printf(out, ",");
+    } else if (srv->repl.nlinks) {
+        uint64_t most = 0;
+        for (const struct repl_link *l = srv->repl.links; l; l = l->next)
+            if (repl_link_lag_bytes(l) > most)
+                most = repl_link_lag_bytes(l);
+        buf_printf(out, "\"lag_ms\":%lld,\"lag_bytes\":%llu,",
+                   (long long)repl_primary_max_lag_ms(&srv->repl, now), (unsigned long long)most);
+    }
+    if (srv->repl_open) {
+        repl_primary_status(&srv->repl, out, now);
+        buf_printf(out, ",");
+    }
     buf_printf(out,
-               "\"role\":\"primary\",\"keys\":%zu,\"connections\":%zu,\"fsync\":\"%s\","
+               "\"keys\":%zu,\"connections\":%zu,\"fsync\":\"%s\","
                "\"log_offset\":%llu,\"log_synced_offset\":%llu,\"snapshot_offset\":%llu,"
                "\"bgsave_in_progress\":%s,\"disk_ok\":%s,\"writes_refused\":%llu,"
                "\"commands\":%llu,\"rejected_connections\":%llu,\"evicted_clients\":%llu",
@@ -641,6 +872,7 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
     struct persist *p = &srv->persist;
     /* log offsets are positions, not event counts: gauges, like a
      * replication offset */
+    int64_t now = util_now_ms();
     struct {
         const char *name, *type, *help;
         unsigned long long v;
@@ -669,10 +901,32 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
          "Connections refused at the client limit.", srv->ks.stats.rejected_connections},
         {"strata_db_evicted_clients_total", "counter",
          "Clients closed for exceeding the client buffer limit.", srv->ks.stats.evicted_clients},
+        {"strata_db_repl_offset_bytes", "gauge",
+         "Replication offset: the end of the stream this node has.", srv->repl.ready},
+        {"strata_db_connected_replicas", "gauge", "Replicas attached.",
+         (unsigned long long)srv->repl.nlinks},
+        {"strata_db_good_replicas", "gauge", "Replicas attached and within max_lag.",
+         (unsigned long long)repl_primary_good(&srv->repl, now)},
+        {"strata_db_repl_lag_bytes", "gauge", "Bytes of the stream a replica has yet to apply.",
+         srv->is_replica ? repl_replica_lag_bytes(&srv->replica) : 0},
+        {"strata_db_repl_link_up", "gauge", "1 while a replica's link to its upstream is up.",
+         (unsigned long long)(srv->is_replica ? repl_replica_link_up(&srv->replica) : 1)},
+        {"strata_db_sync_full_total", "counter", "Full resyncs served.", srv->repl.sync_full},
+        {"strata_db_sync_partial_ok_total", "counter", "Partial resyncs served.",
+         srv->repl.sync_partial_ok},
+        {"strata_db_sync_partial_err_total", "counter", "Partial resyncs refused.",
+         srv->repl.sync_partial_err},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].help,
                    m[i].name, m[i].type, m[i].name, labels, m[i].v);
+    int64_t lag_ms = srv->is_replica ? repl_replica_lag_ms(&srv->replica, now)
+                                     : repl_primary_max_lag_ms(&srv->repl, now);
+    buf_printf(out,
+               "# HELP strata_db_repl_lag_seconds Replication lag: of the furthest replica on a "
+               "primary, of this node on a replica.\n# TYPE strata_db_repl_lag_seconds gauge\n"
+               "strata_db_repl_lag_seconds{%s} %.3f\n",
+               labels, (double)lag_ms / 1000.0);
 }
 
 const struct service_kind db_service_kind = {

@@ -20,6 +20,13 @@
  *    are accepted again as soon as it succeeds. Replies already held for
  *    writes that were executed but not yet logged stay held until then.
  *
+ * Replication (repl_primary.h, repl_replica.h): every write's record also
+ * goes into the replication backlog, and once the log has it, to the
+ * attached replicas; PSYNC turns a client connection into a replica's
+ * link; WAIT blocks its client until replicas acknowledge; min_replicas
+ * refuses writes with -NOREPLICAS. A node with role "replica" follows its
+ * upstream, is read-only and never expires keys itself.
+ *
  * DEBUG DISK-ERROR makes the log's writes/fsyncs fail on purpose, for the
  * fault tests. */
 #ifndef STRATA_DB_SERVER_H

@@ -22,7 +22,7 @@ size_t expire_run(struct expire_cycle *ec, struct store *s, int64_t now_ms)
     int64_t start = cycle_now(ec);
     size_t checked = 0, expired = 0;
     ec->last_hit_budget = 0;
-    for (int round = 0; s->nvol > 0; round++) {
+    for (int round = 0; s->nvol > 0 && !s->keep_expired; round++) {
         /* Every few batches, look at the clock; clock reads are not free. */
         if ((round & 3) == 0 && round > 0 && cycle_now(ec) - start >= ec->budget_us) {
             ec->last_hit_budget = 1;
@@ -38,8 +38,7 @@ size_t expire_run(struct expire_cycle *ec, struct store *s, int64_t now_ms)
             if (store_is_expired(e, now_ms)) {
                 /* The array's last entry moves into this slot: look at the
                  * same index again next. */
-                store_delete(s, e);
-                s->expired++;
+                store_expire_delete(s, e);
                 batch_expired++;
             } else {
                 ec->cursor++;

@@ -250,8 +250,8 @@ void kv_do_randomkey(struct kv_req *r)
             break;
         if (!store_is_expired(e, r->now))
             return resp_bulk(r->out, store_key(e), store_klen(e));
-        store_delete(s, e);
-        s->expired++;
+        if (!s->keep_expired)
+            store_expire_delete(s, e);
     }
     resp_null(r->out);
 }

@@ -9,6 +9,9 @@
 
 /* Before AUTH, a client may send only small commands (like Redis), so an
  * unauthenticated peer cannot make the node buffer much. */
+static void client_handoff(struct resp_client *cl);
+static const struct net_conn_ops client_ops;
+
 static const struct resp_limits unauth_limits = {16 * 1024, 10, 64 * 1024};
 
 /* Runs as many complete commands as the read buffer holds (pipelining).
@@ -24,7 +27,7 @@ static void client_process(struct resp_client *cl)
     void (*exec)(struct resp_client *, struct kv_req *) = rs->ops->exec;
     int64_t now = util_now_ms();
     size_t out_before = buf_size(&c->wbuf);
-    while (buf_size(&c->rbuf) > 0 && !cl->sess.quit &&
+    while (buf_size(&c->rbuf) > 0 && !cl->sess.quit && !cl->blocked && !cl->handoff &&
            !(c->flags & (NET_F_CLOSING | NET_F_DEAD))) {
         /* Output over the high mark, sent or held: wait for on_drain (or a
          * release) before running more. */
@@ -71,6 +74,10 @@ static void client_process(struct resp_client *cl)
     }
     if (buf_size(&c->wbuf) > out_before)
         ks->stats.net_output_bytes += buf_size(&c->wbuf) - out_before;
+    if (cl->handoff && net_conn_alive(c) && !(c->flags & NET_F_CLOSING)) {
+        client_handoff(cl);
+        return;
+    }
     if (cl->sess.quit && !buf_size(&cl->hold) && !(c->flags & NET_F_CLOSING))
         net_conn_close(c, "quit");
     /* Give back an argument array grown by one large command. */
@@ -139,13 +146,42 @@ static void client_on_read(struct net_conn *c)
     if (!cl)
         return; /* refused at accept: closing */
     client_process(cl);
-    cl = c->data;
-    if (!cl || !net_conn_alive(c))
+    /* Handed over (PSYNC: the connection has a new owner), closed or gone:
+     * not a client of this server to count any more. */
+    if (c->ops != &client_ops || !c->data || !net_conn_alive(c))
         return;
+    cl = c->data;
     client_account(cl);
     struct resp_server *rs = cl->srv;
     if (rs->ks->client_mem_limit && rs->client_mem > rs->ks->client_mem_limit)
         enforce_client_memory(rs);
+}
+
+void resp_client_block(struct resp_client *cl)
+{
+    if (!cl->blocked)
+        cl->srv->nblocked++;
+    cl->blocked = 1;
+}
+
+void resp_client_unblock(struct resp_client *cl, const void *reply, size_t n)
+{
+    if (!cl->blocked)
+        return;
+    cl->blocked = 0;
+    cl->srv->nblocked--;
+    struct net_conn *c = cl->conn;
+    if (buf_size(&cl->hold)) {
+        buf_append(&cl->hold, reply, n);
+    } else {
+        buf_append(&c->wbuf, reply, n);
+        cl->srv->ks->stats.net_output_bytes += n;
+    }
+    /* The commands that queued behind the wait; then out with it all (this
+     * runs outside the connection's own callbacks). */
+    client_process(cl); /* also closes a client that quit meanwhile */
+    if (net_conn_alive(c))
+        net_conn_flush(c);
 }
 
 static void client_on_drain(struct net_conn *c)
@@ -170,8 +206,12 @@ static void client_on_eof(struct net_conn *c)
         net_conn_close(c, "peer closed");
         return;
     }
+    if (cl->blocked) {
+        cl->sess.quit = 1; /* closed once the wait ends and its reply is out */
+        return;
+    }
     client_process(cl);
-    if (!net_conn_alive(c) || (c->flags & NET_F_CLOSING))
+    if (!net_conn_alive(c) || (c->flags & NET_F_CLOSING) || c->data != cl)
         return;
     struct buf *out = buf_size(&cl->hold) ? &cl->hold : &c->wbuf;
     if (cl->srv->ops->eof_reply && buf_size(&c->rbuf) > 0 && buf_size(&c->wbuf) < c->write_high &&
@@ -186,12 +226,8 @@ static void client_on_eof(struct net_conn *c)
     net_conn_close(c, "peer closed");
 }
 
-static void client_on_close(struct net_conn *c, const char *why)
+static void client_unlink(struct resp_client *cl)
 {
-    struct resp_client *cl = c->data;
-    (void)why;
-    if (!cl)
-        return;
     struct resp_server *rs = cl->srv;
     if (cl->prev)
         cl->prev->next = cl->next;
@@ -204,10 +240,29 @@ static void client_on_close(struct net_conn *c, const char *why)
     rs->client_mem -= cl->acct;
     rs->ks->nclients--;
     rs->last_close_iter = ev_iteration(rs->loop);
+    if (cl->blocked)
+        rs->nblocked--;
     buf_free(&cl->hold);
     resp_parser_free(&cl->parser);
+    cl->conn->data = NULL;
     free(cl);
-    c->data = NULL;
+}
+
+static void client_on_close(struct net_conn *c, const char *why)
+{
+    (void)why;
+    if (c->data)
+        client_unlink(c->data);
+}
+
+/* The connection leaves the server for its new owner (see handoff). */
+static void client_handoff(struct resp_client *cl)
+{
+    struct net_conn *c = cl->conn;
+    void (*fn)(struct net_conn *, void *) = cl->handoff;
+    void *arg = cl->handoff_arg;
+    client_unlink(cl);
+    fn(c, arg);
 }
 
 static const struct net_conn_ops client_ops = {

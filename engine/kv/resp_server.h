@@ -40,6 +40,18 @@ struct resp_client {
     uint64_t hold_until;   /* what they wait for, in the service's terms */
     int stalled;           /* stopped parsing at an output high mark */
     size_t acct;           /* its buffers as last counted in srv->client_mem */
+    /* A command that waits (the db's WAIT) blocks its client: no further
+     * command runs until resp_client_unblock. The waiting command's own
+     * state, in the service's terms. */
+    int blocked;
+    uint64_t wait_offset;
+    long wait_count;
+    int64_t wait_deadline_ms;
+    /* Set by a command that takes the connection over (the db's PSYNC):
+     * once the command's reply is written, the client leaves the server
+     * and handoff(conn, arg) installs the new owner's ops and data. */
+    void (*handoff)(struct net_conn *c, void *arg);
+    void *handoff_arg;
 };
 
 struct resp_server_ops {
@@ -63,6 +75,7 @@ struct resp_server {
     struct net_listener *listener;
     struct resp_client *clients;
     size_t nholding;            /* clients with held replies */
+    size_t nblocked;            /* clients blocked by a waiting command */
     struct buf spare;           /* swapped with a client's hold when releasing it */
     unsigned last_close_iter;   /* loop iteration in which a client last went away */
     /* The clients' buffers (read, write, held), kept as they change, for
@@ -95,6 +108,12 @@ size_t resp_server_buf_bytes(struct resp_server *rs);
  * Returns how many clients got theirs. A client that stopped parsing while
  * its replies were held is resumed by on_drain once they are out. */
 int resp_server_release(struct resp_server *rs, uint64_t upto);
+
+/* Blocks a client after its current command (see resp_client.blocked). */
+void resp_client_block(struct resp_client *cl);
+/* Ends the wait: appends reply (n bytes) where the client's replies go and
+ * runs the commands that queued behind the wait. */
+void resp_client_unblock(struct resp_client *cl, const void *reply, size_t n);
 
 /* The buffer to hold a reply in: from now on, until released, the client's
  * replies queue there. The caller sets hold_until. */

@@ -368,11 +368,19 @@ struct store_entry *store_lookup(struct store *s, const void *key, size_t klen, 
 {
     struct store_entry *e = store_find(s, key, klen);
     if (e && store_is_expired(e, now_ms)) {
-        store_delete(s, e);
-        s->expired++;
+        if (!s->keep_expired)
+            store_expire_delete(s, e);
         return NULL;
     }
     return e;
+}
+
+void store_expire_delete(struct store *s, struct store_entry *e)
+{
+    if (s->on_expire)
+        s->on_expire(s->on_expire_arg, store_key(e), store_klen(e));
+    store_delete(s, e);
+    s->expired++;
 }
 
 struct store_entry *store_insert(struct store *s, const void *key, size_t klen, const void *val,

@@ -72,6 +72,13 @@ struct store {
     int64_t base_ms;           /* wall clock that store clock 0 stands for */
     int resize_allowed;        /* tests may turn automatic resizing off */
     uint64_t expired;          /* keys removed because their TTL passed */
+    /* A replica keeps expired keys until its primary deletes them: lookups
+     * hide them, nothing here removes them (no lazy or active expiry). */
+    int keep_expired;
+    /* Called just before an expired key is removed (a db primary logs the
+     * deletion so its replicas get it). NULL: nothing. */
+    void (*on_expire)(void *arg, const void *key, size_t klen);
+    void *on_expire_arg;
 };
 
 /* seed 0 draws a random seed (hash and sampling) from the OS. */
@@ -133,8 +140,8 @@ size_t store_entry_size(const struct store_entry *e);
 uint64_t store_hash(const struct store *s, const void *key, size_t klen);
 /* Finds a key regardless of its TTL. */
 struct store_entry *store_find(struct store *s, const void *key, size_t klen);
-/* Finds a live key: an expired one is deleted (counted in s->expired) and
- * NULL returned. Does not touch the entry. */
+/* Finds a live key: an expired one is deleted (counted in s->expired;
+ * kept when keep_expired) and NULL returned. Does not touch the entry. */
 struct store_entry *store_lookup(struct store *s, const void *key, size_t klen, int64_t now_ms);
 static inline int store_is_expired(const struct store_entry *e, int64_t now_ms)
 {
@@ -157,6 +164,9 @@ struct store_entry *store_set_value(struct store *s, struct store_entry *e, cons
  * entry, or NULL (entry unchanged) on allocation failure. */
 struct store_entry *store_set_expire(struct store *s, struct store_entry *e, int64_t expire_ms);
 void store_delete(struct store *s, struct store_entry *e);
+/* Removes a key because its TTL passed: on_expire first, then counted in
+ * s->expired. */
+void store_expire_delete(struct store *s, struct store_entry *e);
 
 /* --- the order list ------------------------------------------------------ */
 /* Marks an access: refreshes atime and, in access mode, moves to the tail. */

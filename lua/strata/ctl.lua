@@ -268,6 +268,11 @@ local function service_row(node, st, s, rate)
   end
   local lag = "-"
   if type(s.lag_ms) == "number" then lag = string.format("%.1fms", s.lag_ms) end
+  -- A db replica (or a primary, its slowest replica): how far behind in
+  -- bytes too, once it is behind at all.
+  if type(s.lag_bytes) == "number" and s.lag_bytes > 0 then
+    lag = lag .. "/" .. human_bytes(s.lag_bytes)
+  end
   return {
     node, s.kind or "?", s.listen or "?",
     string.format("%ds", math.floor(st.uptime_s or 0)),

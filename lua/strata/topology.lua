@@ -471,7 +471,8 @@ local function build_dsl(ctx)
 
   function strata.db(spec)
     local where = ctx.where()
-    local fields = { primary = true, replicas = true, reads = true, compact_min = true }
+    local fields = { primary = true, replicas = true, reads = true, compact_min = true,
+                     backlog = true, repl_timeout = true, min_replicas = true, max_lag = true }
     for _, f in ipairs(ACCESS_FIELDS) do fields[f] = true end
     ctx.check_fields(where, "strata.db", spec, fields)
     if type(spec.primary) ~= "table" then
@@ -488,6 +489,10 @@ local function build_dsl(ctx)
         dir = ctx.folder(where, what .. " dir", t.dir or ("var/" .. node)),
         fsync = ctx.string(where, what .. " fsync", t.fsync),
         compact_min = ctx.size(where, "compact_min", spec.compact_min),
+        backlog = ctx.size(where, "backlog", spec.backlog),
+        repl_timeout = ctx.duration(where, "repl_timeout", spec.repl_timeout),
+        min_replicas = ctx.int(where, "min_replicas", spec.min_replicas),
+        max_lag = ctx.duration(where, "max_lag", spec.max_lag),
       }))
       warn_open(ctx, cfg)
       return cfg

@@ -67,10 +67,10 @@ class StrataProcess:
     A sanitizer report or a crash makes the process exit non-zero, and
     stop() asserts a clean exit, so those fail the test that caused them."""
 
-    def __init__(self, topo_path, ports, args=(), cwd=None, env=None):
+    def __init__(self, topo_path, ports, args=(), cwd=None, env=None, log_path=None):
         self.topo_path = str(topo_path)
         self.ports = list(ports)
-        self.log_path = self.topo_path + ".log"
+        self.log_path = str(log_path) if log_path else self.topo_path + ".log"
         self.args = list(args)
         self.cwd = cwd or ROOT
         self.env = dict(os.environ, **(env or {}))
@@ -123,10 +123,10 @@ def strata(tmp_path):
     it (asserting a clean exit) when the test ends."""
     started = []
 
-    def start(text, ports, name="topo.lua", args=(), wait=True, env=None):
+    def start(text, ports, name="topo.lua", args=(), wait=True, env=None, log=None):
         path = tmp_path / name
         path.write_text(text)
-        p = StrataProcess(path, ports, args=args, env=env).start(wait=wait)
+        p = StrataProcess(path, ports, args=args, env=env, log_path=log).start(wait=wait)
         started.append(p)
         return p
 

@@ -91,9 +91,9 @@ MISTAKES = [
     ("web-not-built", CACHE + "\nlocal web = strata.web {\n"
      '  nodes = { { node = "w1", listen = "127.0.0.1:7501" } } }\n', {}, 3,
      "the web service is not built yet"),
-    ("db-replicas-not-built", CACHE + 'strata.db { primary = { node = "d1", listen = "127.0.0.1:7401" },\n'
-     '  replicas = { { node = "d2", listen = "127.0.0.1:7402" } } }\n', {}, 3,
-     "db replicas are not built yet"),
+    ("db-min-replicas-out-of-range", CACHE + 'strata.db { primary = { node = "d1", listen = "127.0.0.1:7401" },\n'
+     '  replicas = { { node = "d2", listen = "127.0.0.1:7402" } }, min_replicas = -1 }\n', {}, 3,
+     "min_replicas must be in 0..1000, not -1"),
     # Ranges are the service kinds': the same file:line, at the field.
     ("retries-out-of-range", CACHE + 'strata.balancer { node = "lb", listen = "127.0.0.1:7300",\n'
      '  backends = { "127.0.0.1:7201" }, retries = 16 }\n', {}, 3,

@@ -268,15 +268,6 @@ def test_data_dir_lock(strata, tmp_path):
     assert db.client().ping()
 
 
-def test_replica_role_not_yet(tmp_path):
-    topo = tmp_path / "t.lua"
-    topo.write_text('strata.db { primary = { node = "p", listen = "127.0.0.1:%d", dir = "%s" },'
-                    ' replicas = { { node = "r", listen = "127.0.0.1:%d", dir = "%s" } } }\n'
-                    % (free_port(), tmp_path / "p", free_port(), tmp_path / "r"))
-    p = run_cli("run", str(topo), "--node", "r", timeout=30)
-    assert p.returncode != 0 and "db replicas are not built yet" in p.stderr + p.stdout
-
-
 # ---- snapshots and compaction --------------------------------------------------
 
 def test_save_bgsave_lastsave_compaction(strata, tmp_path):

@@ -86,6 +86,7 @@ def test_example_starts_and_answers(strata, tmp_path, path):
     assert check.returncode == 0, check.stderr
     rows = [line.split() for line in check.stdout.splitlines()[1:-1]]
     services = [(row[1], int(row[2].rsplit(":", 1)[1])) for row in rows]
+    replicas = {int(row[2].rsplit(":", 1)[1]) for row in rows if row[1] == "db" and row[3] == "replica"}
     backends = []
     for line in text.splitlines():
         if "backends" in line and not line.lstrip().startswith("--"):
@@ -102,7 +103,11 @@ def test_example_starts_and_answers(strata, tmp_path, path):
         wait_for(lambda: f"all {n} node{'s' if n != 1 else ''} ready" in proc.output(),
                  what=f"all {n} nodes ready")
         for kind, port in services:
-            if kind in ("cache", "db"):
+            if port in replicas:
+                # A read replica: the primary's write (set above) arrives.
+                r = redis.Redis(port=port)
+                wait_for(lambda: r.get("example:key") == b"value", what="replicated write")
+            elif kind in ("cache", "db"):
                 r = redis.Redis(port=port)
                 assert r.set("example:key", "value")
                 assert r.get("example:key") == b"value"

@@ -250,13 +250,51 @@ static void test_expired_not_restored(void)
     int64_t later = now + 5000; /* a restart five seconds on */
     ok(db_ops_apply(&fresh, buf_head(&log), buf_size(&log), later, err, sizeof err) == 0,
        "replay after the deadline");
-    ok(fresh.count == 0, "keys whose absolute expiry passed are not brought back");
+    ok(!store_lookup(&fresh, "soon", 4, later) && !store_lookup(&fresh, "later", 5, later),
+       "keys whose absolute expiry passed are never served again");
     struct store fresh2;
     store_init(&fresh2, 1, now);
     db_ops_apply(&fresh2, buf_head(&log), buf_size(&log), now + 500, err, sizeof err);
     ok(fresh2.count == 2, "keys still alive at replay time are restored with their deadline");
     store_free(&fresh);
     store_free(&fresh2);
+    buf_free(&log);
+}
+
+/* SET k v PX 1000, then EXPIRE k 100000 before the first deadline: replayed
+ * after the first deadline (a restart, a lagging replica) the key must be
+ * there with the second one. */
+static void test_extended_before_expiry_survives_replay(void)
+{
+    struct buf log;
+    buf_init(&log);
+    run("set", "ext", "v", "px", "1000", NULL);
+    const char *a1[] = {"set", "ext"};
+    size_t l1[] = {3, 3};
+    db_ops_effects(&live.store, kv_cmd_find(&live, "set", 3), 2, a1, l1, now, &log);
+    run("expire", "ext", "100", NULL);
+    const char *a2[] = {"expire", "ext"};
+    size_t l2[] = {6, 3};
+    db_ops_effects(&live.store, kv_cmd_find(&live, "expire", 6), 2, a2, l2, now, &log);
+    struct store fresh;
+    store_init(&fresh, 1, now);
+    char err[128];
+    int64_t later = now + 5000;
+    ok(db_ops_apply(&fresh, buf_head(&log), buf_size(&log), later, err, sizeof err) == 0,
+       "replayed after the first deadline");
+    struct store_entry *e = store_lookup(&fresh, "ext", 3, later);
+    ok(e && store_expire(e) == now + 100000, "the key lives, with the extended deadline");
+    store_free(&fresh);
+    /* The same through a snapshot entry loaded after its deadline. */
+    store_init(&fresh, 1, now);
+    ok(db_ops_load(&fresh, "ext", 3, "v", 1, now + 1000, later, err, sizeof err) == 0,
+       "an expired snapshot entry loads");
+    buf_reset(&log);
+    db_ops_effects(&live.store, kv_cmd_find(&live, "expire", 6), 2, a2, l2, now, &log);
+    db_ops_apply(&fresh, buf_head(&log), buf_size(&log), later, err, sizeof err);
+    e = store_lookup(&fresh, "ext", 3, later);
+    ok(e && store_expire(e) == now + 100000, "then the extension in the log finds it");
+    store_free(&fresh);
     buf_free(&log);
 }
 
@@ -284,6 +322,7 @@ int main(void)
     test_effects_follow_key_positions();
     test_replay_matches();
     test_expired_not_restored();
+    test_extended_before_expiry_survives_replay();
     test_malformed();
     keyspace_free(&live);
     store_free(&replica);

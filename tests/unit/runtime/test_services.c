@@ -62,8 +62,8 @@ int main(void)
            0, "a db primary (%s)", err);
     ok(validate(L, "{ kind = 'db', where = 't.lua:1', node = 'd2', role = 'replica' }", err,
                 sizeof err) < 0 &&
-           strncmp(err, "t.lua:1: db replicas are not built yet", 38) == 0,
-       "a db replica is not built yet (%s)", err);
+           strcmp(err, "t.lua:1: db d2: a replica needs replica_of (the node it follows)") == 0,
+       "a db replica needs the node it follows (%s)", err);
     ok(validate(L, "{ kind = 'web', where = 't.lua:9', node = 'w1' }", err, sizeof err) < 0,
        "web refused");
     is_str(err, "t.lua:9: the web service is not built yet", "web message");

@@ -1,0 +1,119 @@
+"""The replica against a scripted upstream: the stream's frames are checked
+before anything of them is applied. A frame with a flipped byte drops the
+link; the records before it are kept, the damaged one is never applied,
+and the replica asks to resume exactly after the last good record."""
+import socket
+import struct
+import threading
+
+from conftest import wait_for
+from repl_util import Cluster
+
+
+def _table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+T = _table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = T[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def mask(c):
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame(payload):
+    head = struct.pack("<II", len(payload), mask(crc32c(payload)))
+    return head + struct.pack("<I", mask(crc32c(head))) + payload
+
+
+def bin_(s):
+    return b"\xc4" + bytes([len(s)]) + s
+
+
+def set_record(key, val):
+    """[1, key, value, 0]: the log's own SET effect."""
+    return frame(b"\x94\x01" + bin_(key) + bin_(val) + b"\x00")
+
+
+REPLID = b"00000000000000aa"
+
+
+class FakeUpstream:
+    """Accepts replica links on a port and answers PSYNC by script."""
+
+    def __init__(self, port):
+        self.srv = socket.create_server(("127.0.0.1", port))
+        self.psyncs = []
+        self.conns = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def read_psync(self, c):
+        buf = b""
+        # *6 PSYNC replid offset version node listen: 13 lines from '*6'
+        while True:
+            i = buf.find(b"*6\r\n")
+            if i >= 0 and buf[i:].count(b"\r\n") >= 13:
+                lines = buf[i:].split(b"\r\n")
+                return lines[4], int(lines[6])
+            buf += c.recv(4096)
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            replid, offset = self.read_psync(c)
+            self.psyncs.append((replid, offset))
+            if len(self.psyncs) == 1:
+                good = set_record(b"good", b"1")
+                bad = bytearray(set_record(b"bad", b"2"))
+                bad[-2] ^= 0x01  # inside the value: only the payload CRC sees it
+                c.sendall(b"+FULLRESYNC " + REPLID + b" 0\r\n" +
+                          frame(b"\x93\x42\x00\x00") +  # [66, 0 keys, whole at 0]
+                          good + bytes(bad) + set_record(b"after", b"3"))
+                self.good_len = len(good)
+            else:
+                c.sendall(b"+CONTINUE " + REPLID + b" %d\r\n" % offset +
+                          set_record(b"resumed", b"4"))
+
+    def close(self):
+        self.srv.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_a_damaged_frame_is_never_applied(strata, tmp_path):
+    c = Cluster(strata, tmp_path, replicas=1)
+    up = FakeUpstream(c.ports["db1"])
+    try:
+        c.start("db2")
+        r = c.client("db2")
+        wait_for(lambda: r.get("resumed") == b"4", what="the resumed stream applied")
+        assert r.get("good") == b"1"
+        assert r.get("bad") is None and r.get("after") is None
+        assert up.psyncs[0][0] != REPLID
+        # It came back asking for exactly what follows the good record.
+        assert up.psyncs[1] == (REPLID, up.good_len)
+        info = r.info("replication")
+        assert info["master_bad_frames"] == 1
+        assert info["master_sync_full"] == 1 and info["master_sync_partial"] == 1
+        assert info["master_replid"] == REPLID.decode()
+        assert "bad frame" in c.procs["db2"].output()
+    finally:
+        up.close()
