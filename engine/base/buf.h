@@ -21,14 +21,19 @@ void buf_init(struct buf *b);
 void buf_free(struct buf *b);
 
 /* Readable bytes. */
-static inline const char *buf_head(const struct buf *b) { return b->data + b->off; }
+/* An empty buffer may own no block (data NULL): its head is NULL, never
+ * NULL + 0, which C leaves undefined. */
+static inline const char *buf_head(const struct buf *b)
+{
+    return b->data ? b->data + b->off : b->data;
+}
 static inline size_t buf_size(const struct buf *b) { return b->len - b->off; }
 
 /* Make room for at least `n` more bytes at the end; returns 0, or -1 when
  * allocation fails. */
 int buf_reserve(struct buf *b, size_t n);
 /* Writable tail after buf_reserve; call buf_commit with what was written. */
-static inline char *buf_tail(struct buf *b) { return b->data + b->len; }
+static inline char *buf_tail(struct buf *b) { return b->data ? b->data + b->len : b->data; }
 static inline size_t buf_room(const struct buf *b) { return b->cap - b->len; }
 static inline void buf_commit(struct buf *b, size_t n) { b->len += n; }
 

@@ -216,6 +216,8 @@ static ssize_t scan_head(const char *p, size_t n, size_t start, const struct htt
                          int is_request, int *status)
 {
     int bad = is_request ? 400 : 502;
+    if (start >= n)
+        return -2; /* nothing yet (p may even be NULL: an empty buffer) */
     /* first line */
     const char *nl = memchr(p + start, '\n', n - start);
     size_t first_max = lim->max_request_line + 2;
