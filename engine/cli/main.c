@@ -131,6 +131,16 @@ static lua_State *load_topology(const char *path)
         luahost_close(L);
         return NULL;
     }
+    /* Warnings once: a node its supervisor started has had them printed. */
+    if (!getenv("STRATA_READY_FD")) {
+        lua_getfield(L, -1, "warnings");
+        for (lua_Integer i = 1; lua_istable(L, -1) && i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+            if (lua_rawgeti(L, -1, i) == LUA_TSTRING)
+                fputs(lua_tostring(L, -1), stderr);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
     return L;
 }
 

@@ -796,7 +796,8 @@ function M.load(path)
     return finish(ctx)
   end)
   if ok then
-    for _, w in ipairs(ctx.warnings) do io.stderr:write(w) end
+    -- the command line prints them, once per start (not per node process)
+    res.warnings = ctx.warnings
     return res
   end
   if type(res) == "table" and res.topology_error then return nil, res.topology_error end
