@@ -465,3 +465,11 @@ def test_admin_endpoint_shows_limits_not_the_password(strata, tmp_path):
     assert "strata_cache_rejected_connections_total" in metrics
     for text in (status, metrics, proc.output()):
         assert "admin-secret-789" not in text
+
+
+def test_the_beyond_loopback_warning_is_printed_once_per_start(strata):
+    port = free_port()
+    proc = strata('strata.cache { shards = { { node = "c1", listen = "0.0.0.0:%d" } } }\n'
+                  % port, [port])
+    wait_for(lambda: "ready" in proc.output(), what="the node ready")
+    assert proc.output().count("beyond loopback") == 1, proc.output()
