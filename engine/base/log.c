@@ -1,14 +1,17 @@
 #include "log.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 static enum log_level min_level = LOG_INFO;
 static char node_name[64] = "strata";
+static char log_file[4096];
 
 void log_set_level(enum log_level lvl) { min_level = lvl; }
 
@@ -24,6 +27,23 @@ int log_parse_level(const char *s, enum log_level *out)
 }
 
 void log_set_node(const char *name) { snprintf(node_name, sizeof node_name, "%s", name); }
+
+void log_set_file(const char *path) { snprintf(log_file, sizeof log_file, "%s", path ? path : ""); }
+
+int log_reopen(void)
+{
+    if (!log_file[0])
+        return 0;
+    int fd = open(log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    fflush(stdout);
+    fflush(stderr);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    close(fd);
+    return 0;
+}
 
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {

@@ -10,6 +10,11 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 void log_set_level(enum log_level lvl);
 int log_parse_level(const char *s, enum log_level *out);
 void log_set_node(const char *name);
+/* The file standard output and error go to, when they go to one (a node's
+ * file in the supervisor's log_dir): log_reopen opens it again by name and
+ * puts it under both, for logrotate (SIGUSR1). 0, or -1 (nothing changes). */
+void log_set_file(const char *path);
+int log_reopen(void);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* A repeated condition (a descriptor shortage, a failing disk) is logged

@@ -234,6 +234,10 @@ static int cmd_run(int argc, char **argv)
         return supervisor_main(path, level);
     }
     log_set_node(node ? node : "strata");
+    if (getenv("STRATA_LOG_FILE")) {
+        log_set_file(getenv("STRATA_LOG_FILE"));
+        unsetenv("STRATA_LOG_FILE");
+    }
     signal(SIGPIPE, SIG_IGN);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     struct runtime rt;

@@ -339,6 +339,7 @@ static int spawn(struct sup_node *nd)
             if (lfd >= 0) {
                 dup2(lfd, 1);
                 dup2(lfd, 2);
+                setenv("STRATA_LOG_FILE", lp, 1); /* reopened on SIGUSR1 */
             }
         }
         char *argv[] = {"strata", "run", sup->path, "--node", nd->name, "--log-level",

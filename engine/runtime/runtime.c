@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -51,6 +52,8 @@ static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     (void)w;
+    if (log_reopen() < 0)
+        log_warn("SIGUSR1: cannot reopen the log file: %s", strerror(errno));
     log_info("SIGUSR1: reopening log files");
 }
 

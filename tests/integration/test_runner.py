@@ -301,6 +301,23 @@ def test_log_dir_gets_one_file_per_node(strata, topo, tmp_path):
     assert "[c2] node c2: cache listening" in (logs / "c2.log").read_text()
 
 
+def test_node_logs_are_reopened_on_sigusr1(strata, topo, tmp_path):
+    """logrotate moves the file away and signals the supervisor: each node
+    writes to a new file of the same name from then on."""
+    logs = tmp_path / "logs"
+    topo.path.write_text(topo.text(1, "lru").replace(
+        'drain_timeout = "5s" }', f'drain_timeout = "5s", log_dir = "{logs}" }}'))
+    proc = start(strata, topo, 1)
+    wait_for(lambda: "[c1] node c1: cache listening" in (logs / "c1.log").read_text(),
+             what="c1's log lines")
+    os.rename(logs / "c1.log", logs / "c1.log.1")
+    proc.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: (logs / "c1.log").exists() and
+             "SIGUSR1: reopening log files" in (logs / "c1.log").read_text(),
+             what="a new c1.log")
+    assert "SIGUSR1" not in (logs / "c1.log.1").read_text()
+
+
 def test_ctrl_c_in_a_terminal_drains_each_node_once(topo):
     """A terminal's Ctrl-C signals the whole process group: only the
     supervisor may get it, and it stops each node with one SIGTERM."""
