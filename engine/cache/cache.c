@@ -1,5 +1,6 @@
 /* cache: the keyspace hooks that make a keyspace a cache (see cache.h). */
 #include "cache.h"
+#include "cache_inval.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include "evict_lua.h"
 #include "log.h"
 #include "luahost.h"
+#include "util.h"
 
 /* ---- hooks into the keyspace -------------------------------------------- */
 
@@ -42,8 +44,11 @@ static void hook_info(struct keyspace *ks, enum kv_info_at at, const struct kv_i
                    (unsigned long long)c->evict.evicted,
                    (unsigned long long)ks->stats.oom_rejections,
                    (unsigned long long)c->evict.lua_errors);
+    } else if (at == KV_INFO_SECTIONS && c->inval && kv_info_wants(sel, "invalidation")) {
+        buf_printf(b, "# Invalidation\r\n");
+        cache_inval_info(c->inval, b, util_now_ms());
+        buf_printf(b, "\r\n");
     }
-    (void)sel;
 }
 
 static void hook_reset_stats(struct keyspace *ks)

@@ -14,8 +14,11 @@
 #include "evict.h"
 #include "keyspace.h"
 
+struct cache_inval;
+
 struct cache {
     struct keyspace ks;
+    struct cache_inval *inval;    /* following a db's change stream, or NULL */
     struct evict evict;
     char topology[1024];          /* for resolving relative Lua policy paths */
     char lua_path[1024];          /* the Lua policy's resolved path, when policy == lua */
