@@ -1,6 +1,5 @@
 /* cache: the keyspace hooks that make a keyspace a cache (see cache.h). */
 #include "cache.h"
-#include "cache_inval.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -44,10 +43,8 @@ static void hook_info(struct keyspace *ks, enum kv_info_at at, const struct kv_i
                    (unsigned long long)c->evict.evicted,
                    (unsigned long long)ks->stats.oom_rejections,
                    (unsigned long long)c->evict.lua_errors);
-    } else if (at == KV_INFO_SECTIONS && c->inval && kv_info_wants(sel, "invalidation")) {
-        buf_printf(b, "# Invalidation\r\n");
-        cache_inval_info(c->inval, b, util_now_ms());
-        buf_printf(b, "\r\n");
+    } else if (at == KV_INFO_SECTIONS && c->info_sections) {
+        c->info_sections(c->info_arg, sel, b);
     }
 }
 

@@ -40,6 +40,16 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     srv->cache.ks.client_buf_bytes = resp_server_buf_bytes(&srv->rs);
 }
 
+/* INFO invalidation (docs/cache.md). */
+static void inval_info_section(void *arg, const struct kv_info_sel *sel, struct buf *b)
+{
+    if (!kv_info_wants(sel, "invalidation"))
+        return;
+    buf_printf(b, "# Invalidation\r\n");
+    cache_inval_info(arg, b, util_now_ms());
+    buf_printf(b, "\r\n");
+}
+
 /* ---- config ----------------------------------------------------------- */
 
 struct cache_cfg {
@@ -240,7 +250,8 @@ static struct service *cache_srv_start(const struct service_env *env, lua_State 
             return NULL;
         }
         srv->has_inval = 1;
-        c->inval = &srv->inval;
+        c->info_sections = inval_info_section;
+        c->info_arg = &srv->inval;
         cache_inval_start(&srv->inval);
         log_info("node %s: cache invalidates from db %s (%s), keys %s", cfg.node,
                  cfg.inval.upstream_node, cfg.inval.upstream,
@@ -272,7 +283,7 @@ static void cache_srv_free(struct service *s)
     ev_timer_stop(srv->loop, &srv->cron);
     if (srv->has_inval)
         cache_inval_free(&srv->inval);
-    srv->cache.inval = NULL;
+    srv->cache.info_sections = NULL;
     resp_server_free(&srv->rs);
     cache_free(&srv->cache);
     free(srv);
@@ -305,9 +316,9 @@ static void cache_srv_status(struct service *s, struct buf *out)
                (unsigned long long)c->ks.stats.rejected_connections,
                (unsigned long long)c->ks.stats.evicted_clients, c->ks.client_buf_bytes);
     buf_json_string(out, cache_policy_name(c));
-    if (c->inval) {
+    if (((struct cache_server *)s)->has_inval) {
         buf_printf(out, ",");
-        cache_inval_status(c->inval, out);
+        cache_inval_status(&((struct cache_server *)s)->inval, out);
     }
 }
 
@@ -344,8 +355,8 @@ static void cache_srv_metrics(struct service *s, struct buf *out, const char *la
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].help,
                    m[i].name, m[i].type, m[i].name, labels, m[i].v);
-    if (c->inval)
-        cache_inval_metrics(c->inval, out, labels);
+    if (((struct cache_server *)s)->has_inval)
+        cache_inval_metrics(&((struct cache_server *)s)->inval, out, labels);
 }
 
 static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_run,
