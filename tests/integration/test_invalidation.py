@@ -4,9 +4,11 @@ cache keys a db write affects. Real processes, one per node (db1, c1), from
 one topology file, so either can be killed, stopped or restarted.
 
 Nothing here sleeps: every wait polls for its condition."""
+import json
 import os
 import random
 import signal
+import urllib.request
 
 import pytest
 import redis
@@ -18,7 +20,7 @@ class Setup:
     """A db primary (db1) and one cache shard (c1) invalidating from it."""
 
     def __init__(self, strata, tmp_path, db_fields="", cache_fields="", password=None,
-                 keys_lua=None):
+                 keys_lua=None, admin=False):
         self.strata = strata
         self.tmp = tmp_path
         self.password = password
@@ -35,6 +37,12 @@ class Setup:
             '  invalidate_from = db%s\n}\n'
             % (self.ports["db1"], tmp_path / "db1", pw, db_fields, self.ports["c1"],
                cache_fields))
+        self.admins = {}
+        if admin:
+            for n in ("db1", "c1"):
+                self.admins[n] = free_port()
+                self.text += 'strata.node { name = "%s", admin = "127.0.0.1:%d" }\n' % (
+                    n, self.admins[n])
         self.path = tmp_path / "topo.lua"
         self.procs = {}
 
@@ -302,3 +310,28 @@ def test_never_older_than_the_db_across_a_broken_link(strata, tmp_path):
         if c is not None and c != db.get(k):
             stale.append((k, c, db.get(k)))
     assert not stale, stale[:5]
+
+
+def http_get(port, path):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as f:
+        return f.read().decode()
+
+
+def test_status_and_metrics_show_the_follower(strata, tmp_path):
+    s = Setup(strata, tmp_path, admin=True).start_all()
+    db, cache = s.client("db1"), s.client("c1")
+    cache.set("k", "old")
+    db.set("k", "new")
+    wait_for(gone(cache, "k"), what="k invalidated")
+    s.wait_caught_up()
+    st = json.loads(http_get(s.admins["c1"], "/status"))["services"][0]
+    assert st["invalidate_from_node"] == "db1" and st["invalidate_link"] == "up"
+    assert st["invalidations"] == 1
+    assert st["invalidate_offset"] == db.info("replication")["master_repl_offset"]
+    m = http_get(s.admins["c1"], "/metrics")
+    assert "strata_cache_invalidate_link_up{" in m
+    assert any(l.startswith("strata_cache_invalidations_total{") and l.endswith(" 1")
+               for l in m.splitlines()), m
+    dst = json.loads(http_get(s.admins["db1"], "/status"))["services"][0]
+    assert dst["connected_replicas"] == 0 and dst["connected_followers"] == 1
+    assert dst["replicas"][0]["node"] == "c1" and dst["replicas"][0]["follower"] is True
