@@ -154,6 +154,28 @@ static const struct stream_follower_ops inval_ops = {
     .on_resync = on_resync,
 };
 
+int cache_inval_set_keys(struct cache_inval *ci, const char *path, char *err, size_t errlen)
+{
+    struct policy_host *h = NULL;
+    int ref = LUA_NOREF;
+    if (path[0]) {
+        h = policy_host_open(path, keys_needs, POLICY_MEM_DEFAULT, err, errlen);
+        if (!h)
+            return -1;
+        lua_State *L = policy_host_state(h);
+        policy_host_push_module(h);
+        lua_getfield(L, -1, "keys");
+        ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_pop(L, 1);
+    }
+    policy_host_free(ci->keys);
+    ci->keys = h;
+    ci->keys_ref = ref;
+    ci->rest_until_ms = 0;
+    snprintf(ci->keys_path, sizeof ci->keys_path, "%s", path);
+    return 0;
+}
+
 int cache_inval_init(struct cache_inval *ci, struct cache *c, struct ev_loop *loop,
                      const char *node, const char *listen, const struct cache_inval_cfg *cfg,
                      char *err, size_t errlen)
@@ -161,17 +183,8 @@ int cache_inval_init(struct cache_inval *ci, struct cache *c, struct ev_loop *lo
     memset(ci, 0, sizeof *ci);
     ci->c = c;
     ci->keys_ref = LUA_NOREF;
-    if (cfg->keys_path[0]) {
-        snprintf(ci->keys_path, sizeof ci->keys_path, "%s", cfg->keys_path);
-        ci->keys = policy_host_open(cfg->keys_path, keys_needs, POLICY_MEM_DEFAULT, err, errlen);
-        if (!ci->keys)
-            return -1;
-        lua_State *L = policy_host_state(ci->keys);
-        policy_host_push_module(ci->keys);
-        lua_getfield(L, -1, "keys");
-        ci->keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        lua_pop(L, 1);
-    }
+    if (cfg->keys_path[0] && cache_inval_set_keys(ci, cfg->keys_path, err, errlen) < 0)
+        return -1;
     if (stream_follower_init(&ci->sf, loop, "cache", node, listen, cfg->upstream,
                              cfg->upstream_node, cfg->password, cfg->timeout_s, &inval_ops, ci,
                              err, errlen) < 0) {

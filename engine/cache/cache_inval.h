@@ -56,6 +56,11 @@ int cache_inval_init(struct cache_inval *ci, struct cache *c, struct ev_loop *lo
 void cache_inval_start(struct cache_inval *ci);
 void cache_inval_free(struct cache_inval *ci);
 
+/* Switches the keys() module (a reload): path "" for the identity. The
+ * new module is loaded first; on error the old one stays. 0 or -1 with
+ * err. */
+int cache_inval_set_keys(struct cache_inval *ci, const char *path, char *err, size_t errlen);
+
 /* Checks a keys() module the way init loads it. 0 or -1 with err. */
 int cache_inval_check_keys(const char *path, char *err, size_t errlen);
 

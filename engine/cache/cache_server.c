@@ -411,16 +411,31 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
     if ((uint64_t)a->max_client_memory != c->ks.client_mem_limit)
         buf_printf(changes, "node %s: cache max_client_memory %llu -> %lld\n", cfg.node,
                    (unsigned long long)c->ks.client_mem_limit, (long long)a->max_client_memory);
-    {
-        const struct cache_inval_cfg *ic = &cfg.inval;
-        const struct stream_follower *sf = srv->has_inval ? &srv->inval.sf : NULL;
-        if (cfg.has_inval != srv->has_inval ||
-            (sf && (strcmp(ic->upstream, sf->upstream) != 0 ||
-                    strcmp(ic->keys_path, srv->inval.keys_path) != 0)))
-            buf_printf(changes, "node %s: cache invalidate_from / invalidate_keys change with a "
-                                "restart of the node\n",
-                       cfg.node);
-        explicit_bzero(&cfg.inval.password, sizeof cfg.inval.password);
+    /* The stream a cache follows changes with a restart; its keys()
+     * module is loaded again (before anything else changes, so a module
+     * that fails to load leaves the cache as it was). */
+    const struct cache_inval_cfg *ic = &cfg.inval;
+    int reload_keys = 0;
+    if (cfg.has_inval != srv->has_inval ||
+        (srv->has_inval && strcmp(ic->upstream, srv->inval.sf.upstream) != 0)) {
+        buf_printf(changes, "node %s: cache invalidate_from changes with a restart of the node\n",
+                   cfg.node);
+    } else if (srv->has_inval && (ic->keys_path[0] || srv->inval.keys_path[0])) {
+        reload_keys = 1;
+        if (ic->keys_path[0])
+            buf_printf(changes, "node %s: cache invalidate_keys %s (loaded again)\n", cfg.node,
+                       ic->keys_path);
+        else
+            buf_printf(changes, "node %s: cache invalidate_keys: the identity\n", cfg.node);
+    }
+    explicit_bzero(&cfg.inval.password, sizeof cfg.inval.password);
+    if (!dry_run && reload_keys) {
+        char why[1400];
+        if (cache_inval_set_keys(&srv->inval, ic->keys_path, why, sizeof why) < 0) {
+            snprintf(err, errlen, "cache %s: invalidate_keys: %s", cfg.node, why);
+            explicit_bzero(&cfg.access, sizeof cfg.access);
+            return -1;
+        }
     }
     if (buf_size(changes) == before) /* a setting with no line of its own */
         buf_printf(changes, "node %s: cache settings changed\n", cfg.node);

@@ -335,3 +335,26 @@ def test_status_and_metrics_show_the_follower(strata, tmp_path):
     dst = json.loads(http_get(s.admins["db1"], "/status"))["services"][0]
     assert dst["connected_replicas"] == 0 and dst["connected_followers"] == 1
     assert dst["replicas"][0]["node"] == "c1" and dst["replicas"][0]["follower"] is True
+
+
+def test_reload_loads_the_keys_module_again(strata, tmp_path):
+    s = Setup(strata, tmp_path, keys_lua="return { keys = function(k) return { k } end }\n")
+    s.start_all()
+    db, cache = s.client("db1"), s.client("c1")
+    (tmp_path / "keys.lua").write_text(
+        "return { keys = function(k) return { k, k .. ':v2' } end }\n")
+    s.signal("c1", signal.SIGHUP)
+
+    def maps_to_v2():
+        cache.set("a:v2", "x")
+        db.set("a", "1")
+        s.wait_caught_up()
+        return cache.get("a:v2") is None
+    wait_for(maps_to_v2, what="the reloaded keys() in use")
+    # A module that does not load is refused; the one running stays.
+    (tmp_path / "keys.lua").write_text("return { keys = 42 }\n")
+    s.signal("c1", signal.SIGHUP)
+    log = wait_for(lambda: "reload failed" in s.procs["c1"].output() and s.procs["c1"].output(),
+                   what="the reload refused")
+    assert "keys.lua:1: policy module has no function 'keys'" in log
+    assert maps_to_v2()
