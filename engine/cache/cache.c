@@ -10,6 +10,7 @@
 #include "evict_lua.h"
 #include "log.h"
 #include "luahost.h"
+#include "util.h"
 
 /* ---- hooks into the keyspace -------------------------------------------- */
 
@@ -42,8 +43,9 @@ static void hook_info(struct keyspace *ks, enum kv_info_at at, const struct kv_i
                    (unsigned long long)c->evict.evicted,
                    (unsigned long long)ks->stats.oom_rejections,
                    (unsigned long long)c->evict.lua_errors);
+    } else if (at == KV_INFO_SECTIONS && c->info_sections) {
+        c->info_sections(c->info_arg, sel, b);
     }
-    (void)sel;
 }
 
 static void hook_reset_stats(struct keyspace *ks)

@@ -16,6 +16,10 @@
 
 struct cache {
     struct keyspace ks;
+    /* INFO sections of the cache's owner (the invalidation section of a
+     * cache that follows a db), written before "# Keyspace"; NULL: none. */
+    void (*info_sections)(void *arg, const struct kv_info_sel *sel, struct buf *b);
+    void *info_arg;
     struct evict evict;
     char topology[1024];          /* for resolving relative Lua policy paths */
     char lua_path[1024];          /* the Lua policy's resolved path, when policy == lua */

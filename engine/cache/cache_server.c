@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "cache_inval.h"
 #include "evict_lua.h"
 #include "log.h"
 #include "luahost.h"
@@ -24,6 +25,8 @@ struct cache_server {
     struct ev_loop *loop;
     ev_timer cron;
     int draining;
+    struct cache_inval inval;     /* when the topology names invalidate_from */
+    int has_inval;
 };
 
 /* ---- cron -------------------------------------------------------------- */
@@ -37,13 +40,70 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     srv->cache.ks.client_buf_bytes = resp_server_buf_bytes(&srv->rs);
 }
 
+/* INFO invalidation (docs/cache.md). */
+static void inval_info_section(void *arg, const struct kv_info_sel *sel, struct buf *b)
+{
+    if (!kv_info_wants(sel, "invalidation"))
+        return;
+    buf_printf(b, "# Invalidation\r\n");
+    cache_inval_info(arg, b, util_now_ms());
+    buf_printf(b, "\r\n");
+}
+
 /* ---- config ----------------------------------------------------------- */
 
 struct cache_cfg {
     char node[64], listen[64], eviction[64], eviction_path[1024], fallback[64], topology[1024];
     int64_t max_memory, samples;
     struct kv_access access;
+    int has_inval;
+    struct cache_inval_cfg inval;
 };
+
+/* invalidate_from: the db primary this cache follows (the topology passes
+ * its address, node, timeout and password fields, resolved like the db's
+ * own), and the keys() module mapping a db key to cache keys. */
+static int read_inval(lua_State *L, int idx, struct cache_cfg *cfg, char *err, size_t errlen)
+{
+    struct cache_inval_cfg *ic = &cfg->inval;
+    char literal[1024], env[256], file[1024];
+    if (cfg_string(L, idx, "invalidate_from", "", ic->upstream, sizeof ic->upstream, err,
+                   errlen) < 0 ||
+        cfg_string(L, idx, "invalidate_from_node", "", ic->upstream_node,
+                   sizeof ic->upstream_node, err, errlen) < 0 ||
+        cfg_number(L, idx, "invalidate_timeout", 10, &ic->timeout_s, err, errlen) < 0 ||
+        cfg_string(L, idx, "invalidate_keys", "", ic->keys_path, sizeof ic->keys_path, err,
+                   errlen) < 0 ||
+        cfg_string(L, idx, "invalidate_password", "", literal, sizeof literal, err, errlen) < 0 ||
+        cfg_string(L, idx, "invalidate_password_env", "", env, sizeof env, err, errlen) < 0 ||
+        cfg_string(L, idx, "invalidate_password_file", "", file, sizeof file, err, errlen) < 0)
+        return -1;
+    cfg->has_inval = ic->upstream[0] != 0;
+    if (!cfg->has_inval) {
+        if (ic->keys_path[0]) {
+            snprintf(err, errlen, "cache %s: invalidate_keys needs invalidate_from", cfg->node);
+            return -1;
+        }
+        return 0;
+    }
+    char why[300];
+    int rc = kv_password_resolve(literal, env, file, ic->password, sizeof ic->password, why,
+                                 sizeof why);
+    explicit_bzero(literal, sizeof literal);
+    if (rc < 0) {
+        snprintf(err, errlen, "cache %s: invalidate_from's password: %s", cfg->node, why);
+        return -1;
+    }
+    if (ic->timeout_s <= 0) {
+        snprintf(err, errlen, "cache %s: invalidate_timeout must be positive", cfg->node);
+        return -1;
+    }
+    if (ic->keys_path[0] && cache_inval_check_keys(ic->keys_path, why, sizeof why) < 0) {
+        snprintf(err, errlen, "cache %s: invalidate_keys: %s", cfg->node, why);
+        return -1;
+    }
+    return 0;
+}
 
 /* Who may connect and how much they may hold (kv_access_check): the
  * password comes from the topology, an environment variable or a file,
@@ -86,6 +146,8 @@ static int read_cfg(const struct service_env *env, lua_State *L, int idx, struct
         return -1;
     if (cfg->max_memory >= 0 && read_access(L, idx, cfg, err, errlen) < 0)
         return -1;
+    if (read_inval(L, idx, cfg, err, errlen) < 0)
+        return -1;
     enum evict_policy p;
     if (cfg->max_memory < 0) {
         snprintf(err, errlen, "cache %s: max_memory must not be negative", cfg->node);
@@ -119,6 +181,7 @@ static int cache_srv_validate(lua_State *L, int idx, char *err, size_t errlen)
     struct cache_cfg cfg;
     int rc = read_cfg(NULL, L, idx, &cfg, err, errlen);
     explicit_bzero(&cfg.access, sizeof cfg.access);
+    explicit_bzero(&cfg.inval.password, sizeof cfg.inval.password);
     return rc;
 }
 
@@ -178,6 +241,22 @@ static struct service *cache_srv_start(const struct service_env *env, lua_State 
     }
     snprintf(srv->base.listen, sizeof srv->base.listen, "%s", srv->rs.listener->addr);
     snprintf(c->ks.listen, sizeof c->ks.listen, "%s", srv->rs.listener->addr);
+    if (cfg.has_inval) {
+        int rc = cache_inval_init(&srv->inval, c, env->loop, cfg.node, srv->base.listen,
+                                  &cfg.inval, err, errlen);
+        explicit_bzero(&cfg.inval.password, sizeof cfg.inval.password);
+        if (rc < 0) {
+            cache_srv_free(&srv->base);
+            return NULL;
+        }
+        srv->has_inval = 1;
+        c->info_sections = inval_info_section;
+        c->info_arg = &srv->inval;
+        cache_inval_start(&srv->inval);
+        log_info("node %s: cache invalidates from db %s (%s), keys %s", cfg.node,
+                 cfg.inval.upstream_node, cfg.inval.upstream,
+                 cfg.inval.keys_path[0] ? cfg.inval.keys_path : "as they are");
+    }
     ev_timer_start(env->loop, &srv->cron);
     log_info("node %s: cache listening on %s (max_memory %llu, eviction %s)", cfg.node,
              srv->rs.listener->addr, (unsigned long long)c->ks.mem_limit, cache_policy_name(c));
@@ -202,6 +281,9 @@ static void cache_srv_free(struct service *s)
 {
     struct cache_server *srv = (struct cache_server *)s;
     ev_timer_stop(srv->loop, &srv->cron);
+    if (srv->has_inval)
+        cache_inval_free(&srv->inval);
+    srv->cache.info_sections = NULL;
     resp_server_free(&srv->rs);
     cache_free(&srv->cache);
     free(srv);
@@ -234,6 +316,10 @@ static void cache_srv_status(struct service *s, struct buf *out)
                (unsigned long long)c->ks.stats.rejected_connections,
                (unsigned long long)c->ks.stats.evicted_clients, c->ks.client_buf_bytes);
     buf_json_string(out, cache_policy_name(c));
+    if (((struct cache_server *)s)->has_inval) {
+        buf_printf(out, ",");
+        cache_inval_status(&((struct cache_server *)s)->inval, out);
+    }
 }
 
 static void cache_srv_metrics(struct service *s, struct buf *out, const char *labels)
@@ -269,6 +355,8 @@ static void cache_srv_metrics(struct service *s, struct buf *out, const char *la
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].help,
                    m[i].name, m[i].type, m[i].name, labels, m[i].v);
+    if (((struct cache_server *)s)->has_inval)
+        cache_inval_metrics(&((struct cache_server *)s)->inval, out, labels);
 }
 
 static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_run,
@@ -323,6 +411,32 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
     if ((uint64_t)a->max_client_memory != c->ks.client_mem_limit)
         buf_printf(changes, "node %s: cache max_client_memory %llu -> %lld\n", cfg.node,
                    (unsigned long long)c->ks.client_mem_limit, (long long)a->max_client_memory);
+    /* The stream a cache follows changes with a restart; its keys()
+     * module is loaded again (before anything else changes, so a module
+     * that fails to load leaves the cache as it was). */
+    const struct cache_inval_cfg *ic = &cfg.inval;
+    int reload_keys = 0;
+    if (cfg.has_inval != srv->has_inval ||
+        (srv->has_inval && strcmp(ic->upstream, srv->inval.sf.upstream) != 0)) {
+        buf_printf(changes, "node %s: cache invalidate_from changes with a restart of the node\n",
+                   cfg.node);
+    } else if (srv->has_inval && (ic->keys_path[0] || srv->inval.keys_path[0])) {
+        reload_keys = 1;
+        if (ic->keys_path[0])
+            buf_printf(changes, "node %s: cache invalidate_keys %s (loaded again)\n", cfg.node,
+                       ic->keys_path);
+        else
+            buf_printf(changes, "node %s: cache invalidate_keys: the identity\n", cfg.node);
+    }
+    explicit_bzero(&cfg.inval.password, sizeof cfg.inval.password);
+    if (!dry_run && reload_keys) {
+        char why[1400];
+        if (cache_inval_set_keys(&srv->inval, ic->keys_path, why, sizeof why) < 0) {
+            snprintf(err, errlen, "cache %s: invalidate_keys: %s", cfg.node, why);
+            explicit_bzero(&cfg.access, sizeof cfg.access);
+            return -1;
+        }
+    }
     if (buf_size(changes) == before) /* a setting with no line of its own */
         buf_printf(changes, "node %s: cache settings changed\n", cfg.node);
     int rc = 0;

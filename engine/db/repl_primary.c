@@ -137,8 +137,9 @@ static int snapshot_step(struct repl_link *l)
 {
     struct repl_primary *rp = l->rp;
     struct scan_ctx s = {l, 0};
-    int done = 0;
-    for (int i = 0; i < SCAN_STEPS && buf_size(&l->chunk.body) < REPL_CHUNK_BYTES; i++) {
+    /* A follower keeps no copy: the end of the keys is all it needs. */
+    int done = l->follower;
+    for (int i = 0; !done && i < SCAN_STEPS && buf_size(&l->chunk.body) < REPL_CHUNK_BYTES; i++) {
         l->cursor = store_scan(rp->store, l->cursor, scan_visit, &s);
         if (l->cursor == 0) {
             done = 1;
@@ -413,7 +414,10 @@ static void link_on_close(struct net_conn *c, const char *why)
         rp->links = l->next;
     if (l->next)
         l->next->prev = l->prev;
-    rp->nlinks--;
+    if (l->follower)
+        rp->nfollowers--;
+    else
+        rp->nlinks--;
     rp->acks_pending = 1;
     c->data = NULL;
     link_free(l);
@@ -459,6 +463,7 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
     snprintf(l->listen, sizeof l->listen, "%.*s",
              argc > 5 ? (int)(argl[5] < 63 ? argl[5] : 63) : (int)strlen(peer),
              argc > 5 ? argv[5] : peer);
+    l->follower = argc > 6 && argl[6] == 8 && strncasecmp(argv[6], "follower", 8) == 0;
     l->attached_ms = l->last_ack_ms = l->last_send_ms = util_now_ms();
     uint64_t id = 0;
     int ours = repl_id_parse(argv[1], argl[1], &id) == 0 && id == rp->replid;
@@ -484,13 +489,13 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
     l->snap_offset = rp->backlog.end;
     l->snap_start_ms = util_now_ms();
     buf_printf(out, "+FULLRESYNC %s %llu\r\n", rid, (unsigned long long)l->snap_offset);
-    log_info("db %s: replica %s (%s) needs a full resync (%s): sending %zu keys, then the log "
+    log_info("db %s: %s %s (%s) needs a full resync (%s): sending %zu keys, then the log "
              "from offset %llu",
-             rp->node, l->name, peer,
+             rp->node, l->follower ? "follower" : "replica", l->name, peer,
              !ours ? "another data set"
              : off < 0 ? "no offset"
                        : "neither the backlog nor the log on disk holds its offset",
-             rp->store->count, (unsigned long long)l->snap_offset);
+             l->follower ? (size_t)0 : rp->store->count, (unsigned long long)l->snap_offset);
     return l;
 }
 
@@ -505,7 +510,10 @@ void repl_primary_attach(struct net_conn *c, void *arg)
     if (rp->links)
         rp->links->prev = l;
     rp->links = l;
-    rp->nlinks++;
+    if (l->follower)
+        rp->nfollowers++;
+    else
+        rp->nlinks++;
     net_conn_set_timeout(c, rp->timeout_s);
     if (buf_size(&c->rbuf))
         link_on_read(c);
@@ -519,7 +527,7 @@ int repl_primary_count_acked(const struct repl_primary *rp, uint64_t offset)
 {
     int n = 0;
     for (const struct repl_link *l = rp->links; l; l = l->next)
-        if (l->state == REPL_LINK_STREAM && l->acked >= offset)
+        if (!l->follower && l->state == REPL_LINK_STREAM && l->acked >= offset)
             n++;
     return n;
 }
@@ -551,6 +559,8 @@ int64_t repl_primary_max_lag_ms(const struct repl_primary *rp, int64_t now_ms)
 {
     int64_t m = 0;
     for (const struct repl_link *l = rp->links; l; l = l->next) {
+        if (l->follower)
+            continue;
         int64_t v = l->state == REPL_LINK_STREAM ? repl_link_lag_ms(l, now_ms)
                                                  : now_ms - l->attached_ms;
         if (v > m)
@@ -564,7 +574,7 @@ int repl_primary_good(const struct repl_primary *rp, int64_t now_ms)
     int64_t max_lag = rp->max_lag_ms > 0 ? rp->max_lag_ms : (int64_t)(rp->timeout_s * 1000);
     int n = 0;
     for (const struct repl_link *l = rp->links; l; l = l->next)
-        if (l->state == REPL_LINK_STREAM && now_ms - l->last_ack_ms <= max_lag &&
+        if (!l->follower && l->state == REPL_LINK_STREAM && now_ms - l->last_ack_ms <= max_lag &&
             repl_link_lag_ms(l, now_ms) <= max_lag)
             n++;
     return n;
@@ -589,18 +599,27 @@ static void split_listen(const char *addr, char *host, size_t hn, int *port)
 void repl_primary_info(const struct repl_primary *rp, struct buf *b, int64_t now_ms)
 {
     buf_printf(b, "connected_slaves:%d\r\n", rp->nlinks);
-    int i = 0;
-    for (const struct repl_link *l = rp->links; l; l = l->next, i++) {
-        char host[64];
-        int port;
-        split_listen(l->listen, host, sizeof host, &port);
-        buf_printf(b,
-                   "slave%d:ip=%s,port=%d,state=%s,offset=%llu,lag=%lld,lag_bytes=%llu,"
-                   "lag_ms=%lld,name=%s\r\n",
-                   i, host, port, l->state == REPL_LINK_STREAM ? "online" : "send_bulk",
-                   (unsigned long long)l->acked, (long long)((now_ms - l->last_ack_ms) / 1000),
-                   (unsigned long long)repl_link_lag_bytes(l),
-                   (long long)repl_link_lag_ms(l, now_ms), l->name);
+    /* Replicas as Redis lists them, then the change-stream followers
+     * (caches), which hold no copy, under names of their own. */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            buf_printf(b, "connected_followers:%d\r\n", rp->nfollowers);
+        int i = 0;
+        for (const struct repl_link *l = rp->links; l; l = l->next) {
+            if (l->follower != pass)
+                continue;
+            char host[64];
+            int port;
+            split_listen(l->listen, host, sizeof host, &port);
+            buf_printf(b,
+                       "%s%d:ip=%s,port=%d,state=%s,offset=%llu,lag=%lld,lag_bytes=%llu,"
+                       "lag_ms=%lld,name=%s\r\n",
+                       pass ? "follower" : "slave", i++, host, port,
+                       l->state == REPL_LINK_STREAM ? "online" : "send_bulk",
+                       (unsigned long long)l->acked, (long long)((now_ms - l->last_ack_ms) / 1000),
+                       (unsigned long long)repl_link_lag_bytes(l),
+                       (long long)repl_link_lag_ms(l, now_ms), l->name);
+        }
     }
     char rid[24];
     repl_id_format(rp->replid, rid, sizeof rid);
@@ -625,9 +644,10 @@ void repl_primary_status(const struct repl_primary *rp, struct buf *b, int64_t n
     repl_id_format(rp->replid, rid, sizeof rid);
     buf_printf(b,
                "\"replid\":\"%s\",\"repl_offset\":%llu,\"connected_replicas\":%d,"
-               "\"good_replicas\":%d,\"sync_full\":%llu,\"sync_partial_ok\":%llu,"
+               "\"connected_followers\":%d,\"good_replicas\":%d,\"sync_full\":%llu,\"sync_partial_ok\":%llu,"
                "\"sync_partial_err\":%llu,\"replicas\":[",
-               rid, (unsigned long long)rp->ready, rp->nlinks, repl_primary_good(rp, now_ms),
+               rid, (unsigned long long)rp->ready, rp->nlinks, rp->nfollowers,
+               repl_primary_good(rp, now_ms),
                (unsigned long long)rp->sync_full, (unsigned long long)rp->sync_partial_ok,
                (unsigned long long)rp->sync_partial_err);
     for (const struct repl_link *l = rp->links; l; l = l->next) {
@@ -636,8 +656,9 @@ void repl_primary_status(const struct repl_primary *rp, struct buf *b, int64_t n
         buf_printf(b, ",\"listen\":");
         buf_json_string(b, l->listen);
         buf_printf(b,
-                   ",\"state\":\"%s\",\"offset\":%llu,\"lag_bytes\":%llu,\"lag_ms\":%lld,"
-                   "\"sync_keys\":%llu,\"sync_bytes\":%llu}",
+                   ",\"follower\":%s,\"state\":\"%s\",\"offset\":%llu,\"lag_bytes\":%llu,"
+                   "\"lag_ms\":%lld,\"sync_keys\":%llu,\"sync_bytes\":%llu}",
+                   l->follower ? "true" : "false",
                    l->state == REPL_LINK_STREAM ? "online" : "send_bulk",
                    (unsigned long long)l->acked, (unsigned long long)repl_link_lag_bytes(l),
                    (long long)repl_link_lag_ms(l, now_ms), (unsigned long long)l->snap_keys,

@@ -11,6 +11,10 @@
  * answers through repl_primary_psync and hands the connection over here
  * (resp_server's handoff). From then on the connection carries the stream
  * (repl_proto.h) one way and REPLCONF ACK <offset> commands the other way.
+ * A PSYNC whose seventh argument is `follower` comes from a change-stream
+ * follower that keeps no copy (engine/stream/stream_follower.h: a cache
+ * invalidating from this db): it gets the same stream, but a full resync
+ * sends it no keys, and it counts for neither WAIT nor min_replicas.
  *
  *  - partial resync: the replica's replication id is ours and the backlog,
  *    or the log segments on disk, still hold its offset: "+CONTINUE
@@ -57,6 +61,8 @@ struct repl_link {
     struct repl_primary *rp;
     struct net_conn *conn;
     int state;                 /* REPL_LINK_* */
+    int follower;              /* a change-stream follower (a cache): no copy, no keys in
+                                  a full resync, not counted for WAIT or min_replicas */
     uint64_t sent;             /* stream: log offset written to the connection */
     uint64_t acked;            /* what the replica acknowledged applying */
     int64_t attached_ms, last_ack_ms, last_send_ms;
@@ -84,8 +90,9 @@ struct repl_primary {
     const struct wal *wal;     /* the node's log: partial resyncs older than the backlog */
     uint64_t replid;           /* the data set's id (persist.h) */
     uint64_t ready;            /* links stream up to here: in the log, a record boundary */
-    struct repl_link *links;
-    int nlinks;
+    struct repl_link *links;   /* replicas and followers */
+    int nlinks;                /* replicas */
+    int nfollowers;            /* change-stream followers (PSYNC ... follower) */
     double timeout_s;          /* a silent link is dropped after this */
     int64_t heartbeat_ms;
     int min_replicas;          /* writes refused with fewer good replicas */

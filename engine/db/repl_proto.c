@@ -5,53 +5,23 @@
 #include <stdio.h>
 
 #include "mpk.h"
+#include "stream_frame.h"
 #include "wal.h"
 
 ssize_t repl_frame_next(const void *p, size_t n, struct repl_frame *f, char *err, size_t errlen)
 {
-    const unsigned char *pl;
-    size_t plen;
-    ssize_t used = wal_frame_parse(p, n, &pl, &plen);
-    if (used == -2)
-        return -2;
-    if (used < 0) {
-        snprintf(err, errlen, "a frame fails its checksum");
-        return -1;
-    }
-    struct mpk m;
-    uint32_t items;
-    int64_t op;
-    mpk_init(&m, pl, plen);
-    if (mpk_array(&m, &items) < 0 || items < 1 || mpk_int(&m, &op) < 0 || op < 1) {
-        snprintf(err, errlen, "a frame does not start with an operation");
-        return -1;
-    }
-    f->payload = pl;
-    f->plen = plen;
-    f->a = f->b = 0;
-    if (op < REPL_OP_HEARTBEAT) {
-        f->kind = REPL_FRAME_LOG;
+    /* The frames are the change stream's (engine/stream), which caches
+     * follow too: one decoder for both. */
+    struct stream_frame sf;
+    ssize_t used = stream_frame_next(p, n, &sf, err, errlen);
+    if (used < 0)
         return used;
-    }
-    switch (op) {
-    case REPL_OP_HEARTBEAT:
-    case REPL_OP_END:
-        if (items != 3 || mpk_int(&m, &f->a) < 0 || mpk_int(&m, &f->b) < 0 || !mpk_done(&m) ||
-            f->a < 0 || f->b < 0)
-            break;
-        f->kind = op == REPL_OP_HEARTBEAT ? REPL_FRAME_HEARTBEAT : REPL_FRAME_END;
-        return used;
-    case REPL_OP_ENTRIES:
-        if ((items - 1) % 3 != 0)
-            break;
-        f->kind = REPL_FRAME_ENTRIES;
-        return used;
-    default:
-        snprintf(err, errlen, "unknown stream operation %lld", (long long)op);
-        return -1;
-    }
-    snprintf(err, errlen, "a malformed control frame (operation %lld)", (long long)op);
-    return -1;
+    f->kind = sf.kind;
+    f->payload = sf.payload;
+    f->plen = sf.plen;
+    f->a = sf.a;
+    f->b = sf.b;
+    return used;
 }
 
 static int control(struct buf *out, int op, uint64_t a, uint64_t b)

@@ -28,13 +28,25 @@
 #include <sys/types.h>
 
 #include "buf.h"
+#include "stream_frame.h"
 
 #define REPL_PROTO_VERSION 1
 /* Keys per snapshot chunk are added until its payload reaches this. */
 #define REPL_CHUNK_BYTES (64 * 1024)
 
-enum { REPL_OP_HEARTBEAT = 64, REPL_OP_ENTRIES = 65, REPL_OP_END = 66 };
-enum { REPL_FRAME_LOG, REPL_FRAME_HEARTBEAT, REPL_FRAME_ENTRIES, REPL_FRAME_END };
+/* The frame codes are the change stream's (engine/stream/stream_frame.h):
+ * the decoder is shared with the caches that follow a db. */
+enum {
+    REPL_OP_HEARTBEAT = STREAM_OP_HEARTBEAT,
+    REPL_OP_ENTRIES = STREAM_OP_ENTRIES,
+    REPL_OP_END = STREAM_OP_END,
+};
+enum {
+    REPL_FRAME_LOG = STREAM_FRAME_LOG,
+    REPL_FRAME_HEARTBEAT = STREAM_FRAME_HEARTBEAT,
+    REPL_FRAME_ENTRIES = STREAM_FRAME_ENTRIES,
+    REPL_FRAME_END = STREAM_FRAME_END,
+};
 
 struct repl_frame {
     int kind;                   /* REPL_FRAME_* */

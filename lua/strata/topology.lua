@@ -428,7 +428,7 @@ local function build_dsl(ctx)
     local where = ctx.where()
     local fields = {
       shards = true, max_memory = true, eviction = true, eviction_samples = true,
-      eviction_fallback = true,
+      eviction_fallback = true, invalidate_from = true, invalidate_keys = true,
     }
     for _, f in ipairs(ACCESS_FIELDS) do fields[f] = true end
     ctx.check_fields(where, "strata.cache", spec, fields)
@@ -449,6 +449,19 @@ local function build_dsl(ctx)
     end
     local fallback = ctx.string(where, "eviction_fallback", spec.eviction_fallback)
     fallback = fallback and (EVICTION_ALIASES[fallback] or fallback)
+    -- invalidate_from: a db (the value strata.db returned); every shard
+    -- follows its primary's change stream with the db's own password.
+    local from = spec.invalidate_from
+    if from ~= nil and (type(from) ~= "table" or ctx.objects[from] ~= "db") then
+      fail(where, "invalidate_from must be the value returned by strata.db{...}")
+    end
+    local keys_path
+    if spec.invalidate_keys ~= nil then
+      if from == nil then fail(where, "invalidate_keys needs invalidate_from") end
+      ctx.string(where, "invalidate_keys", spec.invalidate_keys)
+      keys_path = ctx.policy(where, "invalidate_keys", spec.invalidate_keys, { "keys" })
+    end
+    local stream = from and from.stream
     local obj = { kind = "cache", shards = {} }
     for i, sh in ipairs(spec.shards) do
       local what = string.format("cache shard %d", i)
@@ -461,6 +474,13 @@ local function build_dsl(ctx)
         eviction = eviction, eviction_path = eviction_path,
         eviction_fallback = fallback,
         eviction_samples = ctx.int(where, "eviction_samples", spec.eviction_samples),
+        invalidate_from = stream and stream.addr,
+        invalidate_from_node = stream and stream.node,
+        invalidate_timeout = stream and stream.repl_timeout,
+        invalidate_password = stream and stream.password,
+        invalidate_password_env = stream and stream.password_env,
+        invalidate_password_file = stream and stream.password_file,
+        invalidate_keys = keys_path,
       }))
       warn_open(ctx, cfg)
       obj.shards[i] = { node = cfg.node, addr = cfg.listen }
@@ -502,6 +522,11 @@ local function build_dsl(ctx)
       fail(where, "db primary cannot have replica_of")
     end
     local obj = { kind = "db", primary = { node = primary.node, addr = primary.listen }, replicas = {} }
+    -- What a cache that invalidates from this db needs to follow its
+    -- primary's change stream (strata.cache's invalidate_from).
+    obj.stream = { node = primary.node, addr = primary.listen, repl_timeout = primary.repl_timeout,
+                   password = primary.password, password_env = primary.password_env,
+                   password_file = primary.password_file }
     for i, r in ipairs(spec.replicas or {}) do
       local cfg = one(r, string.format("db replica %d", i), "replica")
       cfg.replica_of = r.replica_of or primary.node
@@ -823,6 +848,8 @@ local function details(s)
   if s.kind == "cache" then
     put("max_memory", s.max_memory and human_size(s.max_memory))
     put("eviction", s.eviction == "lua" and s.eviction_path or s.eviction)
+    put("invalidate_from", s.invalidate_from_node)
+    put("invalidate_keys", s.invalidate_keys)
     return #out > 0 and table.concat(out, " ") or "defaults"
   elseif s.kind == "db" then
     out[1] = s.role
@@ -848,7 +875,8 @@ end
 -- it. The declaration's line is left out: moving a block is no change. The
 -- policy and app files a config names count with their contents: editing a
 -- policy is a change even when the topology stays the same.
-local FILE_FIELDS = { eviction_path = true, policy_path = true, app = true, password_file = true }
+local FILE_FIELDS = { eviction_path = true, policy_path = true, app = true, password_file = true,
+                      invalidate_keys = true, invalidate_password_file = true }
 
 function M.fingerprint(cfg)
   local out = {}
