@@ -572,7 +572,14 @@ static int rec_dump(void *arg, struct snapshot_writer *w)
     return db_ops_dump(&srv->ks.store, w, util_now_ms());
 }
 
-static const struct persist_ops db_persist_ops = {rec_load, rec_apply, rec_dump};
+/* A hint: when memory is short the table just grows as keys arrive. */
+static void rec_reserve(void *arg, uint64_t nkeys)
+{
+    struct db_server *srv = arg;
+    (void)store_reserve(&srv->ks.store, (size_t)nkeys);
+}
+
+static const struct persist_ops db_persist_ops = {rec_load, rec_apply, rec_dump, rec_reserve};
 
 /* ---- config ----------------------------------------------------------- */
 

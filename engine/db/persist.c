@@ -164,7 +164,10 @@ int persist_open(struct persist *p, const char *dir, int policy, const struct pe
     char path[1100];
     datadir_join(path, sizeof path, dir, SNAPSHOT_NAME);
     struct snapshot_hdr h;
-    int rc = snapshot_read(path, &h, ops->load, arg, &p->loaded_keys, err, errlen);
+    int rc = snapshot_read_sized(path, &h, ops->reserve, ops->load, arg, &p->loaded_keys, err,
+                                 errlen);
+    if (ops->reserve)
+        ops->reserve(arg, 0);
     if (rc < 0)
         goto fail;
     if (rc == 0) {

@@ -45,6 +45,9 @@ struct persist_ops {
     /* Writes every key with snapshot_writer_add; 0 or -1 (w->err says why).
      * Runs in a forked child for BGSAVE, so it must only read. */
     int (*dump)(void *arg, struct snapshot_writer *w);
+    /* Optional: the snapshot about to load holds nkeys keys (size the
+     * table for them once); called again with 0 when the load is over. */
+    void (*reserve)(void *arg, uint64_t nkeys);
 };
 
 struct persist {

@@ -14,6 +14,7 @@
 #include "crc32c.h"
 #include "log.h"
 #include "persist.h"
+#include "store.h"
 #include "tap.h"
 
 struct toy {
@@ -57,7 +58,7 @@ static int toy_dump(void *arg, struct snapshot_writer *w)
     return snapshot_writer_add(w, "n", 1, v, (size_t)n, 0);
 }
 
-static const struct persist_ops toy_ops = {toy_load, toy_apply, toy_dump};
+static const struct persist_ops toy_ops = {toy_load, toy_apply, toy_dump, NULL};
 
 static char dir[256];
 
@@ -303,6 +304,99 @@ static void test_compaction_trigger(void)
     persist_close(&p);
 }
 
+/* A store-backed keyspace: the snapshot path loads into a real table. */
+static int kv_load(void *arg, const char *k, size_t kl, const char *v, size_t vl, int64_t x,
+                   char *err, size_t errlen)
+{
+    if (!store_insert(arg, k, kl, v, vl, x, 1000)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+static int kv_apply(void *arg, const unsigned char *p, size_t n, char *err, size_t errlen)
+{
+    (void)arg, (void)p, (void)n;
+    snprintf(err, errlen, "no log records expected");
+    return -1;
+}
+struct kv_dump_ctx {
+    struct snapshot_writer *w;
+    int rc;
+};
+static void kv_dump_one(void *ctx, struct store_entry *e)
+{
+    struct kv_dump_ctx *d = ctx;
+    if (d->rc == 0)
+        d->rc = snapshot_writer_add(d->w, store_key(e), store_klen(e), store_val(e), store_vlen(e),
+                                    store_expire(e));
+}
+static int kv_dump(void *arg, struct snapshot_writer *w)
+{
+    struct kv_dump_ctx d = {w, 0};
+    store_foreach(arg, kv_dump_one, &d);
+    return d.rc;
+}
+static int reserve_calls;
+static void kv_reserve(void *arg, uint64_t nkeys)
+{
+    reserve_calls++;
+    store_reserve(arg, (size_t)nkeys);
+}
+static const struct persist_ops kv_ops = {kv_load, kv_apply, kv_dump, kv_reserve};
+static const struct persist_ops kv_ops_unsized = {kv_load, kv_apply, kv_dump, NULL};
+
+/* A snapshot of N keys loads into a table sized once from its key count:
+ * no incremental rehash starts, and the table is the smallest that holds
+ * N keys. Without the hint the same load resizes many times. */
+static void test_snapshot_presizes(void)
+{
+    rm_rf();
+    enum { N = 50000 };
+    char err[512] = "";
+    struct store src;
+    store_init(&src, 1, 1000);
+    for (int i = 0; i < N; i++) {
+        char k[32];
+        int kl = snprintf(k, sizeof k, "key:%d", i);
+        store_insert(&src, k, (size_t)kl, k, (size_t)kl, 0, 1000);
+    }
+    struct persist p;
+    ok(persist_open(&p, dir, WAL_FSYNC_NO, &kv_ops, &src, err, sizeof err) == 0, "open: %s", err);
+    ok(persist_save(&p, err, sizeof err) == 0, "snapshot of %d keys: %s", N, err);
+    persist_close(&p);
+
+    struct store dst;
+    store_init(&dst, 2, 1000);
+    reserve_calls = 0;
+    ok(persist_open(&p, dir, WAL_FSYNC_NO, &kv_ops, &dst, err, sizeof err) == 0, "reload: %s",
+       err);
+    is_int(p.loaded_keys, N, "every key loaded");
+    is_int(dst.count, N, "the store holds them");
+    is_int(reserve_calls, 2, "sized before the load, released after it");
+    is_int(dst.resizes, 0, "no rehash during the load");
+    is_int(store_buckets(&dst), 65536, "one table, the smallest holding N keys");
+    is_int(dst.reserved, 0, "the reservation ended with the load");
+    ok(store_find(&dst, "key:49999", 9) != NULL, "keys are found");
+    persist_close(&p);
+
+    struct store plain;
+    store_init(&plain, 3, 1000);
+    ok(persist_open(&p, dir, WAL_FSYNC_NO, &kv_ops_unsized, &plain, err, sizeof err) == 0,
+       "reload without the hint: %s", err);
+    ok(plain.count == N && plain.resizes > 5, "without it the table resized %llu times",
+       (unsigned long long)plain.resizes);
+    persist_close(&p);
+
+    /* A reservation on a non-empty store never shrinks it. */
+    store_reserve(&plain, 10);
+    ok(store_buckets(&plain) >= N && store_find(&plain, "key:7", 5), "reserve below count: kept");
+    store_reserve(&plain, 0);
+    store_free(&plain);
+    store_free(&dst);
+    store_free(&src);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR); /* recovery warns about every cut; expected here */
@@ -315,6 +409,7 @@ int main(void)
     test_corruption_refused();
     test_snapshots();
     test_compaction_trigger();
+    test_snapshot_presizes();
     rm_rf();
     return tap_done();
 }
