@@ -535,7 +535,7 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
         wal_sync_tick(&p->wal, now);
     }
     note_disk_state(srv);
-    if (!srv->draining && wal_ok(&p->wal) && persist_should_compact(p)) {
+    if (!srv->draining && wal_ok(&p->wal) && persist_should_compact(p, now)) {
         char err[512];
         log_info("db %s: log is %llu bytes since the last snapshot; compacting", srv->base.node,
                  (unsigned long long)persist_log_bytes(p));

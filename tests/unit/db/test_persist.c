@@ -5,6 +5,7 @@
  * Includes the log-truncation fault test: the log cut at 1,000 random
  * offsets always recovers, to exactly the records that were whole. */
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include "persist.h"
 #include "store.h"
 #include "tap.h"
+#include "util.h"
 
 struct toy {
     uint64_t n; /* next record expected */
@@ -296,11 +298,44 @@ static void test_compaction_trigger(void)
     char err[512] = "";
     open_toy(&p, &t, err, sizeof err);
     p.compact_min = 4096;
-    ok(!persist_should_compact(&p), "an empty log needs no compaction");
+    int64_t now = util_now_ms();
+    ok(!persist_should_compact(&p, now), "an empty log needs no compaction");
     put_records(&p, &t, 100);
-    ok(persist_should_compact(&p), "past compact_min it does");
+    ok(persist_should_compact(&p, now), "past compact_min it does");
     persist_save(&p, err, sizeof err);
-    ok(!persist_should_compact(&p), "after a snapshot it does not");
+    ok(!persist_should_compact(&p, now), "after a snapshot it does not");
+
+    /* The log written while a BGSAVE runs is not held against the next
+     * compaction: right after one, no other starts, however long ago. */
+    pid_t pid = persist_bgsave(&p, err, sizeof err);
+    ok(pid > 0, "bgsave started: %s", err);
+    put_records(&p, &t, 200); /* written "during" the child's run */
+    int st;
+    waitpid(pid, &st, 0);
+    int64_t before = util_now_ms();
+    persist_bgsave_done(&p, st);
+    ok(p.last_bgsave_ok && persist_log_bytes(&p) >= p.compact_min,
+       "after the bgsave the log since the snapshot is past compact_min (%llu bytes)",
+       (unsigned long long)persist_log_bytes(&p));
+    is_int(p.compact_base, persist_log_bytes(&p), "that log is the base of the next trigger");
+    ok(!persist_should_compact(&p, INT64_MAX), "no compaction for the log the last one missed");
+    /* Spaced: grown enough, but not before the gap after the last one. */
+    ok(p.compact_after_ms >= before + PERSIST_COMPACT_GAP_MS, "a gap after a compaction");
+    put_records(&p, &t, 100);
+    ok(!persist_should_compact(&p, p.compact_after_ms - 1), "grown, but inside the gap: no");
+    ok(persist_should_compact(&p, p.compact_after_ms), "grown, after the gap: yes");
+
+    /* A failed one is retried only after PERSIST_COMPACT_RETRY_MS. */
+    pid = persist_bgsave(&p, err, sizeof err);
+    waitpid(pid, &st, 0);
+    before = util_now_ms();
+    persist_bgsave_done(&p, 1 << 8); /* as if the child had exited with 1 */
+    ok(!p.last_bgsave_ok && p.compact_after_ms >= before + PERSIST_COMPACT_RETRY_MS,
+       "a failure waits before the retry");
+    put_records(&p, &t, 100);
+    ok(!persist_should_compact(&p, p.compact_after_ms - 1) &&
+           persist_should_compact(&p, p.compact_after_ms),
+       "and retries after it");
     persist_close(&p);
 }
 
