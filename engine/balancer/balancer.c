@@ -635,7 +635,7 @@ static void server_detach(struct bal_client *cl, int reusable)
         cl->paused_by_srv = 0;
         net_conn_resume(cl->c);
     }
-    if (reusable && !bal->draining && be->gen == bal->gen && be->nidle < BAL_POOL_MAX_IDLE &&
+    if (reusable && !bal->draining && be->gen == bal->gen && be->nidle < bal->cfg.pool_max_idle &&
         buf_size(&srv->c->rbuf) == 0) {
         if (srv->paused_by_client) { /* nothing buffered: resuming reads nothing now */
             srv->paused_by_client = 0;
@@ -648,7 +648,7 @@ static void server_detach(struct bal_client *cl, int reusable)
             be->idle->prev = srv;
         be->idle = srv;
         be->nidle++;
-        net_conn_set_timeout(srv->c, BAL_POOL_IDLE_TIMEOUT);
+        net_conn_set_timeout(srv->c, bal->cfg.pool_idle_timeout);
         net_conn_update(srv->c);
     } else {
         net_conn_abort(srv->c, "done");

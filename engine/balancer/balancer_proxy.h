@@ -26,7 +26,10 @@
  * the request is no longer retryable (see docs/balancer.md, Retries). */
 #define BAL_HOLD_MAX (64 * 1024)
 #define BAL_MAX_TRIES 16
-#define BAL_POOL_IDLE_TIMEOUT 30.0
+/* Defaults of pool_idle_timeout and pool_max_idle: a pooled backend
+ * connection closes after this long unused, and a backend keeps at most
+ * this many. */
+#define BAL_POOL_IDLE_TIMEOUT 10.0
 #define BAL_POOL_MAX_IDLE 1024
 #define BAL_VIA "strata"
 
@@ -41,6 +44,8 @@ struct bal_cfg {
     int retries;
     double connect_timeout, server_timeout, client_timeout, head_timeout;
     double tunnel_timeout; /* an upgraded connection silent both ways */
+    double pool_idle_timeout; /* a pooled backend connection unused this long closes */
+    int pool_max_idle;        /* pooled connections kept per backend (0: none) */
     int max_conns;
     struct http_limits lim;
     struct health_cfg health;

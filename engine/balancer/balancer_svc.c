@@ -157,6 +157,11 @@ static int read_config(lua_State *L, int idx, struct bal_cfg *c, char *err, size
     /* like HAProxy's `timeout tunnel`: an upgraded connection may idle long */
     if (cfg_seconds(L, idx, "tunnel_timeout", 3600, &c->tunnel_timeout, err, errlen) < 0)
         return -1;
+    if (cfg_seconds(L, idx, "pool_idle_timeout", BAL_POOL_IDLE_TIMEOUT, &c->pool_idle_timeout, err,
+                    errlen) < 0 ||
+        cfg_range(L, idx, "pool_max_idle", BAL_POOL_MAX_IDLE, 0, 1000000, &c->pool_max_idle, err,
+                  errlen) < 0)
+        return -1;
     return read_health(L, idx, &c->health, err, errlen);
 }
 
@@ -622,10 +627,14 @@ static void list_changes(struct balancer *bal, const struct bal_cfg *c, const st
         {"client_timeout", o->client_timeout, c->client_timeout},
         {"head_timeout", o->head_timeout, c->head_timeout},
         {"tunnel_timeout", o->tunnel_timeout, c->tunnel_timeout},
+        {"pool_idle_timeout", o->pool_idle_timeout, c->pool_idle_timeout},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (t[i].was != t[i].now)
             buf_printf(changes, "%s %s %gs -> %gs\n", pre, t[i].name, t[i].was, t[i].now);
+    if (c->pool_max_idle != o->pool_max_idle)
+        buf_printf(changes, "%s pool_max_idle %d -> %d\n", pre, o->pool_max_idle,
+                   c->pool_max_idle);
     if (c->max_conns != o->max_conns)
         buf_printf(changes, "%s max_conns %d -> %d\n", pre, max_conns_of(o), max_conns_of(c));
     if (c->lim.max_header_size != o->lim.max_header_size ||

@@ -535,7 +535,7 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
         wal_sync_tick(&p->wal, now);
     }
     note_disk_state(srv);
-    if (!srv->draining && wal_ok(&p->wal) && persist_should_compact(p)) {
+    if (!srv->draining && wal_ok(&p->wal) && persist_should_compact(p, now)) {
         char err[512];
         log_info("db %s: log is %llu bytes since the last snapshot; compacting", srv->base.node,
                  (unsigned long long)persist_log_bytes(p));
@@ -572,7 +572,14 @@ static int rec_dump(void *arg, struct snapshot_writer *w)
     return db_ops_dump(&srv->ks.store, w, util_now_ms());
 }
 
-static const struct persist_ops db_persist_ops = {rec_load, rec_apply, rec_dump};
+/* A hint: when memory is short the table just grows as keys arrive. */
+static void rec_reserve(void *arg, uint64_t nkeys)
+{
+    struct db_server *srv = arg;
+    (void)store_reserve(&srv->ks.store, (size_t)nkeys);
+}
+
+static const struct persist_ops db_persist_ops = {rec_load, rec_apply, rec_dump, rec_reserve};
 
 /* ---- config ----------------------------------------------------------- */
 

@@ -164,7 +164,10 @@ int persist_open(struct persist *p, const char *dir, int policy, const struct pe
     char path[1100];
     datadir_join(path, sizeof path, dir, SNAPSHOT_NAME);
     struct snapshot_hdr h;
-    int rc = snapshot_read(path, &h, ops->load, arg, &p->loaded_keys, err, errlen);
+    int rc = snapshot_read_sized(path, &h, ops->reserve, ops->load, arg, &p->loaded_keys, err,
+                                 errlen);
+    if (ops->reserve)
+        ops->reserve(arg, 0);
     if (rc < 0)
         goto fail;
     if (rc == 0) {
@@ -241,6 +244,7 @@ static void snapshot_done(struct persist *p, uint64_t offset)
     p->snap_size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
     p->last_save_ms = util_now_ms();
     p->snapshots++;
+    p->compact_base = p->wal.end - offset;
     drop_compacted(p);
 }
 
@@ -328,6 +332,9 @@ void persist_bgsave_done(struct persist *p, int status)
         return;
     p->child = 0;
     p->last_bgsave_ms = util_now_ms() - p->child_start_ms;
+    int64_t gap = p->last_bgsave_ms > PERSIST_COMPACT_GAP_MS ? p->last_bgsave_ms
+                                                             : PERSIST_COMPACT_GAP_MS;
+    p->compact_after_ms = util_now_ms() + gap;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         p->last_bgsave_ok = 1;
         snapshot_done(p, p->child_offset);
@@ -335,16 +342,18 @@ void persist_bgsave_done(struct persist *p, int status)
                  (unsigned long long)p->child_offset, (long long)p->last_bgsave_ms);
     } else {
         p->last_bgsave_ok = 0;
+        p->compact_after_ms = util_now_ms() + PERSIST_COMPACT_RETRY_MS;
         log_error("db: background snapshot %s %d", WIFSIGNALED(status) ? "killed by signal" : "exited",
                   WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
     }
 }
 
-int persist_should_compact(const struct persist *p)
+int persist_should_compact(const struct persist *p, int64_t now_ms)
 {
-    if (!p->auto_compact || p->child > 0)
+    if (!p->auto_compact || p->child > 0 || now_ms < p->compact_after_ms)
         return 0;
-    uint64_t grown = persist_log_bytes(p);
+    uint64_t log = persist_log_bytes(p);
+    uint64_t grown = log > p->compact_base ? log - p->compact_base : 0;
     uint64_t need = p->snap_size * (uint64_t)p->compact_pct / 100;
     if (need < p->compact_min)
         need = p->compact_min;

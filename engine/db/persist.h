@@ -45,6 +45,9 @@ struct persist_ops {
     /* Writes every key with snapshot_writer_add; 0 or -1 (w->err says why).
      * Runs in a forked child for BGSAVE, so it must only read. */
     int (*dump)(void *arg, struct snapshot_writer *w);
+    /* Optional: the snapshot about to load holds nkeys keys (size the
+     * table for them once); called again with 0 when the load is over. */
+    void (*reserve)(void *arg, uint64_t nkeys);
 };
 
 struct persist {
@@ -68,6 +71,9 @@ struct persist {
     int last_bgsave_ok;
     int64_t last_bgsave_ms;    /* how long the last one took */
     uint64_t snapshots, compactions;
+    /* Automatic compaction pacing (persist_should_compact). */
+    uint64_t compact_base;     /* log bytes since the snapshot when it completed */
+    int64_t compact_after_ms;  /* no automatic compaction before this */
     /* what the last recovery did */
     uint64_t loaded_keys, replayed_records, truncated_bytes;
     double load_seconds;
@@ -95,8 +101,17 @@ int persist_save(struct persist *p, char *err, size_t errlen);
  * so the owner watches it with ev_child). */
 pid_t persist_bgsave(struct persist *p, char *err, size_t errlen);
 void persist_bgsave_done(struct persist *p, int status);
-/* 1 when the log has grown enough since the last snapshot to compact. */
-int persist_should_compact(const struct persist *p);
+/* 1 when an automatic compaction should start now (now_ms: wall clock).
+ * The log must have grown by max(compact_min, the snapshot's size x
+ * compact_pct) since the last snapshot *completed*: the log written while a
+ * BGSAVE ran is not counted against it (a new compaction right away would
+ * remove only that). And compactions are spaced: after one the next waits
+ * at least as long as it took (and PERSIST_COMPACT_GAP_MS), so at most
+ * half of the time is spent compacting; after a failure it waits
+ * PERSIST_COMPACT_RETRY_MS. */
+int persist_should_compact(const struct persist *p, int64_t now_ms);
+#define PERSIST_COMPACT_GAP_MS 1000
+#define PERSIST_COMPACT_RETRY_MS 5000
 
 /* Bytes of log since the snapshot (what recovery would replay). */
 static inline uint64_t persist_log_bytes(const struct persist *p)

@@ -305,8 +305,34 @@ int snapshot_read_header(const char *path, struct snapshot_hdr *h, char *err, si
     return rc;
 }
 
-int snapshot_read_buf(const void *p, size_t size, const char *path, struct snapshot_hdr *h,
-                      snapshot_entry_fn fn, void *arg, uint64_t *count, char *err, size_t errlen)
+/* The key count of the end record, read from the file's tail: the end
+ * record is always last and short ([2, count] is 3 to 11 bytes of
+ * msgpack), so each possible length is tried and its frame checks decide.
+ * 0 when none fits (the full read then reports what is wrong). */
+static uint64_t tail_count(const unsigned char *p, size_t size)
+{
+    for (size_t plen = 3; plen <= 11; plen++) {
+        if (size < SNAPSHOT_HDR + WAL_REC_HDR + plen)
+            break;
+        size_t off = size - WAL_REC_HDR - plen;
+        const unsigned char *pl;
+        size_t n;
+        if (wal_frame_parse(p + off, size - off, &pl, &n) != (ssize_t)(WAL_REC_HDR + plen))
+            continue;
+        struct mpk m;
+        uint32_t items;
+        int64_t tag, cnt;
+        mpk_init(&m, pl, n);
+        if (mpk_array(&m, &items) == 0 && items == 2 && mpk_int(&m, &tag) == 0 &&
+            tag == REC_END && mpk_int(&m, &cnt) == 0 && mpk_done(&m) && cnt > 0)
+            return (uint64_t)cnt;
+    }
+    return 0;
+}
+
+static int read_buf(const void *p, size_t size, const char *path, struct snapshot_hdr *h,
+                    snapshot_size_fn size_fn, snapshot_entry_fn fn, void *arg, uint64_t *count,
+                    char *err, size_t errlen)
 {
     if (size < SNAPSHOT_HDR) {
         snprintf(err, errlen, "snapshot '%s' is too short to be one", path);
@@ -315,6 +341,11 @@ int snapshot_read_buf(const void *p, size_t size, const char *path, struct snaps
     int rc = decode_header(p, h, path, err, errlen);
     if (rc < 0)
         return -1;
+    if (size_fn) {
+        uint64_t n = tail_count(p, size);
+        if (n)
+            size_fn(arg, n);
+    }
     struct read_ctx c = {fn, arg, 0, 0, 0};
     struct wal_scan s;
     wal_scan_buf((const char *)p + SNAPSHOT_HDR, size - SNAPSHOT_HDR, read_record, &c, &s);
@@ -334,8 +365,21 @@ int snapshot_read_buf(const void *p, size_t size, const char *path, struct snaps
     return rc;
 }
 
+int snapshot_read_buf(const void *p, size_t size, const char *path, struct snapshot_hdr *h,
+                      snapshot_entry_fn fn, void *arg, uint64_t *count, char *err, size_t errlen)
+{
+    return read_buf(p, size, path, h, NULL, fn, arg, count, err, errlen);
+}
+
 int snapshot_read(const char *path, struct snapshot_hdr *h, snapshot_entry_fn fn, void *arg,
                   uint64_t *count, char *err, size_t errlen)
+{
+    return snapshot_read_sized(path, h, NULL, fn, arg, count, err, errlen);
+}
+
+int snapshot_read_sized(const char *path, struct snapshot_hdr *h, snapshot_size_fn size_fn,
+                        snapshot_entry_fn fn, void *arg, uint64_t *count, char *err,
+                        size_t errlen)
 {
     int fd;
     size_t size;
@@ -349,7 +393,7 @@ int snapshot_read(const char *path, struct snapshot_hdr *h, snapshot_entry_fn fn
         return -1;
     }
     madvise(m, size, MADV_SEQUENTIAL);
-    rc = snapshot_read_buf(m, size, path, h, fn, arg, count, err, errlen);
+    rc = read_buf(m, size, path, h, size_fn, fn, arg, count, err, errlen);
     munmap(m, size);
     return rc;
 }

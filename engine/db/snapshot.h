@@ -70,6 +70,14 @@ int snapshot_read_header(const char *path, struct snapshot_hdr *h, char *err, si
 int snapshot_read(const char *path, struct snapshot_hdr *h, snapshot_entry_fn fn, void *arg,
                   uint64_t *count, char *err, size_t errlen);
 
+/* Told, before the first key, how many keys the snapshot holds (from its
+ * end record), so the reader can size its table once. */
+typedef void (*snapshot_size_fn)(void *arg, uint64_t nkeys);
+/* snapshot_read, calling size_fn (may be NULL) first. */
+int snapshot_read_sized(const char *path, struct snapshot_hdr *h, snapshot_size_fn size_fn,
+                        snapshot_entry_fn fn, void *arg, uint64_t *count, char *err,
+                        size_t errlen);
+
 /* The same over bytes in memory (`name` is for messages). */
 int snapshot_read_buf(const void *p, size_t n, const char *name, struct snapshot_hdr *h,
                       snapshot_entry_fn fn, void *arg, uint64_t *count, char *err, size_t errlen);

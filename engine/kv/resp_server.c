@@ -27,6 +27,7 @@ static void client_process(struct resp_client *cl)
     void (*exec)(struct resp_client *, struct kv_req *) = rs->ops->exec;
     int64_t now = util_now_ms();
     size_t out_before = buf_size(&c->wbuf);
+    c->read_want = 0;
     while (buf_size(&c->rbuf) > 0 && !cl->sess.quit && !cl->blocked && !cl->handoff &&
            !(c->flags & (NET_F_CLOSING | NET_F_DEAD))) {
         /* Output over the high mark, sent or held: wait for on_drain (or a
@@ -46,6 +47,9 @@ static void client_process(struct resp_client *cl)
                 net_conn_abort(c, "query buffer limit");
                 return;
             }
+            /* A large argument is on its way: have the read path size the
+             * buffer for it once (never past the query buffer limit). */
+            c->read_want = cl->parser.want < ks->qbuf_max ? cl->parser.want : ks->qbuf_max;
             break;
         }
         if (n < 0) {

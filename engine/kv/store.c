@@ -244,6 +244,7 @@ void store_clear(struct store *s)
     s->rehash = -1;
     s->count = 0;
     s->ohead = s->otail = NULL;
+    s->reserved = 0;
 }
 
 void store_free(struct store *s) { store_clear(s); }
@@ -310,6 +311,7 @@ static void start_rehash(struct store *s, size_t size)
     if (table_alloc(s, &s->t[1], size) < 0)
         return; /* keep going at a worse load; retried on the next change */
     s->rehash = 0;
+    s->resizes++;
 }
 
 void store_maybe_resize(struct store *s)
@@ -319,10 +321,45 @@ void store_maybe_resize(struct store *s)
     size_t size = s->t[0].size;
     if (size == 0)
         return;
+    if (s->reserved && s->count >= s->reserved)
+        s->reserved = 0; /* filled: normal sizing from here on */
     if (s->count >= size)
         start_rehash(s, size * 2);
-    else if (size > STORE_MIN_SIZE && s->count * 8 < size)
+    else if (size > STORE_MIN_SIZE && s->count * 8 < size && !s->reserved)
         start_rehash(s, next_pow2(s->count));
+}
+
+int store_reserve(struct store *s, size_t n)
+{
+    s->reserved = n;
+    if (n == 0)
+        return 0;
+    /* A resize starts when count reaches size; never below what is in. */
+    size_t want = next_pow2((n > s->count ? n : s->count) + 1);
+    if (s->t[0].size >= want && s->rehash < 0)
+        return 0;
+    struct store_table nt;
+    if (table_alloc(s, &nt, want) < 0) {
+        s->reserved = 0;
+        return -1;
+    }
+    for (int k = 0; k < 2; k++) {
+        struct store_table *t = &s->t[k];
+        for (size_t i = 0; i < t->size; i++) {
+            for (struct store_entry *e = t->b[i], *next; e; e = next) {
+                next = e->next;
+                size_t j = store_hash(s, store_key(e), store_klen(e)) & (want - 1);
+                e->next = nt.b[j];
+                nt.b[j] = e;
+            }
+        }
+        mem_free(&s->mem, t->b);
+        t->b = NULL;
+        t->size = 0;
+    }
+    s->t[0] = nt;
+    s->rehash = -1;
+    return 0;
 }
 
 /* The pointer that references e in its chain (bucket head or predecessor's

@@ -72,6 +72,10 @@ struct store {
     int64_t base_ms;           /* wall clock that store clock 0 stands for */
     int resize_allowed;        /* tests may turn automatic resizing off */
     uint64_t expired;          /* keys removed because their TTL passed */
+    uint64_t resizes;          /* table resizes started (each an incremental rehash) */
+    /* Keys store_reserve made room for: until that many are in, the table
+     * does not shrink (a load that starts empty keeps its presized table). */
+    size_t reserved;
     /* A replica keeps expired keys until its primary deletes them: lookups
      * hide them, nothing here removes them (no lazy or active expiry). */
     int keep_expired;
@@ -191,6 +195,12 @@ uint64_t store_scan(struct store *s, uint64_t cursor, store_visit_fn fn, void *c
 void store_foreach(struct store *s, store_visit_fn fn, void *ctx);
 /* Moves up to n buckets of a pending rehash; returns 1 if more remain. */
 int store_rehash_step(struct store *s, int n);
+/* Sizes the table for n keys at once, so inserting up to n keys starts no
+ * rehash (a snapshot load knows its key count). A pending rehash is
+ * finished first; the entries are moved in one pass (cheap when empty,
+ * which is the case it is for). n 0 ends a reservation. 0, or -1 when
+ * memory runs out (the table is unchanged: still usable, just unsized). */
+int store_reserve(struct store *s, size_t n);
 /* Starts a resize if the load calls for one (done automatically on insert
  * and delete; the cron calls it too). */
 void store_maybe_resize(struct store *s);

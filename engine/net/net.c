@@ -34,17 +34,62 @@ static void conn_release(struct net_conn *c);
 static char *block_cache[NET_BLOCK_CACHE];
 static int block_cached;
 
-static int rbuf_take_block(struct buf *b)
+/* Grows b's block to exactly `cap` bytes (cap > what it holds), moving
+ * the unread bytes to the front. A pooled block goes back to the pool. */
+static int rbuf_grow_exact(struct buf *b, size_t cap)
+{
+    size_t used = buf_size(b);
+    char *p = malloc(cap);
+    if (!p)
+        return -1;
+    if (used)
+        memcpy(p, b->data + b->off, used);
+    if (b->cap == NET_READ_CHUNK && block_cached < NET_BLOCK_CACHE)
+        block_cache[block_cached++] = b->data;
+    else
+        free(b->data);
+    b->data = p;
+    b->off = 0;
+    b->len = used;
+    b->cap = cap;
+    return 0;
+}
+
+/* Room for the next read. When the service said how much its next message
+ * needs (`want`, counted from the unread front) and that is more than a
+ * read chunk away, the block is sized for it in one step; otherwise at
+ * least a chunk of room, as usual. */
+static int rbuf_make_room(struct buf *b, size_t want)
+{
+    size_t used = buf_size(b);
+    if (want > used && want - used > NET_READ_CHUNK) {
+        size_t target = want;
+        if (target > NET_READ_PRESIZE && target > 2 * used)
+            target = used * 2 > NET_READ_PRESIZE ? used * 2 : NET_READ_PRESIZE;
+        if (b->cap - b->off >= target) {
+            if (b->cap - b->len < target - used) { /* room only at the front */
+                memmove(b->data, b->data + b->off, used);
+                b->off = 0;
+                b->len = used;
+            }
+            return 0;
+        }
+        return rbuf_grow_exact(b, target);
+    }
+    return buf_reserve(b, NET_READ_CHUNK);
+}
+
+static int rbuf_take_block(struct buf *b, size_t want)
 {
     if (b->data)
-        return buf_reserve(b, NET_READ_CHUNK);
+        return rbuf_make_room(b, want);
     char *p = block_cached ? block_cache[--block_cached] : malloc(NET_READ_CHUNK);
     if (!p)
         return -1;
     b->data = p;
     b->off = b->len = 0;
     b->cap = NET_READ_CHUNK;
-    return 0;
+    return want > NET_READ_CHUNK ? rbuf_make_room(b, want) : 0;
 }
 
 /* Gives an emptied read buffer's block back (a grown one to the system). */
@@ -326,7 +371,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct net_conn *c = w->data;
-    if (rbuf_take_block(&c->rbuf) < 0) {
+    if (rbuf_take_block(&c->rbuf, c->read_want) < 0) {
         conn_teardown(c, "out of memory");
         return;
     }

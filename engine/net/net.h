@@ -63,11 +63,22 @@ struct net_conn {
     struct buf rbuf, wbuf;
     size_t read_max;           /* 0: unbounded (the service must bound it) */
     size_t write_high;         /* stop reading above this many unsent bytes */
+    /* Set by the service when it knows how many bytes rbuf must hold for
+     * its next message to complete (a large argument whose length header
+     * arrived); 0 when it does not. The read path then grows rbuf once to
+     * that size (at most doubling what arrived past NET_READ_PRESIZE)
+     * instead of growing by doubling with a copy at every step. */
+    size_t read_want;
     const struct net_conn_ops *ops;
     void *data;                /* the service's per-connection state */
     struct net_listener *listener;
     char peer[64];             /* "ip:port" of the other end */
 };
+
+/* Up to this many bytes are reserved for a declared message at once; past
+ * it, the reservation grows with what actually arrives (so a peer cannot
+ * make the node allocate a large size by only announcing it). */
+#define NET_READ_PRESIZE (1024u * 1024)
 
 /* Accepted connections are created with `ops` and `data`; on_accept may
  * replace c->data and adjust limits. Returning -1 closes the new connection. */

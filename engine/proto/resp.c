@@ -22,6 +22,7 @@ void resp_parser_reset(struct resp_parser *p)
     p->nargs = 0;
     p->pos = 0;
     p->argc = 0;
+    p->want = 0;
     if (p->cap > 1024) {
         free(p->argv);
         free(p->argl);
@@ -56,6 +57,7 @@ static ssize_t fail(struct resp_parser *p, const char *msg)
     p->in_multibulk = 0;
     p->pos = 0;
     p->argc = 0;
+    p->want = 0;
     return -1;
 }
 
@@ -154,6 +156,7 @@ static int read_len_line(const char *buf, size_t len, size_t pos, long long *out
 
 ssize_t resp_parse(struct resp_parser *p, char *buf, size_t len, const struct resp_limits *lim)
 {
+    p->want = 0;
     if (!p->in_multibulk) {
         p->argc = 0;
         if (len == 0)
@@ -192,8 +195,12 @@ ssize_t resp_parse(struct resp_parser *p, char *buf, size_t len, const struct re
             return too_long ? fail(p, "too big bulk count string") : -2;
         if (rc < 0 || blen < 0 || (unsigned long long)blen > lim->max_bulk)
             return fail(p, "invalid bulk length");
-        if (len - next < (size_t)blen + 2)
-            return -2; /* wait for the bytes; nothing is reserved for them */
+        if (len - next < (size_t)blen + 2) {
+            /* Wait for the bytes. Nothing is reserved here; the caller may
+             * use `want` to read them into one right-sized block. */
+            p->want = next + (size_t)blen + 2;
+            return -2;
+        }
         if (buf[next + blen] != '\r' || buf[next + blen + 1] != '\n')
             return fail(p, "expected CRLF after bulk data");
         if (grow_args(p, p->argc + 1) < 0)

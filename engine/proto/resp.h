@@ -5,8 +5,10 @@
  * ("GET k\r\n", with "…" and '…' quoting). Arguments point into the buffer
  * (no copy, no allocation per command); inline escapes are decoded in place.
  * Partial input is remembered, so a command that arrives in many reads is
- * not re-parsed from its start each time, and nothing is allocated for a
- * declared length until its bytes arrive.
+ * not re-parsed from its start each time. The parser allocates nothing for
+ * a declared length; it reports it (p->want) so that the reader can take a
+ * large argument into one block sized once, instead of growing its buffer
+ * by doubling and copying what arrived at every step.
  *
  * Returns the bytes the command used (argc may be 0 for an empty line or
  * "*0"), -2 when more input is needed, -1 on bad input with the error text
@@ -39,6 +41,10 @@ struct resp_parser {
     const char **argv;
     size_t *argl;
     size_t cap;
+    /* After a -2 inside a bulk whose length header has arrived: the bytes
+     * (from the start of the buffer) that complete that bulk, so the caller
+     * can make room for them in one step; 0 otherwise. */
+    size_t want;
     char err[128];
 };
 

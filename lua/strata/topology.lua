@@ -600,7 +600,7 @@ local function build_dsl(ctx)
       server_timeout = true, client_timeout = true, head_timeout = true, max_conns = true,
       max_header_size = true, max_headers = true, max_request_line = true, passive = true,
       slow_start = true, access_log = true,
-      tunnel_timeout = true,
+      tunnel_timeout = true, pool_idle_timeout = true, pool_max_idle = true,
     })
     -- access_log = { path = "var/access.log" | "stderr", format = "combined" | "json" }:
     -- a relative path is the topology folder's; the format is the balancer's to check.
@@ -626,6 +626,8 @@ local function build_dsl(ctx)
       client_timeout = ctx.duration(where, "client_timeout", spec.client_timeout),
       head_timeout = ctx.duration(where, "head_timeout", spec.head_timeout),
       tunnel_timeout = ctx.duration(where, "tunnel_timeout", spec.tunnel_timeout),
+      pool_idle_timeout = ctx.duration(where, "pool_idle_timeout", spec.pool_idle_timeout),
+      pool_max_idle = ctx.int(where, "pool_max_idle", spec.pool_max_idle),
       slow_start = ctx.duration(where, "slow_start", spec.slow_start),
       max_conns = ctx.int(where, "max_conns", spec.max_conns),
       max_header_size = ctx.size(where, "max_header_size", spec.max_header_size),

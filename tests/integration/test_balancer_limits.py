@@ -120,3 +120,53 @@ def test_max_conns(strata, backends):
     a.close()
     wait_for(lambda: get(port, "/x")[0] == 200, what="a slot after closing one")
     c.close()
+
+
+def test_backend_pool_is_bounded_and_idles_out(strata, backends):
+    """At most pool_max_idle connections per backend wait in the pool, and
+    a pooled connection unused for pool_idle_timeout is closed."""
+    import threading
+    from balancer_util import lb_status
+    (b,) = backends(1)
+    port, admin = free_port(), free_port()
+    strata(balancer_topology(port, [b], admin=admin, pool_max_idle=2,
+                             pool_idle_timeout="500ms"), [port, admin])
+    # Four requests at once: four backend connections; two may stay pooled.
+    # Each client holds its own connection open until all four are answered.
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(4)]
+    results = []
+
+    def one(c):
+        c.request("GET", "/sleep?s=0.3")
+        results.append(c.getresponse().read())
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [b"slept\n"] * 4
+    be = lb_status(admin)["backends"][0]
+    assert be["idle"] <= 2, be
+    # Pooled connections idle out: the pool empties by itself.
+    wait_for(lambda: lb_status(admin)["backends"][0]["idle"] == 0 and
+             lb_status(admin)["backends"][0]["connections"] == 0, what="the pool to idle out")
+    # and a pooled connection is still used before it expires.
+    for c in conns:
+        c.close()
+    assert get(port, "/x")[0] == 200
+
+
+def test_pool_max_idle_zero_pools_nothing(strata, backends):
+    from balancer_util import lb_status
+    (b,) = backends(1)
+    port, admin = free_port(), free_port()
+    strata(balancer_topology(port, [b], admin=admin, pool_max_idle=0), [port, admin])
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(3):
+        c.request("GET", "/x")
+        assert c.getresponse().read() == b"web1\n"
+    wait_for(lambda: lb_status(admin)["backends"][0]["connections"] == 0,
+             what="every backend connection closed after its response")
+    assert lb_status(admin)["backends"][0]["idle"] == 0
+    c.close()

@@ -104,6 +104,25 @@ def test_many_arguments_and_large_values(node):
     assert r.set("big", value) is True and r.get("big") == value
 
 
+def test_large_values_pipelined_with_small_commands(node):
+    """Values around and past the sizes the read path treats differently
+    (one read chunk, one presized block, past the 1 MB presize bound), sent
+    in one pipeline between small commands, all arrive intact."""
+    port, _, r = node
+    sizes = [16 * 1024 - 40, 16 * 1024 + 1, 300000, 1024 * 1024 + 7, 3 * 1024 * 1024]
+    values = [os.urandom(n) for n in sizes]
+    p = r.pipeline(transaction=False)
+    for i, v in enumerate(values):
+        p.set(f"small{i}", "s")
+        p.set(f"big{i}", v)
+    p.set("after", "a")
+    assert all(x is True for x in p.execute())
+    for i, v in enumerate(values):
+        assert r.get(f"big{i}") == v, sizes[i]
+        assert r.get(f"small{i}") == b"s"
+    assert r.get("after") == b"a"
+
+
 def test_client_that_never_reads_does_not_stop_others(node):
     port, _, r = node
     hog = Raw(port)

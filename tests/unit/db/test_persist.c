@@ -5,6 +5,7 @@
  * Includes the log-truncation fault test: the log cut at 1,000 random
  * offsets always recovers, to exactly the records that were whole. */
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,7 +15,9 @@
 #include "crc32c.h"
 #include "log.h"
 #include "persist.h"
+#include "store.h"
 #include "tap.h"
+#include "util.h"
 
 struct toy {
     uint64_t n; /* next record expected */
@@ -57,7 +60,7 @@ static int toy_dump(void *arg, struct snapshot_writer *w)
     return snapshot_writer_add(w, "n", 1, v, (size_t)n, 0);
 }
 
-static const struct persist_ops toy_ops = {toy_load, toy_apply, toy_dump};
+static const struct persist_ops toy_ops = {toy_load, toy_apply, toy_dump, NULL};
 
 static char dir[256];
 
@@ -295,12 +298,138 @@ static void test_compaction_trigger(void)
     char err[512] = "";
     open_toy(&p, &t, err, sizeof err);
     p.compact_min = 4096;
-    ok(!persist_should_compact(&p), "an empty log needs no compaction");
+    int64_t now = util_now_ms();
+    ok(!persist_should_compact(&p, now), "an empty log needs no compaction");
     put_records(&p, &t, 100);
-    ok(persist_should_compact(&p), "past compact_min it does");
+    ok(persist_should_compact(&p, now), "past compact_min it does");
     persist_save(&p, err, sizeof err);
-    ok(!persist_should_compact(&p), "after a snapshot it does not");
+    ok(!persist_should_compact(&p, now), "after a snapshot it does not");
+
+    /* The log written while a BGSAVE runs is not held against the next
+     * compaction: right after one, no other starts, however long ago. */
+    pid_t pid = persist_bgsave(&p, err, sizeof err);
+    ok(pid > 0, "bgsave started: %s", err);
+    put_records(&p, &t, 200); /* written "during" the child's run */
+    int st;
+    waitpid(pid, &st, 0);
+    int64_t before = util_now_ms();
+    persist_bgsave_done(&p, st);
+    ok(p.last_bgsave_ok && persist_log_bytes(&p) >= p.compact_min,
+       "after the bgsave the log since the snapshot is past compact_min (%llu bytes)",
+       (unsigned long long)persist_log_bytes(&p));
+    is_int(p.compact_base, persist_log_bytes(&p), "that log is the base of the next trigger");
+    ok(!persist_should_compact(&p, INT64_MAX), "no compaction for the log the last one missed");
+    /* Spaced: grown enough, but not before the gap after the last one. */
+    ok(p.compact_after_ms >= before + PERSIST_COMPACT_GAP_MS, "a gap after a compaction");
+    put_records(&p, &t, 100);
+    ok(!persist_should_compact(&p, p.compact_after_ms - 1), "grown, but inside the gap: no");
+    ok(persist_should_compact(&p, p.compact_after_ms), "grown, after the gap: yes");
+
+    /* A failed one is retried only after PERSIST_COMPACT_RETRY_MS. */
+    pid = persist_bgsave(&p, err, sizeof err);
+    waitpid(pid, &st, 0);
+    before = util_now_ms();
+    persist_bgsave_done(&p, 1 << 8); /* as if the child had exited with 1 */
+    ok(!p.last_bgsave_ok && p.compact_after_ms >= before + PERSIST_COMPACT_RETRY_MS,
+       "a failure waits before the retry");
+    put_records(&p, &t, 100);
+    ok(!persist_should_compact(&p, p.compact_after_ms - 1) &&
+           persist_should_compact(&p, p.compact_after_ms),
+       "and retries after it");
     persist_close(&p);
+}
+
+/* A store-backed keyspace: the snapshot path loads into a real table. */
+static int kv_load(void *arg, const char *k, size_t kl, const char *v, size_t vl, int64_t x,
+                   char *err, size_t errlen)
+{
+    if (!store_insert(arg, k, kl, v, vl, x, 1000)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+static int kv_apply(void *arg, const unsigned char *p, size_t n, char *err, size_t errlen)
+{
+    (void)arg, (void)p, (void)n;
+    snprintf(err, errlen, "no log records expected");
+    return -1;
+}
+struct kv_dump_ctx {
+    struct snapshot_writer *w;
+    int rc;
+};
+static void kv_dump_one(void *ctx, struct store_entry *e)
+{
+    struct kv_dump_ctx *d = ctx;
+    if (d->rc == 0)
+        d->rc = snapshot_writer_add(d->w, store_key(e), store_klen(e), store_val(e), store_vlen(e),
+                                    store_expire(e));
+}
+static int kv_dump(void *arg, struct snapshot_writer *w)
+{
+    struct kv_dump_ctx d = {w, 0};
+    store_foreach(arg, kv_dump_one, &d);
+    return d.rc;
+}
+static int reserve_calls;
+static void kv_reserve(void *arg, uint64_t nkeys)
+{
+    reserve_calls++;
+    store_reserve(arg, (size_t)nkeys);
+}
+static const struct persist_ops kv_ops = {kv_load, kv_apply, kv_dump, kv_reserve};
+static const struct persist_ops kv_ops_unsized = {kv_load, kv_apply, kv_dump, NULL};
+
+/* A snapshot of N keys loads into a table sized once from its key count:
+ * no incremental rehash starts, and the table is the smallest that holds
+ * N keys. Without the hint the same load resizes many times. */
+static void test_snapshot_presizes(void)
+{
+    rm_rf();
+    enum { N = 50000 };
+    char err[512] = "";
+    struct store src;
+    store_init(&src, 1, 1000);
+    for (int i = 0; i < N; i++) {
+        char k[32];
+        int kl = snprintf(k, sizeof k, "key:%d", i);
+        store_insert(&src, k, (size_t)kl, k, (size_t)kl, 0, 1000);
+    }
+    struct persist p;
+    ok(persist_open(&p, dir, WAL_FSYNC_NO, &kv_ops, &src, err, sizeof err) == 0, "open: %s", err);
+    ok(persist_save(&p, err, sizeof err) == 0, "snapshot of %d keys: %s", N, err);
+    persist_close(&p);
+
+    struct store dst;
+    store_init(&dst, 2, 1000);
+    reserve_calls = 0;
+    ok(persist_open(&p, dir, WAL_FSYNC_NO, &kv_ops, &dst, err, sizeof err) == 0, "reload: %s",
+       err);
+    is_int(p.loaded_keys, N, "every key loaded");
+    is_int(dst.count, N, "the store holds them");
+    is_int(reserve_calls, 2, "sized before the load, released after it");
+    is_int(dst.resizes, 0, "no rehash during the load");
+    is_int(store_buckets(&dst), 65536, "one table, the smallest holding N keys");
+    is_int(dst.reserved, 0, "the reservation ended with the load");
+    ok(store_find(&dst, "key:49999", 9) != NULL, "keys are found");
+    persist_close(&p);
+
+    struct store plain;
+    store_init(&plain, 3, 1000);
+    ok(persist_open(&p, dir, WAL_FSYNC_NO, &kv_ops_unsized, &plain, err, sizeof err) == 0,
+       "reload without the hint: %s", err);
+    ok(plain.count == N && plain.resizes > 5, "without it the table resized %llu times",
+       (unsigned long long)plain.resizes);
+    persist_close(&p);
+
+    /* A reservation on a non-empty store never shrinks it. */
+    store_reserve(&plain, 10);
+    ok(store_buckets(&plain) >= N && store_find(&plain, "key:7", 5), "reserve below count: kept");
+    store_reserve(&plain, 0);
+    store_free(&plain);
+    store_free(&dst);
+    store_free(&src);
 }
 
 int main(void)
@@ -315,6 +444,7 @@ int main(void)
     test_corruption_refused();
     test_snapshots();
     test_compaction_trigger();
+    test_snapshot_presizes();
     rm_rf();
     return tap_done();
 }

@@ -85,6 +85,30 @@ static void cl_close(struct net_conn *c, const char *why)
 static const struct net_conn_ops client_ops = {
     .on_read = cl_read, .on_connect = cl_connect, .on_timeout = cl_timeout, .on_close = cl_close};
 
+/* Sized server: announces (read_want) that its message is `msg` bytes
+ * long; once `reply_at` bytes are in, it notes the read buffer's size,
+ * consumes everything and answers one byte. */
+static struct {
+    size_t msg, reply_at;
+    size_t caps_seen, last_cap, cap_at_reply;
+} sized;
+static void sized_read(struct net_conn *c)
+{
+    if (c->rbuf.cap != sized.last_cap) {
+        sized.caps_seen++;
+        sized.last_cap = c->rbuf.cap;
+    }
+    if (buf_size(&c->rbuf) < sized.reply_at) {
+        c->read_want = sized.msg;
+        return;
+    }
+    sized.cap_at_reply = c->rbuf.cap;
+    c->read_want = 0;
+    buf_consume(&c->rbuf, buf_size(&c->rbuf));
+    net_conn_write(c, "K", 1);
+}
+static const struct net_conn_ops sized_ops = {.on_read = sized_read, .on_close = echo_close};
+
 static void guard_cb(struct ev_loop *l, ev_timer *w, int revents) { ev_break(l, EVBREAK_ALL); }
 
 static void run_until_break(void)
@@ -164,10 +188,38 @@ int main(void)
     ok(t.timed_out, "deadline fired");
     is_str(t.close_why, "test timeout", "closed by the timeout handler");
 
+    /* A message whose size the service announced is read into one block
+     * of exactly that size: the first read takes a pooled chunk, the next
+     * grows it once, never by doubling. */
+    struct net_listener *sl2 =
+        net_listen(loop, "127.0.0.1:0", 0, &sized_ops, NULL, NULL, err, sizeof err);
+    struct sockaddr_storage ss3;
+    util_parse_addr(sl2->addr, &ss3, &sl, err, sizeof err);
+    sized.msg = sized.reply_at = 300000;
+    struct client big = {.send = 300000, .want = 1, .keep_open = 1};
+    c = net_connect(loop, (struct sockaddr *)&ss3, sl, &client_ops, &big);
+    run_until_break();
+    is_int(big.got, 1, "sized: the whole message arrived");
+    is_int(sized.cap_at_reply, 300000, "sized: read into a block of exactly its size");
+    ok(sized.caps_seen <= 2, "sized: the buffer grew at most once (%zu sizes)", sized.caps_seen);
+    net_conn_abort(c, "test done");
+
+    /* An announced size is not trusted far ahead of the bytes: past
+     * NET_READ_PRESIZE the block only doubles what arrived. */
+    sized = (__typeof__(sized)){.msg = 64u << 20, .reply_at = 100000};
+    struct client ann = {.send = 100000, .want = 1, .keep_open = 1};
+    c = net_connect(loop, (struct sockaddr *)&ss3, sl, &client_ops, &ann);
+    run_until_break();
+    is_int(ann.got, 1, "announced: the bytes arrived");
+    is_int(sized.cap_at_reply, NET_READ_PRESIZE, "announced: 64 MB declared, 1 MB reserved");
+    net_conn_abort(c, "test done");
+
     /* Let the server notice the closed clients. */
-    for (int i = 0; i < 50 && server_closed < 4; i++)
+    for (int i = 0; i < 50 && server_closed < 6; i++)
         ev_run(loop, EVRUN_NOWAIT | EVRUN_ONCE);
     is_int(l->nconns, 0, "server connections all released");
+    is_int(sl2->nconns, 0, "sized server connections all released");
+    net_listener_close(sl2);
     net_listener_close(l);
     ev_loop_destroy(loop);
     return tap_done();

@@ -57,6 +57,14 @@ static void test_multibulk(void)
     ok(rc == 5 && p.argc == 0, "*-1 is an empty command");
     rc = parse(&p, "*1\r\n$0\r\n\r\n", buf);
     ok(rc == 10 && p.argc == 1 && p.argl[0] == 0, "empty argument");
+    /* A partial bulk with its header in says how many bytes complete it. */
+    rc = parse(&p, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$300000\r\nabc", buf);
+    ok(rc == -2 && p.want == 4 + 9 + 7 + 9 + 300000 + 2, "want: bytes that complete the bulk (%zu)",
+       p.want);
+    rc = parse(&p, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$30", buf);
+    ok(rc == -2 && p.want == 0, "want: 0 while the length header is incomplete");
+    resp_parser_reset(&p);
+    ok(p.want == 0, "want: cleared by a reset");
     resp_parser_free(&p);
 }
 
