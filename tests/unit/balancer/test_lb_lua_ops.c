@@ -114,8 +114,11 @@ int main(void)
             if (!first_why[0] && last_why[0])
                 snprintf(first_why, sizeof first_why, "%s", last_why);
         }
-        ok(answered == 8 && fallbacks > 0 && strstr(first_why, evil[i].name) &&
-               strstr(first_why, evil[i].msg),
+        /* the instruction budget or, on a slow machine, the wall clock
+         * stops a loop first: either is the bypass stopped */
+        int why_ok = strstr(first_why, evil[i].msg) ||
+                     (strcmp(evil[i].msg, "budget") == 0 && strstr(first_why, "time limit"));
+        ok(answered == 8 && fallbacks > 0 && strstr(first_why, evil[i].name) && why_ok,
            "%s: every pick answered, the fallback used, the reason logged: %s", evil[i].name,
            first_why);
         ok(util_mono_us() - t0 < 5000000, "%s: in bounded time", evil[i].name);
