@@ -30,4 +30,27 @@ void util_format_addr(const struct sockaddr *sa, char *out, size_t n);
 int64_t util_now_ms(void);   /* wall clock, ms since the epoch */
 int64_t util_mono_us(void);  /* monotonic, us */
 
+/* Little-endian integers in on-disk and on-wire headers (log records,
+ * snapshots, stream frames). */
+static inline void util_put_le32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+static inline uint32_t util_get_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline void util_put_le64(unsigned char *p, uint64_t v)
+{
+    util_put_le32(p, (uint32_t)v);
+    util_put_le32(p + 4, (uint32_t)(v >> 32));
+}
+static inline uint64_t util_get_le64(const unsigned char *p)
+{
+    return util_get_le32(p) | (uint64_t)util_get_le32(p + 4) << 32;
+}
+
 #endif

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "util.h"
 #include "datadir.h"
 #include "mpk.h"
 #include "wal.h"
@@ -20,48 +21,32 @@ static const char MAGIC[8] = {'S', 'T', 'R', 'A', 'T', 'S', 'N', 'P'};
 #define REC_ENTRIES 1
 #define REC_END 2
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static void put64(unsigned char *p, uint64_t v)
-{
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
-}
-static uint64_t get64(const unsigned char *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
-
 static void encode_header(unsigned char *b, const struct snapshot_hdr *h)
 {
     memset(b, 0, SNAPSHOT_HDR);
     memcpy(b, MAGIC, 8);
-    put32(b + 8, VERSION);
-    put64(b + 16, h->id);
-    put64(b + 24, h->offset);
-    put64(b + 32, (uint64_t)h->created_ms);
-    put32(b + 44, crc32c_mask(crc32c(0, b, 44)));
+    util_put_le32(b + 8, VERSION);
+    util_put_le64(b + 16, h->id);
+    util_put_le64(b + 24, h->offset);
+    util_put_le64(b + 32, (uint64_t)h->created_ms);
+    util_put_le32(b + 44, crc32c_mask(crc32c(0, b, 44)));
 }
 
 static int decode_header(const unsigned char *b, struct snapshot_hdr *h, const char *path,
                          char *err, size_t errlen)
 {
-    if (memcmp(b, MAGIC, 8) != 0 || get32(b + 44) != crc32c_mask(crc32c(0, b, 44))) {
+    if (memcmp(b, MAGIC, 8) != 0 || util_get_le32(b + 44) != crc32c_mask(crc32c(0, b, 44))) {
         snprintf(err, errlen, "snapshot '%s' has a damaged or foreign header", path);
         return -1;
     }
-    if (get32(b + 8) != VERSION) {
+    if (util_get_le32(b + 8) != VERSION) {
         snprintf(err, errlen, "snapshot '%s' has format version %u, this build reads %u", path,
-                 get32(b + 8), VERSION);
+                 util_get_le32(b + 8), VERSION);
         return -1;
     }
-    h->id = get64(b + 16);
-    h->offset = get64(b + 24);
-    h->created_ms = (int64_t)get64(b + 32);
+    h->id = util_get_le64(b + 16);
+    h->offset = util_get_le64(b + 24);
+    h->created_ms = (int64_t)util_get_le64(b + 32);
     return 0;
 }
 

@@ -19,24 +19,6 @@
 
 static const char FILE_MAGIC[8] = {'S', 'T', 'R', 'A', 'T', 'L', 'O', 'G'};
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-    p[2] = (unsigned char)(v >> 16);
-    p[3] = (unsigned char)(v >> 24);
-}
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static void put64(unsigned char *p, uint64_t v)
-{
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
-}
-static uint64_t get64(const unsigned char *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
-
 int wal_fsync_parse(const char *s)
 {
     if (strcmp(s, "always") == 0)
@@ -62,9 +44,9 @@ int wal_frame_append(struct buf *out, const void *payload, size_t n)
     if (buf_reserve(out, WAL_REC_HDR + n) < 0)
         return -1;
     unsigned char *h = (unsigned char *)buf_tail(out);
-    put32(h, (uint32_t)n);
-    put32(h + 4, crc32c_mask(crc32c(0, payload, n)));
-    put32(h + 8, crc32c_mask(crc32c(0, h, 8)));
+    util_put_le32(h, (uint32_t)n);
+    util_put_le32(h + 4, crc32c_mask(crc32c(0, payload, n)));
+    util_put_le32(h + 8, crc32c_mask(crc32c(0, h, 8)));
     memcpy(h + WAL_REC_HDR, payload, n);
     buf_commit(out, WAL_REC_HDR + n);
     return 0;
@@ -73,7 +55,7 @@ int wal_frame_append(struct buf *out, const void *payload, size_t n)
 /* 1 when the 12-byte header at h is intact. */
 static int header_ok(const unsigned char *h)
 {
-    return get32(h + 8) == crc32c_mask(crc32c(0, h, 8)) && get32(h) <= WAL_MAX_RECORD;
+    return util_get_le32(h + 8) == crc32c_mask(crc32c(0, h, 8)) && util_get_le32(h) <= WAL_MAX_RECORD;
 }
 
 ssize_t wal_frame_parse(const void *p, size_t n, const unsigned char **payload, size_t *plen)
@@ -83,10 +65,10 @@ ssize_t wal_frame_parse(const void *p, size_t n, const unsigned char **payload, 
         return -2;
     if (!header_ok(h))
         return -1;
-    size_t len = get32(h);
+    size_t len = util_get_le32(h);
     if (n - WAL_REC_HDR < len)
         return -2;
-    if (get32(h + 4) != crc32c_mask(crc32c(0, h + WAL_REC_HDR, len)))
+    if (util_get_le32(h + 4) != crc32c_mask(crc32c(0, h + WAL_REC_HDR, len)))
         return -1;
     *payload = h + WAL_REC_HDR;
     *plen = len;
@@ -223,9 +205,9 @@ static void file_header(unsigned char h[WAL_FILE_HDR], uint64_t id, uint64_t sta
 {
     memset(h, 0, WAL_FILE_HDR);
     memcpy(h, FILE_MAGIC, 8);
-    put64(h + 8, id);
-    put64(h + 16, start);
-    put32(h + 24, crc32c_mask(crc32c(0, h, 24)));
+    util_put_le64(h + 8, id);
+    util_put_le64(h + 16, start);
+    util_put_le32(h + 24, crc32c_mask(crc32c(0, h, 24)));
 }
 
 int wal_read_segment(const char *path, wal_record_fn fn, void *arg, struct wal_seg_read *r,
@@ -256,7 +238,7 @@ int wal_read_segment(const char *path, wal_record_fn fn, void *arg, struct wal_s
         close(fd);
         return -1;
     }
-    if (memcmp(h, FILE_MAGIC, 8) != 0 || get32(h + 24) != crc32c_mask(crc32c(0, h, 24))) {
+    if (memcmp(h, FILE_MAGIC, 8) != 0 || util_get_le32(h + 24) != crc32c_mask(crc32c(0, h, 24))) {
         if (all_zero(h, sizeof h) && r->file_size == WAL_FILE_HDR) {
             close(fd);
             r->short_header = 1;
@@ -266,8 +248,8 @@ int wal_read_segment(const char *path, wal_record_fn fn, void *arg, struct wal_s
         close(fd);
         return -1;
     }
-    r->id = get64(h + 8);
-    r->start = get64(h + 16);
+    r->id = util_get_le64(h + 8);
+    r->start = util_get_le64(h + 16);
     size_t len = r->file_size - WAL_FILE_HDR;
     if (len == 0) {
         close(fd);

@@ -6,29 +6,17 @@
 #include <string.h>
 
 #include "crc32c.h"
+#include "util.h"
 #include "mpk.h"
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-    p[2] = (unsigned char)(v >> 16);
-    p[3] = (unsigned char)(v >> 24);
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 int stream_frame_append(struct buf *out, const void *payload, size_t n)
 {
     if (n > STREAM_FRAME_MAX || buf_reserve(out, STREAM_FRAME_HDR + n) < 0)
         return -1;
     unsigned char *h = (unsigned char *)buf_tail(out);
-    put32(h, (uint32_t)n);
-    put32(h + 4, crc32c_mask(crc32c(0, payload, n)));
-    put32(h + 8, crc32c_mask(crc32c(0, h, 8)));
+    util_put_le32(h, (uint32_t)n);
+    util_put_le32(h + 4, crc32c_mask(crc32c(0, payload, n)));
+    util_put_le32(h + 8, crc32c_mask(crc32c(0, h, 8)));
     memcpy(h + STREAM_FRAME_HDR, payload, n);
     buf_commit(out, STREAM_FRAME_HDR + n);
     return 0;
@@ -39,14 +27,14 @@ ssize_t stream_frame_parse(const void *p, size_t n, const unsigned char **payloa
     const unsigned char *h = p;
     if (n < STREAM_FRAME_HDR)
         return -2;
-    if (get32(h + 8) != crc32c_mask(crc32c(0, h, 8)))
+    if (util_get_le32(h + 8) != crc32c_mask(crc32c(0, h, 8)))
         return -1;
-    uint32_t len = get32(h);
+    uint32_t len = util_get_le32(h);
     if (len > STREAM_FRAME_MAX)
         return -1;
     if (n - STREAM_FRAME_HDR < len)
         return -2;
-    if (get32(h + 4) != crc32c_mask(crc32c(0, h + STREAM_FRAME_HDR, len)))
+    if (util_get_le32(h + 4) != crc32c_mask(crc32c(0, h + STREAM_FRAME_HDR, len)))
         return -1;
     *payload = h + STREAM_FRAME_HDR;
     *plen = len;
