@@ -498,7 +498,8 @@ local function build_dsl(ctx)
     if type(spec.primary) ~= "table" then
       fail(where, "strata.db needs primary = { node = ..., listen = ..., dir = ... }")
     end
-    local db_fields = { node = true, listen = true, dir = true, fsync = true, replica_of = true }
+    local db_fields = { node = true, listen = true, dir = true, fsync = true, replica_of = true,
+                        via = true }
     local function one(t, what, role)
       ctx.check_fields(where, what, t, db_fields)
       local node = ctx.node_name(where, what .. " node", t.node)
@@ -530,8 +531,11 @@ local function build_dsl(ctx)
     for i, r in ipairs(spec.replicas or {}) do
       local cfg = one(r, string.format("db replica %d", i), "replica")
       cfg.replica_of = r.replica_of or primary.node
+      -- `via`: the address this replica dials to reach its upstream, when
+      -- something stands between them (a proxy, a NAT); its listen otherwise
+      local via = r.via ~= nil and ctx.addr(where, string.format("db replica %d via", i), r.via)
       ctx.refs[#ctx.refs + 1] = { name = cfg.replica_of, kind = "db", where = where,
-                                  what = "replica_of", fill = cfg }
+                                  what = "replica_of", fill = cfg, via = via or nil }
       obj.replicas[i] = { node = cfg.node, addr = cfg.listen }
     end
     local reads = spec.reads or "primary"
@@ -735,7 +739,7 @@ local function finish(ctx)
         r.fill.addr = svc.listen
       elseif r.what == "replica_of" then
         if svc == r.fill then fail(r.where, "db node '%s' cannot replicate itself", r.name) end
-        r.fill.replica_of_addr = svc.listen
+        r.fill.replica_of_addr = r.via or svc.listen
       end
     end
   end

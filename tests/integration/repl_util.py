@@ -16,7 +16,7 @@ class Cluster:
     follows (default: the primary)."""
 
     def __init__(self, strata, tmp_path, replicas=1, replica_of=None, fields="",
-                 password=None, fsync="everysec", admin=False):
+                 password=None, fsync="everysec", admin=False, via=None):
         self.strata = strata
         self.tmp = tmp_path
         self.password = password
@@ -26,6 +26,8 @@ class Cluster:
         reps = []
         for n in self.names[1:]:
             extra = ', replica_of = "%s"' % replica_of[n] if n in replica_of else ""
+            if via and n in via:
+                extra += ', via = "%s"' % via[n]
             reps.append('{ node = "%s", listen = "127.0.0.1:%d", dir = "%s", fsync = "%s"%s }'
                         % (n, self.ports[n], tmp_path / n, fsync, extra))
         pw = ', password = "%s"' % password if password else ""

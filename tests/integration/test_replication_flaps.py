@@ -1,0 +1,46 @@
+"""A replication link that keeps breaking under load (tools/faultproxy
+between a replica and its primary, cutting every link every second) is
+mended by partial resyncs only, and the replica ends with the primary's
+data."""
+import os
+import subprocess
+import sys
+import threading
+
+from conftest import ROOT, SLOW, free_port, wait_for
+from repl_util import Cluster, digest
+
+
+def test_a_flapping_link_resyncs_partially_and_converges(strata, tmp_path):
+    proxy_port = free_port()
+    c = Cluster(strata, tmp_path, replicas=1, via={"db2": "127.0.0.1:%d" % proxy_port})
+    proxy = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "faultproxy"),
+                              "--listen", "127.0.0.1:%d" % proxy_port,
+                              "--to", "127.0.0.1:%d" % c.ports["db1"], "--cut-every", "1"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout.readline().strip() == "listening"
+        cuts = []
+        threading.Thread(target=lambda: [cuts.append(l) for l in proxy.stdout],
+                         daemon=True).start()
+        c.start_all()
+        c.wait_online("db2")
+        r = c.client("db1")
+        # Writes through several cuts (each one drops the link mid-stream).
+        n = 0
+        while len(cuts) < 5:
+            pipe = r.pipeline(transaction=False)
+            for _ in range(200):
+                pipe.set("k%d" % (n % 5000), "v%d" % n)
+                n += 1
+            pipe.execute()
+            assert n < 5_000_000 * SLOW, "the proxy never cut"
+        c.wait_converged("db2")
+        assert digest(c.client("db2")) == digest(r)
+        info = c.repl("db1")
+        assert info["sync_full"] == 1, info          # only the first attach
+        assert info["sync_partial_ok"] >= 3, info    # the cuts were mended from the backlog
+        assert info["sync_partial_err"] == 0, info
+    finally:
+        proxy.terminate()
+        proxy.wait()
