@@ -13,6 +13,7 @@
 #include "datadir.h"
 #include "keyspace.h"
 #include "log.h"
+#include "stream_follower.h" /* the replication id as text */
 #include "util.h"
 
 #include <sys/stat.h>
@@ -27,27 +28,6 @@
 #define PROGRESS_BYTES (64ull * 1024 * 1024)
 
 static const struct resp_limits link_limits = {64 * 1024, 8, 64 * 1024};
-
-void repl_id_format(uint64_t id, char *out, size_t n)
-{
-    snprintf(out, n, "%016" PRIx64, id);
-}
-
-int repl_id_parse(const char *s, size_t n, uint64_t *out)
-{
-    if (n != 16)
-        return -1;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0)
-            return -1;
-        v = v << 4 | (uint64_t)d;
-    }
-    *out = v;
-    return 0;
-}
 
 int repl_primary_init(struct repl_primary *rp, struct ev_loop *loop, const char *node,
                       struct store *store, size_t backlog_bytes, double timeout_s,
@@ -466,9 +446,9 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
     l->follower = argc > 6 && argl[6] == 8 && strncasecmp(argv[6], "follower", 8) == 0;
     l->attached_ms = l->last_ack_ms = l->last_send_ms = util_now_ms();
     uint64_t id = 0;
-    int ours = repl_id_parse(argv[1], argl[1], &id) == 0 && id == rp->replid;
+    int ours = stream_id_parse(argv[1], argl[1], &id) == 0 && id == rp->replid;
     char rid[24];
-    repl_id_format(rp->replid, rid, sizeof rid);
+    stream_id_format(rp->replid, rid, sizeof rid);
     int in_memory = ours && off >= 0 && backlog_covers(&rp->backlog, (uint64_t)off);
     if (in_memory || (ours && off >= 0 && disk_covers(rp, (uint64_t)off))) {
         rp->sync_partial_ok++;
@@ -622,7 +602,7 @@ void repl_primary_info(const struct repl_primary *rp, struct buf *b, int64_t now
         }
     }
     char rid[24];
-    repl_id_format(rp->replid, rid, sizeof rid);
+    stream_id_format(rp->replid, rid, sizeof rid);
     buf_printf(b,
                "master_replid:%s\r\nmaster_repl_offset:%llu\r\nrepl_backlog_active:1\r\n"
                "repl_backlog_size:%zu\r\nrepl_backlog_first_byte_offset:%llu\r\n"
@@ -641,7 +621,7 @@ void repl_primary_info(const struct repl_primary *rp, struct buf *b, int64_t now
 void repl_primary_status(const struct repl_primary *rp, struct buf *b, int64_t now_ms)
 {
     char rid[24];
-    repl_id_format(rp->replid, rid, sizeof rid);
+    stream_id_format(rp->replid, rid, sizeof rid);
     buf_printf(b,
                "\"replid\":\"%s\",\"repl_offset\":%llu,\"connected_replicas\":%d,"
                "\"connected_followers\":%d,\"good_replicas\":%d,\"sync_full\":%llu,\"sync_partial_ok\":%llu,"

@@ -156,8 +156,5 @@ int64_t repl_primary_max_lag_ms(const struct repl_primary *rp, int64_t now_ms);
 void repl_primary_info(const struct repl_primary *rp, struct buf *b, int64_t now_ms);
 /* "replicas":[...] and counters, for /status (no leading comma). */
 void repl_primary_status(const struct repl_primary *rp, struct buf *b, int64_t now_ms);
-/* Text of the replication id. */
-void repl_id_format(uint64_t id, char *out, size_t n);
-int repl_id_parse(const char *s, size_t n, uint64_t *out);
 
 #endif

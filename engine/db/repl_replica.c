@@ -15,6 +15,7 @@
 #include "datadir.h"
 #include "db_ops.h"
 #include "log.h"
+#include "stream_follower.h" /* the replication id as text */
 #include "repl_proto.h"
 #include "util.h"
 #include "wal.h"
@@ -234,20 +235,12 @@ static void send_ack(struct repl_replica *rr)
 /* One line of the handshake: 1 done with it, 0 need more, -1 failed. */
 static int handshake_line(struct repl_replica *rr, struct net_conn *c)
 {
-    const char *s = buf_head(&c->rbuf);
-    size_t n = buf_size(&c->rbuf);
-    const char *nl = memchr(s, '\n', n);
-    if (!nl) {
-        if (n > 1024)
-            link_fail(rr, "the upstream's answer is not a replication handshake");
-        return n > 1024 ? -1 : 0;
-    }
-    size_t len = (size_t)(nl - s);
-    if (len && s[len - 1] == '\r')
-        len--;
     char line[256];
-    snprintf(line, sizeof line, "%.*s", (int)(len < 255 ? len : 255), s);
-    buf_consume(&c->rbuf, (size_t)(nl - s) + 1);
+    int got = stream_handshake_line(&c->rbuf, line, sizeof line);
+    if (got < 0)
+        link_fail(rr, "the upstream's answer is not a replication handshake");
+    if (got <= 0)
+        return got;
     if (rr->auth_pending) {
         rr->auth_pending = 0;
         if (strcmp(line, "+OK") != 0) {
@@ -260,7 +253,7 @@ static int handshake_line(struct repl_replica *rr, struct net_conn *c)
     unsigned long long off;
     uint64_t id;
     if (sscanf(line, "+%15s %31s %llu", kind, idtxt, &off) != 3 ||
-        repl_id_parse(idtxt, strlen(idtxt), &id) < 0) {
+        stream_id_parse(idtxt, strlen(idtxt), &id) < 0) {
         link_fail(rr, "PSYNC refused by %s: %s", rr->upstream, line);
         return -1;
     }
@@ -372,7 +365,7 @@ static void link_on_connect(struct net_conn *c, int err)
         rr->auth_pending = 1;
     }
     char id[24], off[32], ver[8];
-    repl_id_format(rr->p->id, id, sizeof id);
+    stream_id_format(rr->p->id, id, sizeof id);
     snprintf(off, sizeof off, "%llu", (unsigned long long)rr->p->wal.end);
     snprintf(ver, sizeof ver, "%d", REPL_PROTO_VERSION);
     const char *args[] = {"PSYNC", id, off, ver, rr->node, rr->listen};

@@ -50,23 +50,30 @@ static void send_ack(struct stream_follower *sf)
     sf->acked = sf->offset;
 }
 
-/* One line of the handshake: 1 done with it, 0 need more, -1 failed. */
-static int handshake_line(struct stream_follower *sf, struct net_conn *c)
+int stream_handshake_line(struct buf *rbuf, char *line, size_t linelen)
 {
-    const char *s = buf_head(&c->rbuf);
-    size_t n = buf_size(&c->rbuf);
-    const char *nl = memchr(s, '\n', n);
-    if (!nl) {
-        if (n > 1024)
-            link_fail(sf, "the upstream's answer is not a replication handshake");
-        return n > 1024 ? -1 : 0;
-    }
+    const char *s = buf_head(rbuf);
+    size_t n = buf_size(rbuf);
+    const char *nl = n ? memchr(s, '\n', n) : NULL;
+    if (!nl)
+        return n > STREAM_HANDSHAKE_LINE_MAX ? -1 : 0;
     size_t len = (size_t)(nl - s);
     if (len && s[len - 1] == '\r')
         len--;
+    snprintf(line, linelen, "%.*s", (int)(len < linelen - 1 ? len : linelen - 1), s);
+    buf_consume(rbuf, (size_t)(nl - s) + 1);
+    return 1;
+}
+
+/* One line of the handshake: 1 done with it, 0 need more, -1 failed. */
+static int handshake_line(struct stream_follower *sf, struct net_conn *c)
+{
     char line[256];
-    snprintf(line, sizeof line, "%.*s", (int)(len < 255 ? len : 255), s);
-    buf_consume(&c->rbuf, (size_t)(nl - s) + 1);
+    int got = stream_handshake_line(&c->rbuf, line, sizeof line);
+    if (got < 0)
+        link_fail(sf, "the upstream's answer is not a replication handshake");
+    if (got <= 0)
+        return got;
     if (sf->auth_pending) {
         sf->auth_pending = 0;
         if (strcmp(line, "+OK") != 0) {

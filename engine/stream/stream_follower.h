@@ -95,6 +95,13 @@ int stream_follower_link_up(const struct stream_follower *sf);
 uint64_t stream_follower_lag_bytes(const struct stream_follower *sf);
 const char *stream_follower_state_name(const struct stream_follower *sf);
 
+/* The next line of a replication handshake ("+OK", "+CONTINUE ...") from
+ * rbuf, without its CRLF, cut to linelen - 1: 1 taken (consumed), 0 need
+ * more, -1 no line end within STREAM_HANDSHAKE_LINE_MAX bytes. Followers
+ * and replicas read their upstream's answers with it. */
+#define STREAM_HANDSHAKE_LINE_MAX 1024
+int stream_handshake_line(struct buf *rbuf, char *line, size_t linelen);
+
 /* Text of a replication id (16 hex digits) and back. */
 void stream_id_format(uint64_t id, char *out, size_t n);
 int stream_id_parse(const char *s, size_t n, uint64_t *out);
