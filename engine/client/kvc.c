@@ -171,7 +171,6 @@ static void link_lost(struct kvc_link *l, const char *why, int free_ctx);
 /* hiredis: a reply, or NULL when the context is going away. */
 static void wire_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
-    (void)ac;
     struct kvc_wire *w = privdata;
     w->hiredis_done = 1;
     if (w->failing)
@@ -179,7 +178,9 @@ static void wire_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
     struct kvc_link *l = w->link;
     if (!r && l) {
         /* The context dies: the link fails everything in flight now. */
-        link_lost(l, l->last_error[0] ? l->last_error : "down", 0);
+        char why[128];
+        snprintf(why, sizeof why, "%s", ac && ac->err && ac->errstr[0] ? ac->errstr : "link lost");
+        link_lost(l, why, 0);
         return; /* it was in the link's chain: answered and freed there */
     }
     wire_unlink(w);
@@ -260,9 +261,11 @@ static void link_lost(struct kvc_link *l, const char *why, int free_ctx)
     l->ac = NULL;
     l->state = KVC_LINK_DOWN;
     l->retry_at = now + l->retry_after;
-    char reason[128];
-    snprintf(reason, sizeof reason, "%s", why);
-    link_note_down(l, reason);
+    link_note_down(l, why);
+    /* Callers see "timeout", "closed" or "down"; the log has the detail. */
+    const char *reason = strcmp(why, "timeout") == 0 ? "timeout"
+                         : strcmp(why, "closed") == 0 ? "closed"
+                                                      : "down";
     /* Take the wires out of the link first: a retry their owners make
      * must not find them, and hiredis may call them back below. */
     struct kvc_wire *w = l->head;
