@@ -24,7 +24,9 @@
  * OPS operations one after another on KEYS shared keys: INCR (a write,
  * whose answer is the key's new count: its place in the primary's order)
  * or GET; a GET that answers less than the session's own last INCR of that
- * key is a violation. */
+ * key is a violation. With KVC_PROBE_NO_SESSIONS=1 in the environment its
+ * calls carry no session: a negative control, under which a lagging
+ * replica does show violations. */
 #include <ev.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -194,7 +196,8 @@ static void ryw_next(struct ryw_sess *x)
     snprintf(x->keyname, sizeof x->keyname, "ryw:%d", x->key);
     const char *argv[2] = {x->is_write ? "INCR" : "GET", x->keyname};
     size_t argl[2] = {x->is_write ? 4 : 3, strlen(x->keyname)};
-    if (!db_client_call(dc, x->s, 2, argv, argl, ryw_done, x)) {
+    if (!db_client_call(dc, getenv("KVC_PROBE_NO_SESSIONS") ? NULL : x->s, 2, argv, argl,
+                        ryw_done, x)) {
         fprintf(stderr, "out of memory\n");
         exit(1);
     }
