@@ -1,10 +1,13 @@
 #include "http_server.h"
 
 #include <http_parser.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "net.h"
@@ -31,6 +34,7 @@ struct http_sconn {
     int closing;                      /* no further request will be read */
     uint64_t queued;                  /* bytes of answers ever put in wbuf */
     uint64_t sent_mark;               /* bytes sent when the send deadline was armed */
+    ev_io fio;                        /* writability while a file's bytes wait on the socket */
     struct http_hdr hdrs[];           /* parse storage: limits.max_headers */
 };
 
@@ -105,6 +109,8 @@ const char *http_status_text(int code)
 
 static void req_free(struct http_req *r)
 {
+    if (r->file_open)
+        close(r->file_fd);
     buf_free(&r->body_buf);
     buf_free(&r->resp_head);
     buf_free(&r->resp_body);
@@ -248,6 +254,26 @@ static void stream_head(struct http_sconn *sc, struct http_req *r)
     buf_free(&r->resp_body);
 }
 
+/* A file answer reached the front: its head goes out with the file's
+ * length. Its body follows from file_pump once the head has left wbuf
+ * (sc_drain); a HEAD, a 304 or an empty file needs none. */
+static void file_head(struct http_sconn *sc, struct http_req *r)
+{
+    struct buf *w = &sc->c->wbuf;
+    size_t before = buf_size(w);
+    int last = sc->closing && !r->next && !sc->cur;
+    char cl[48];
+    snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", r->file_left);
+    r->stream_keep = r->keep_alive && !last;
+    write_head(w, r, r->stream_keep, bodiless(r) ? NULL : cl);
+    sc->queued += buf_size(w) - before;
+    r->head_sent = 1;
+    if ((r->head || bodiless(r) || r->file_left == 0) && r->file_open) {
+        close(r->file_fd);
+        r->file_open = 0;
+    }
+}
+
 /* Ends a connection after the answer just written: requests behind it are
  * dropped (their handlers hear on_gone). Returns 1 (sc may be gone). */
 static int close_after_answer(struct http_sconn *sc)
@@ -285,13 +311,19 @@ static int flush_queue(struct http_sconn *sc)
             stream_head(sc, r);
         if (!r->finished)
             break;
+        if (r->sendfile && !r->head_sent)
+            file_head(sc, r);
+        if (r->file_open)
+            break; /* its bytes follow the head: file_pump, once wbuf drained */
         sc->q_head = r->next;
         if (!sc->q_head)
             sc->q_tail = NULL;
         sc->nq--;
         int last = sc->closing && !sc->q_head && !sc->cur;
         int keep;
-        if (r->streaming) {
+        if (r->sendfile) {
+            keep = r->stream_keep && !last;
+        } else if (r->streaming) {
             if (r->chunked) {
                 static const char end[] = "0\r\n\r\n";
                 buf_append(&sc->c->wbuf, end, sizeof end - 1);
@@ -350,7 +382,8 @@ static void arm(struct http_sconn *sc)
         return;
     const struct http_server_cfg *cfg = &sc->srv->cfg;
     int ph;
-    if (buf_size(&c->wbuf) > 0 || (c->flags & NET_F_CLOSING))
+    if (buf_size(&c->wbuf) > 0 || (c->flags & NET_F_CLOSING) ||
+        (sc->q_head && sc->q_head->file_open && sc->q_head->head_sent))
         ph = PH_WRITE;
     else if (sc->cur)
         ph = PH_BODY;
@@ -488,6 +521,66 @@ static void process(struct http_sconn *sc)
     }
 }
 
+/* --- file bodies ------------------------------------------------------------ */
+
+/* Bytes of file one connection sends in one loop turn: a fast client of a
+ * large file does not hold the loop from everyone else. */
+#define FILE_TURN (1u << 20)
+
+/* Sends the body of the file answer at the front, whose head has left
+ * wbuf, with sendfile until the socket is full (then waits on fio, which
+ * comes back through sc_drain) or the file is done (then the answers
+ * behind it go into wbuf). Called from sc_drain only, inside a callback of
+ * the connection. Returns 0 when waiting for the socket, 2 when the file is
+ * done (the request freed), 1 when the connection ended. */
+static int file_pump(struct http_sconn *sc)
+{
+    struct http_req *r = sc->q_head;
+    struct net_conn *c = sc->c;
+    size_t turn = 0;
+    while (r->file_left > 0) {
+        if (turn >= FILE_TURN) {
+            ev_io_start(sc->srv->loop, &sc->fio); /* writable: on the next turn */
+            return 0;
+        }
+        size_t want = r->file_left < FILE_TURN - turn ? r->file_left : FILE_TURN - turn;
+        ssize_t n = sendfile(c->fd, r->file_fd, &r->file_off, want);
+        if (n > 0) {
+            r->file_left -= (size_t)n;
+            sc->queued += (uint64_t)n;
+            turn += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(sc->srv->loop, &sc->fio);
+            return 0;
+        }
+        /* The file shrank under us (0) or the socket failed: the length
+         * announced cannot be kept, so the connection ends here. */
+        if (n == 0)
+            log_warn("http: a file answer to %s ended %zu bytes short", c->peer, r->file_left);
+        net_conn_abort(c, n == 0 ? "file shorter than announced" : strerror(errno));
+        return 1;
+    }
+    close(r->file_fd);
+    r->file_open = 0;
+    return flush_queue(sc) ? 1 : 2;
+}
+
+/* The socket takes bytes again: run the connection's drain path (which
+ * pumps the file) as if its output had just gone out, so the pump runs
+ * inside a callback frame and a close in it is freed safely. */
+static void file_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct http_sconn *sc = w->data;
+    ev_io_stop(loop, w);
+    sc->c->flags |= NET_F_DRAIN_PENDING;
+    net_conn_flush(sc->c);
+}
+
 /* --- connection callbacks ------------------------------------------------- */
 
 static void sc_read(struct net_conn *c)
@@ -501,6 +594,19 @@ static void sc_drain(struct net_conn *c)
 {
     struct http_sconn *sc = c->data;
     struct http_req *r = sc->q_head;
+    /* A file answer's head (or a turn of its body) went out: more of it. */
+    if (r && r->file_open && r->head_sent && !ev_is_active(&sc->fio)) {
+        int rc = file_pump(sc); /* r may be freed */
+        if (rc == 1 || !net_conn_alive(c))
+            return;
+        if (rc == 2) {
+            /* Done: requests that waited on the pipeline bound are read. */
+            process(sc);
+            if (net_conn_alive(c))
+                arm(sc);
+            return;
+        }
+    }
     /* A streamed answer's output went out: its producer may send more. */
     if (r && r->streaming && r->head_sent && !r->finished && sc->srv->ops.on_writable)
         sc->srv->ops.on_writable(sc->srv->ud, r);
@@ -566,6 +672,7 @@ static void sc_close(struct net_conn *c, const char *why)
     (void)why;
     struct http_sconn *sc = c->data;
     struct http_server *s = sc->srv;
+    ev_io_stop(s->loop, &sc->fio);
     while (sc->q_head) {
         struct http_req *r = sc->q_head;
         sc->q_head = r->next;
@@ -607,6 +714,8 @@ static int sc_accept(struct net_conn *c, void *ud)
     sc->srv = s;
     sc->c = c;
     sc->phase = PH_UNSET;
+    ev_io_init(&sc->fio, file_writable, c->fd, EV_WRITE);
+    sc->fio.data = sc;
     c->data = sc;
     /* Unparsed input is bounded by one head; bodies are consumed as they come. */
     c->read_max = s->cfg.limits.max_request_line + s->cfg.limits.max_header_size + 4096;
@@ -667,6 +776,23 @@ void http_resp_finish(struct http_req *req)
     req->finished = 1;
     if (sc->q_head == req)
         kick(sc); /* else it goes out after those before it */
+}
+
+int http_resp_sendfile(struct http_req *req, int fd, off_t offset, size_t len)
+{
+    if (req->streaming) {
+        close(fd);
+        http_resp_finish(req);
+        return -1;
+    }
+    buf_free(&req->resp_body);
+    req->sendfile = 1;
+    req->file_open = 1;
+    req->file_fd = fd;
+    req->file_off = offset;
+    req->file_left = len;
+    http_resp_finish(req); /* a gone client: freed, the descriptor closed */
+    return 0;
 }
 
 int http_resp_stream(struct http_req *req)

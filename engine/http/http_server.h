@@ -18,13 +18,17 @@
  * the client stops reading (no byte taken for send_timeout). Limits answer 414/431 (head), 413 (body)
  * or 400 (bad syntax or framing) and close the connection after everything
  * before them has been answered. A drain stops accepting, answers what was
- * already received with Connection: close, and closes idle connections. */
+ * already received with Connection: close, and closes idle connections.
+ *
+ * A file's bytes go from the file to the socket with sendfile(2), never
+ * through a buffer (http_resp_sendfile). */
 #ifndef STRATA_HTTP_SERVER_H
 #define STRATA_HTTP_SERVER_H
 
 #include <ev.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "buf.h"
 #include "http_parse.h"
@@ -78,6 +82,10 @@ struct http_req {
     int status;
     unsigned finished : 1, close_after : 1, is_error : 1;
     unsigned streaming : 1, head_sent : 1, chunked : 1, stream_keep : 1;
+    unsigned sendfile : 1, file_open : 1; /* a file answer; its descriptor still held */
+    int file_fd;
+    off_t file_off;
+    size_t file_left;                     /* body bytes still to send */
 };
 
 struct http_server_ops {
@@ -143,6 +151,19 @@ int http_resp_write(struct http_req *req, const void *p, size_t n);
 /* Bytes of the connection's output the socket has not taken: a streaming
  * producer waits for on_writable while this is large. */
 size_t http_resp_backlog(const struct http_req *req);
+/* Answers with `len` bytes of the file `fd` from `offset` as the body,
+ * sent with sendfile(2) straight from the file to the socket: the head goes
+ * out (with Content-Length: len and the status and headers set before) once
+ * the answers before it have gone, then the bytes, as fast as the client
+ * reads them (send_timeout bounds a client that stops); the answers behind
+ * it follow. A HEAD request (or a 304) gets the head only. The layer owns
+ * `fd` from this call on and closes it when the body has gone, when the
+ * client leaves, or at once if it is not needed. This finishes the request
+ * like http_resp_finish (the pointer is invalid afterwards); what the body
+ * buffer held is dropped. A file that turns out shorter than `len` ends the
+ * connection (the length promised cannot be kept). -1 (the descriptor
+ * closed, the request finished as it was) after http_resp_stream. */
+int http_resp_sendfile(struct http_req *req, int fd, off_t offset, size_t len);
 /* Shortcut: status, Content-Type, body, finish. */
 void http_respond(struct http_req *req, int status, const char *content_type, const void *body,
                   size_t len);

@@ -88,7 +88,6 @@ static struct web_reply *reply_copy(const redisReply *r)
     return blk;
 }
 
-#ifdef STRATA_WEB_CLIENT
 
 static void on_reply(void *ud, const struct redisReply *reply, const char *error)
 {
@@ -103,14 +102,11 @@ static void on_reply(void *ud, const struct redisReply *reply, const char *error
         web_task_wake(t);
 }
 
-#endif
 
 void web_data_task_end(struct web_task *t)
 {
-#ifdef STRATA_WEB_CLIENT
     if (t->call)
         kvc_cancel(t->call);
-#endif
     t->call = NULL;
 }
 
@@ -247,7 +243,6 @@ static int data_cont(lua_State *L, int status, lua_KContext kc);
 static int data_call(lua_State *L, struct web_task *t, int db, struct call_args *a,
                      lua_KContext kc)
 {
-#ifdef STRATA_WEB_CLIENT
     struct web_req *r = t->r;
     struct web_gen *g = r->gen;
     t->call_ready = 0;
@@ -272,17 +267,10 @@ static int data_call(lua_State *L, struct web_task *t, int db, struct call_args 
     t->call = c;
     t->wait = WEB_WAIT_CALL;
     return lua_yieldk(L, 0, kc, data_cont);
-#else
-    (void)t, (void)db, (void)a, (void)kc, (void)reply_copy;
-    if (0)
-        return data_cont(L, LUA_OK, kc);
-    return luaL_error(L, "this build has no cache or db client");
-#endif
 }
 
 static int mget_call(lua_State *L, struct web_task *t, struct call_args *a)
 {
-#ifdef STRATA_WEB_CLIENT
     struct web_gen *g = t->r->gen;
     t->call_ready = 0;
     free(t->reply);
@@ -297,10 +285,6 @@ static int mget_call(lua_State *L, struct web_task *t, struct call_args *a)
     t->call = c;
     t->wait = WEB_WAIT_CALL;
     return lua_yieldk(L, 0, kc, data_cont);
-#else
-    (void)t, (void)a;
-    return luaL_error(L, "this build has no cache or db client");
-#endif
 }
 
 /* cache:del(k1, k2, ...): one call per key (keys live on different shards);
@@ -431,7 +415,6 @@ static int db_cmd(lua_State *L)
 
 void web_data_push(lua_State *L, struct web_req *r, int db)
 {
-#ifdef STRATA_WEB_CLIENT
     if (db ? !r->gen->db : !r->gen->cache) {
         lua_pushnil(L);
         return;
@@ -440,10 +423,6 @@ void web_data_push(lua_State *L, struct web_req *r, int db)
     lua_pushvalue(L, 1); /* the ctx */
     lua_setiuservalue(L, -2, 1);
     luaL_setmetatable(L, db ? DB_MT : CACHE_MT);
-#else
-    (void)r, (void)db;
-    lua_pushnil(L);
-#endif
 }
 
 void web_data_register(lua_State *L)

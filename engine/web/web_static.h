@@ -28,6 +28,7 @@ struct web_static_cfg {
     long max_age;           /* Cache-Control max-age for ordinary names (seconds, default 300) */
     long immutable_max_age; /* for fingerprinted names (default 31536000) */
     int precompressed;      /* look for .br / .gz siblings (default on) */
+    int no_openat2;         /* use the fallback check even where openat2 works (tests) */
 };
 
 void web_static_cfg_defaults(struct web_static_cfg *cfg);
@@ -40,9 +41,15 @@ void web_static_free(struct web_static *st);
  * the folder is answered 404 (and counted) without touching the file. */
 int web_static_serve(struct web_static *st, struct http_req *req);
 
+/* served: file answers (200 and 206, GET and HEAD); not_modified: 304;
+ * partial: 206; refused: paths that tried to leave the folder or hide in
+ * it (answered 404). */
 struct web_static_stats {
     unsigned long served, not_modified, partial, refused;
 };
 void web_static_stats(const struct web_static *st, struct web_static_stats *out);
+/* 1 when files are opened with openat2 and RESOLVE_BENEATH, 0 when the
+ * kernel lacks it and the opened path is checked instead. */
+int web_static_beneath(const struct web_static *st);
 
 #endif

@@ -236,16 +236,12 @@ static void gen_free(struct web_gen *g)
 {
     if (!g)
         return;
-#ifdef STRATA_WEB_CLIENT
     if (g->cache)
         cache_client_free(g->cache);
     if (g->db)
         db_client_free(g->db);
-#endif
-#ifdef STRATA_WEB_STATIC
     if (g->st)
         web_static_free(g->st);
-#endif
     web_app_free(g->app);
     explicit_bzero(g->cfg.cache_password, sizeof g->cfg.cache_password);
     explicit_bzero(g->cfg.db_password, sizeof g->cfg.db_password);
@@ -269,7 +265,6 @@ static struct web_gen *gen_new(struct web_worker *w, const struct web_cfg *c, ch
         snprintf(err, errlen, "web app: %.1000s", why);
         goto fail;
     }
-#ifdef STRATA_WEB_STATIC
     if (c->has_static) {
         struct web_static_cfg sc;
         web_static_cfg_defaults(&sc);
@@ -283,10 +278,8 @@ static struct web_gen *gen_new(struct web_worker *w, const struct web_cfg *c, ch
             goto fail;
         }
     }
-#endif
     if (!w)
         return g;
-#ifdef STRATA_WEB_CLIENT
     if (c->nshards) {
         struct cache_shard_addr sh[WEB_MAX_SHARDS];
         for (int i = 0; i < c->nshards; i++)
@@ -318,7 +311,6 @@ static struct web_gen *gen_new(struct web_worker *w, const struct web_cfg *c, ch
             goto fail;
         }
     }
-#endif
     return g;
 fail:
     gen_free(g);
@@ -389,12 +381,10 @@ static void on_request(void *ud, struct http_req *hr)
         http_respond(hr, 200, "text/plain", "ok\n", 3);
         return;
     }
-#ifdef STRATA_WEB_STATIC
     if (g->st && web_static_serve(g->st, hr)) {
         w->st.responses_2xx++;
         return;
     }
-#endif
     w->st.not_found++;
     w->st.responses_4xx++;
     respond_json(hr, 404, "not found");
