@@ -1,0 +1,191 @@
+"""ctx.cache, ctx.db and ctx:cached against real cache and db nodes: hits and
+misses in the cache's INFO, writes that invalidate, a stampede that makes
+exactly one db read, a cache shard killed under load without a 5xx, and
+read-your-writes across requests through the strata-ryw cookie."""
+import json
+import threading
+
+import redis
+
+from conftest import wait_for
+from web_util import call, get, get_json, ports
+
+APP = r'''
+local app = strata.app()
+
+-- cache-aside: the loader counts its runs in the db
+app:get("/users/:id", function(ctx)
+  local key = "user:" .. ctx.params.id
+  local user = ctx:cached(key, 60, function()
+    ctx.db:incr("loads:" .. key)
+    if ctx.query.gate then
+      -- the test opens the gate once every request is in flight
+      while ctx.db:get("gate") ~= "open" do end
+    end
+    return ctx.db:get(key)
+  end)
+  if not user then return 404, { error = "not found" } end
+  return 200, json.decode(user)
+end)
+
+app:put("/users/:id", function(ctx)
+  local body, err = ctx:json()
+  if not body then return 400, { error = err } end
+  local key = "user:" .. ctx.params.id
+  local ok, werr = ctx.db:set(key, json.encode(body))
+  if not ok then return 503, { error = werr } end
+  ctx.cache:del(key)
+  return 200, body
+end)
+
+-- the db directly: a read after a write of the same session
+app:put("/kv/:k", function(ctx)
+  local ok, err = ctx.db:set("kv:" .. ctx.params.k, ctx.body)
+  if not ok then return 503, { error = err } end
+  return 200, "ok"
+end)
+app:get("/kv/:k", function(ctx)
+  local v, err = ctx.db:get("kv:" .. ctx.params.k)
+  if err then return 503, { error = err } end
+  return 200, v or ""
+end)
+
+app:get("/c/:k", function(ctx)
+  local v = ctx.cache:get(ctx.params.k)
+  return 200, { v = v or false }
+end)
+app:post("/c/:k", function(ctx)
+  local ok = ctx.cache:set(ctx.params.k, ctx.body, 30)
+  local n = ctx.cache:incr("n:" .. ctx.params.k)
+  local e = ctx.cache:expire("n:" .. ctx.params.k, 30)
+  return 200, { ok = ok, n = n, e = e }
+end)
+app:get("/mget", function(ctx)
+  return 200, ctx.cache:mget("m1", "m2", "m3")
+end)
+app:get("/dbmisc", function(ctx)
+  local n = ctx.db:incrby("ctr", 5)
+  local bad, err = ctx.db:call("NOSUCHCOMMAND", "x")
+  local e = ctx.db:exists("ctr")
+  local arr = ctx.db:mget("ctr", "nokey")
+  return 200, { n = n, bad = bad == nil, err = err, e = e, arr = arr }
+end)
+app:get("/all", function(ctx)
+  local a, b = ctx:all(function() return ctx.db:get("ctr") end,
+                       function() return ctx.cache:get("m1") end)
+  return 200, { a = a, b = b }
+end)
+return app
+'''
+
+
+def topology(tmp, web, c1, c2, d1, d2, admin, reads="primary", ryw=False, timeout="20s"):
+    return (
+        f'strata.node {{ name = "w1", admin = "127.0.0.1:{admin}" }}\n'
+
+        f'local cache = strata.cache {{ shards = {{ {{ node = "c1", listen = "127.0.0.1:{c1}" }},\n'
+        f'  {{ node = "c2", listen = "127.0.0.1:{c2}" }} }} }}\n'
+        f'local db = strata.db {{ primary = {{ node = "d1", listen = "127.0.0.1:{d1}", dir = "{tmp}/d1" }},\n'
+        f'  replicas = {{ {{ node = "d2", listen = "127.0.0.1:{d2}", dir = "{tmp}/d2" }} }},\n'
+        f'  reads = "{reads}", read_your_writes = {str(ryw).lower()} }}\n'
+        f'strata.web {{ nodes = {{ {{ node = "w1", listen = "127.0.0.1:{web}" }} }},\n'
+        f'  app = "app.lua", cache = cache, db = db, timeout = "{timeout}" }}\n')
+
+
+def start_all(strata, tmp_path, **kw):
+    (tmp_path / "app.lua").write_text(APP)
+    web, c1, c2, d1, d2, admin = ports(6)
+    proc = strata(topology(tmp_path, web, c1, c2, d1, d2, admin, **kw), [web, c1, c2, d1, d2])
+    proc.admin = admin
+    # the nodes started together: the web node's links come up within its retry
+    wait_for(lambda: get(web, "/kv/ping")[0] == 200, what="the db reachable from the web node")
+    wait_for(lambda: all(json.loads(call(web, "POST", f"/c/ping{i}", body=b"x")[2])["ok"]
+                         for i in range(8)), what="both cache shards reachable")
+    return proc, web, [c1, c2], d1, d2
+
+
+def cache_stats(ports_):
+    hits = misses = 0
+    for p in ports_:
+        info = redis.Redis(port=p).info("stats")
+        hits += info["keyspace_hits"]
+        misses += info["keyspace_misses"]
+    return hits, misses
+
+
+def test_cache_aside_hits_misses_and_invalidation(strata, tmp_path):
+    proc, web, cports, d1, _ = start_all(strata, tmp_path)
+    db = redis.Redis(port=d1)
+    db.set("user:1", json.dumps({"name": "ann"}))
+    h0, m0 = cache_stats(cports)
+    st, _, j = get_json(web, "/users/1")
+    assert (st, j) == (200, {"name": "ann"})
+    h1, m1 = cache_stats(cports)
+    assert (h1 - h0, m1 - m0) == (0, 1)
+    for _ in range(3):
+        assert get_json(web, "/users/1")[2] == {"name": "ann"}
+    h2, m2 = cache_stats(cports)
+    assert (h2 - h1, m2 - m1) == (3, 0)
+    assert db.get("loads:user:1") == b"1"
+    # a write goes to the db and deletes the cached copy
+    st, _, j = call(web, "PUT", "/users/1", body=b'{"name":"bob"}')
+    assert st == 200
+    assert get_json(web, "/users/1")[2] == {"name": "bob"}
+    assert db.get("loads:user:1") == b"2"
+    # not found is cached briefly too: one load for several misses
+    assert get(web, "/users/404")[0] == 404
+    assert get(web, "/users/404")[0] == 404
+    assert db.get("loads:user:404") == b"1"
+    st, _, j = get_json(web, "/status")  # no such route
+    assert st == 404
+
+
+def test_cache_and_db_calls(strata, tmp_path):
+    proc, web, cports, d1, _ = start_all(strata, tmp_path)
+    st, _, j = call(web, "POST", "/c/k1", body=b"v1")
+    assert (st, json.loads(j)) == (200, {"ok": True, "n": 1, "e": True})
+    assert get_json(web, "/c/k1")[2] == {"v": "v1"}
+    assert get_json(web, "/c/none")[2] == {"v": False}
+    shards = [redis.Redis(port=p) for p in cports]
+    # m1 and m3 set on whichever shard holds them: through the app
+    call(web, "POST", "/c/m1", body=b"a")
+    call(web, "POST", "/c/m3", body=b"c")
+    assert get_json(web, "/mget")[2] == ["a", False, "c"]
+    assert sum(s.dbsize() for s in shards) >= 3
+    st, _, j = get_json(web, "/dbmisc")
+    assert st == 200
+    assert j["n"] == 5 and j["bad"] is True and "unknown command" in j["err"].lower()
+    assert j["e"] == 1 and j["arr"] == ["5", False]
+    st, _, j = get_json(web, "/all")
+    assert (st, j) == (200, {"a": "5", "b": "a"})
+
+
+def test_stampede_makes_one_db_read(strata, tmp_path):
+    proc, web, cports, d1, _ = start_all(strata, tmp_path)
+    db = redis.Redis(port=d1)
+    db.set("user:7", json.dumps({"name": "seven"}))
+    results = []
+    lock = threading.Lock()
+
+    def one():
+        r = call(web, "GET", "/users/7?gate=1", timeout=60)
+        with lock:
+            results.append(r)
+
+    threads = [threading.Thread(target=one) for _ in range(100)]
+    for t in threads:
+        t.start()
+    # every request is in: one loads (waiting at the gate), 99 wait on it
+    wait_for(lambda: web_status(proc)["flight_waits"] >= 99, timeout=30, what="99 waiters")
+    assert web_status(proc)["flights"] == 1
+    db.set("gate", "open")
+    for t in threads:
+        t.join()
+    assert len(results) == 100
+    assert all(r[0] == 200 and json.loads(r[2]) == {"name": "seven"} for r in results)
+    assert db.get("loads:user:7") == b"1"
+
+
+def web_status(proc):
+    st, _, doc = get_json(proc.admin, "/status")
+    return next(x for x in doc["services"] if x["kind"] == "web")
