@@ -734,6 +734,28 @@ static void web_status_json(struct service *s, struct buf *out)
     struct web_gen *g = svc->w[0]->gen;
     if (g->app)
         buf_printf(out, ",\"app_memory\":%zu", policy_host_memory(g->app->h));
+    buf_append_str(out, ",\"worker_requests\":[");
+    for (int i = 0; i < svc->nworkers; i++)
+        buf_printf(out, "%s%llu", i ? "," : "",
+                   (unsigned long long)__atomic_load_n(&svc->w[i]->st.requests,
+                                                       __ATOMIC_RELAXED));
+    buf_append_str(out, "]");
+    /* the db client's routing (worker 0's: the others route alike) */
+    if (g->db) {
+        struct db_client_stats ds;
+        db_client_stats(g->db, &ds);
+        buf_printf(out, ",\"db\":{\"calls\":%llu,\"failures\":%llu,\"reads_primary\":%llu,"
+                   "\"reads_replica\":%llu,\"ryw_waits\":%llu,\"ryw_fallbacks\":%llu}",
+                   (unsigned long long)ds.calls.calls, (unsigned long long)ds.calls.failures,
+                   (unsigned long long)ds.reads_primary, (unsigned long long)ds.reads_replica,
+                   (unsigned long long)ds.ryw_waits, (unsigned long long)ds.ryw_fallbacks);
+    }
+    if (g->cache) {
+        struct kvc_stats cs;
+        cache_client_stats(g->cache, &cs);
+        buf_printf(out, ",\"cache\":{\"calls\":%llu,\"failures\":%llu}",
+                   (unsigned long long)cs.calls, (unsigned long long)cs.failures);
+    }
 }
 
 static void web_metrics(struct service *s, struct buf *out, const char *labels)

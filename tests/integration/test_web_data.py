@@ -3,6 +3,10 @@ misses in the cache's INFO, writes that invalidate, a stampede that makes
 exactly one db read, a cache shard killed under load without a 5xx, and
 read-your-writes across requests through the strata-ryw cookie."""
 import json
+import os
+import random
+import re
+import signal
 import threading
 
 import redis
@@ -189,3 +193,82 @@ def test_stampede_makes_one_db_read(strata, tmp_path):
 def web_status(proc):
     st, _, doc = get_json(proc.admin, "/status")
     return next(x for x in doc["services"] if x["kind"] == "web")
+
+
+def test_cache_shard_killed_under_load_gives_no_5xx(strata, tmp_path):
+    proc, web, cports, d1, _ = start_all(strata, tmp_path)
+    db = redis.Redis(port=d1)
+    for i in range(50):
+        db.set(f"user:{i}", json.dumps({"n": i}))
+    stop = threading.Event()
+    failures, done = [], [0]
+    lock = threading.Lock()
+
+    def load(seed):
+        rnd = random.Random(seed)
+        while not stop.is_set():
+            i = rnd.randrange(50)
+            try:
+                st, _, b = call(web, "GET", f"/users/{i}")
+                ok = st == 200 and json.loads(b) == {"n": i}
+            except Exception as e:  # noqa: BLE001 -- any failure counts
+                ok, st, b = False, repr(e), b""
+            with lock:
+                done[0] += 1
+                if not ok:
+                    failures.append((st, b[:100]))
+
+    threads = [threading.Thread(target=load, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: done[0] >= 200, what="load before the kill")
+        pid = int(re.search(r"c2\s+pid (\d+)", proc.output()).group(1))
+        os.kill(pid, signal.SIGKILL)
+        mark = done[0]
+        wait_for(lambda: done[0] >= mark + 400, timeout=30, what="load after the kill")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+
+
+def test_read_your_writes_across_requests_and_nodes(strata, tmp_path):
+    """Writes through one web node, reads through another, reads routed to the
+    replica: with the strata-ryw cookie carried, a read never misses the
+    session's own last write."""
+    (tmp_path / "app.lua").write_text(APP)
+    w1, w2, c1, c2, d1, d2, admin = ports(7)
+    text = topology(tmp_path, w1, c1, c2, d1, d2, admin, reads="replicas", ryw=True)
+    text = text.replace(f'{{ node = "w1", listen = "127.0.0.1:{w1}" }} }}',
+                        f'{{ node = "w1", listen = "127.0.0.1:{w1}" }},\n'
+                        f'  {{ node = "w2", listen = "127.0.0.1:{w2}" }} }}')
+    proc = strata(text, [w1, w2, c1, c2, d1, d2])
+    proc.admin = admin
+    for w in (w1, w2):
+        wait_for(lambda: get(w, "/kv/ping")[0] == 200, what="db reachable")
+    rnd = random.Random(7)
+    cookie = None
+    offsets = []
+    for i in range(150):
+        key = f"k{rnd.randrange(5)}"
+        value = f"v{i}-{rnd.random()}"
+        wnode, rnode = rnd.sample([w1, w2], 2)
+        hdrs = {"Cookie": f"strata-ryw={cookie}"} if cookie else {}
+        st, h, _ = call(wnode, "PUT", f"/kv/{key}", body=value.encode(), headers=hdrs)
+        assert st == 200
+        m = re.match(r"strata-ryw=(\d+); Path=/;", h["set-cookie"])
+        assert m, h["set-cookie"]
+        cookie = m.group(1)
+        offsets.append(int(cookie))
+        st, h, b = call(rnode, "GET", f"/kv/{key}", headers={"Cookie": f"strata-ryw={cookie}"})
+        assert (st, b.decode()) == (200, value), i
+        assert "set-cookie" not in h  # a read writes nothing
+    assert offsets == sorted(offsets) and offsets[0] > 0
+    s = web_status(proc)
+    assert s["db"]["reads_replica"] > 0, s  # the replica served reads
+    # hostile cookies are no cookies
+    for bad in ("abc", "1" * 40, "-5", "12 34", "9" * 19 + "x"):
+        st, _, _ = call(w1, "GET", "/kv/k0", headers={"Cookie": f"a=b; strata-ryw={bad}; c=d"})
+        assert st == 200
