@@ -139,6 +139,7 @@ enum web_wait {
     WEB_WAIT_ALL,    /* ctx:all's functions */
     WEB_WAIT_FLIGHT, /* another request's ctx:cached load */
     WEB_WAIT_WRITE,  /* a streamed answer's output to drain */
+    WEB_WAIT_SLEEP,  /* ctx:sleep */
 };
 
 struct web_reply; /* web_data.c: a copied reply */
@@ -166,6 +167,7 @@ struct web_task {
     struct web_task *flight_next;
     int wake_status, wake_ref;
     int nleads;                   /* flights this task is loading */
+    ev_timer sleep;               /* WEB_WAIT_SLEEP */
     struct web_task *next;        /* the request's tasks */
 };
 

@@ -139,6 +139,7 @@ static struct web_task *task_new(struct web_req *r, lua_State *L)
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     t->results_ref = LUA_NOREF;
     t->wake_ref = LUA_NOREF;
+    ev_timer_init(&t->sleep, NULL, 0, 0);
     t->next = r->tasks;
     r->tasks = t;
     return t;
@@ -151,6 +152,7 @@ static void task_end(struct web_task *t)
     if (t->done)
         return;
     t->done = 1;
+    ev_timer_stop(t->r->w->loop, &t->sleep);
     web_data_task_end(t);
     web_cached_task_end(t);
 }
@@ -760,6 +762,32 @@ static int ctx_write(lua_State *L)
     return 1;
 }
 
+static void sleep_done(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    struct web_task *t = tm->data;
+    if (t->wait == WEB_WAIT_SLEEP)
+        web_task_wake(t);
+}
+
+static int sleep_cont(lua_State *L, int status, lua_KContext kc)
+{
+    (void)status, (void)kc;
+    return 0;
+}
+
+/* ctx:sleep(seconds): the task waits on a timer; the loop serves others. */
+static int ctx_sleep(lua_State *L)
+{
+    struct web_task *t = web_task_check(L, 1, "ctx:sleep");
+    lua_Number s = luaL_checknumber(L, 2);
+    luaL_argcheck(L, s >= 0 && s <= 3600, 2, "seconds in 0..3600");
+    ev_timer_init(&t->sleep, sleep_done, s, 0);
+    t->sleep.data = t;
+    ev_timer_start(t->r->w->loop, &t->sleep);
+    t->wait = WEB_WAIT_SLEEP;
+    return lua_yieldk(L, 0, 0, sleep_cont);
+}
+
 static int all_cont(lua_State *L, int status, lua_KContext kc)
 {
     struct web_task *t = web_task_check(L, 1, "ctx:all");
@@ -809,7 +837,7 @@ void web_req_register(lua_State *L)
     lua_createtable(L, 0, 8);
     static const luaL_Reg methods[] = {
         {"status", ctx_status}, {"header", ctx_header}, {"write", ctx_write},
-        {"all", ctx_all},       {NULL, NULL},
+        {"all", ctx_all},       {"sleep", ctx_sleep},   {NULL, NULL},
     };
     luaL_setfuncs(L, methods, 0);
     lua_pushvalue(L, -1);
