@@ -3,6 +3,7 @@ supervisor with every node ready, and answers real clients. Ports and data direc
 never collides with anything else on the machine."""
 import glob
 import http.server
+import json
 import os
 import random
 import re
@@ -55,6 +56,9 @@ def localize(text, tmp_path):
 
     text = re.sub(r"127\.0\.0\.1:(\d+)", port, text)
     text = text.replace('"../var/', f'"{tmp_path}/var/')
+    # The app, its static folder and the policies stay where they are.
+    text = text.replace('"app.lua"', f'"{ROOT}/examples/app.lua"')
+    text = text.replace('"public"', f'"{ROOT}/examples/public"')
     return text.replace('"policies/', f'"{ROOT}/examples/policies/')
 
 
@@ -77,6 +81,22 @@ def get(port, path="/"):
         return r.status, r.read()
 
 
+def check_app(port, user_id):
+    """examples/app.lua answers through this port: a write, then the read
+    (in one session: the client carries the web tier's cookie, so a read
+    served by a replica has the write)."""
+    session = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    url = f"http://127.0.0.1:{port}"
+    assert wait_for(lambda: get(port, "/hello"), what="web answers") == (200, b"hello\n")
+    req = urllib.request.Request(f"{url}/api/users/{user_id}", method="PUT",
+                                 data=json.dumps({"name": "alice"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with session.open(req, timeout=5) as r:
+        assert (r.status, json.loads(r.read())) == (200, {"id": user_id, "name": "alice"})
+    with session.open(f"{url}/api/users/{user_id}", timeout=5) as r:
+        assert r.status == 200 and json.loads(r.read())["name"] == "alice"
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
 def test_example_starts_and_answers(strata, tmp_path, path):
     text = localize(open(path).read(), tmp_path)
@@ -95,6 +115,7 @@ def test_example_starts_and_answers(strata, tmp_path, path):
                 threading.Thread(target=srv.serve_forever, daemon=True).start()
                 backends.append(srv)
     nodes = {row[0] for row in rows if row[0] != "(supervisor)"}
+    checked_apps = []
     try:
         proc = strata(text, ports=[p for kind, p in services if kind != "admin"], name=topo.name)
         # The supervisor reports every node ready (each node says so once
@@ -114,9 +135,14 @@ def test_example_starts_and_answers(strata, tmp_path, path):
                 r = redis.Redis(port=port)
                 assert r.set(key, "value")
                 assert r.get(key) == b"value"
-            elif kind == "balancer":
+            elif kind == "balancer" and backends:
                 status, body = wait_for(lambda: get(port), what="balancer answers")
                 assert status == 200 and body.startswith(b"hello from ")
+            elif kind in ("balancer", "web"):
+                # Web nodes run examples/app.lua; a balancer in front of
+                # them answers the same.
+                check_app(port, 100 + len(checked_apps))
+                checked_apps.append(port)
             elif kind == "admin":
                 assert get(port, "/healthz") == (200, b"ok\n")
             else:
