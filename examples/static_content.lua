@@ -28,6 +28,8 @@ local web = strata.web {
   db     = db,
 }
 strata.balancer {
-  node = "lb", listen = "127.0.0.1:8080", backends = web,
-  health = { path = "/healthz", interval = "1s" },
+  node     = "lb",
+  listen   = "127.0.0.1:8080",
+  backends = web,
+  health   = { path = "/healthz", interval = "1s" },
 }
