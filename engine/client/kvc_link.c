@@ -282,7 +282,9 @@ static void link_lost(struct kvc_link *l, const char *why, int free_ctx)
         if (free_ctx)
             redisAsyncFree(ac);
     }
-    /* hiredis may have run their callbacks above: marked failing, they
+    link_arm(l, l->retry_at);
+    /* From here on `l` is not touched: an owner's callback may free the
+     * client. hiredis may have run their callbacks above: marked failing, they
      * were only marked done, and are answered and freed here. */
     while (w) {
         struct kvc_wire *next = w->next;
@@ -295,7 +297,6 @@ static void link_lost(struct kvc_link *l, const char *why, int free_ctx)
         wire_maybe_free(w);
         w = next;
     }
-    link_arm(l, l->retry_at);
 }
 
 void kvc_link_drop(struct kvc_link *l, const char *why)
