@@ -399,6 +399,10 @@ static void disc_end(struct db_disc *d)
         log_warn("db client: the primary is now %s (%s), was %s", dc->nodes[best].link.name,
                  dc->nodes[best].link.addr, dc->nodes[dc->primary].link.name);
         dc->primary = best;
+        /* A new history: offsets learnt under the old one say nothing. */
+        for (int i = 0; i < dc->n; i++)
+            if (i != best)
+                dc->nodes[i].has_offset = 0;
     }
     /* Every waiting write is retried once (or answered); a retry that
      * fails now is answered, never queued again. */
@@ -765,6 +769,14 @@ struct kvc_call *db_client_call(struct db_client *dc, struct db_session *sess, i
 
 /* ---- the client ----------------------------------------------------------- */
 
+/* A node (re)connected: it may have restarted from its own files, with
+ * less than it had (fsync everysec), or resynced; its offset is unknown
+ * until it says it again. */
+static void node_on_up(struct kvc_link *l)
+{
+    ((struct db_node *)l)->has_offset = 0; /* the link is the node's first member */
+}
+
 struct db_client *db_client_new(struct ev_loop *loop, const struct db_client_cfg *cfg, char *err,
                                 size_t errlen)
 {
@@ -807,8 +819,10 @@ struct db_client *db_client_new(struct ev_loop *loop, const struct db_client_cfg
             return NULL;
         }
     }
-    for (int i = 0; i < dc->n; i++)
+    for (int i = 0; i < dc->n; i++) {
+        dc->nodes[i].link.on_up = node_on_up;
         kvc_link_connect(&dc->nodes[i].link);
+    }
     return dc;
 }
 
