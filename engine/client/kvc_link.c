@@ -220,7 +220,8 @@ int kvc_link_init(struct kvc_link *l, struct kvc_base *b, const char *name, cons
     snprintf(l->name, sizeof l->name, "%s", name ? name : addr);
     snprintf(l->addr, sizeof l->addr, "%s", addr ? addr : "");
     char port[16];
-    if (!addr || util_split_addr(addr, l->host, sizeof l->host, port, sizeof port, err, errlen) < 0) {
+    if (!addr ||
+        util_split_addr(addr, l->host, sizeof l->host, port, sizeof port, err, errlen) < 0) {
         if (!addr)
             snprintf(err, errlen, "%s: no address", l->name);
         return -1;
@@ -343,7 +344,8 @@ static void link_disconnect_cb(const redisAsyncContext *ac, int status)
     if (!l)
         return;
     char why[128];
-    snprintf(why, sizeof why, "%s", status == REDIS_OK || !ac->errstr[0] ? "link closed" : ac->errstr);
+    snprintf(why, sizeof why, "%s",
+             status == REDIS_OK || !ac->errstr[0] ? "link closed" : ac->errstr);
     link_lost(l, why, 0);
 }
 

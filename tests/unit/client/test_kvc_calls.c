@@ -324,7 +324,8 @@ static void on_mget(void *ud, const struct redisReply *r, const char *error)
     m->elements = r->elements;
     for (size_t i = 0; i < r->elements && i < 12; i++) {
         m->nil[i] = r->element[i]->type == REDIS_REPLY_NIL;
-        snprintf(m->values[i], sizeof m->values[i], "%s", r->element[i]->str ? r->element[i]->str : "");
+        const char *v = r->element[i]->str;
+        snprintf(m->values[i], sizeof m->values[i], "%s", v ? v : "");
     }
 }
 
