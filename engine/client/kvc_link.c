@@ -20,6 +20,9 @@
 
 #include "kvc_link.h"
 #include "log.h"
+
+/* Seconds between connects a command may start to a node never reached. */
+#define KVC_FIRST_RETRY 0.05
 #include "util.h"
 
 /* ---- calls ---------------------------------------------------------------- */
@@ -475,6 +478,16 @@ static struct kvc_wire *link_send_raw(struct kvc_link *l, int argc, const char *
 struct kvc_wire *kvc_link_send(struct kvc_link *l, int argc, const char *const *argv,
                                const size_t *argvlen, kvc_wire_fn fn, void *arg)
 {
+    /* A node never reached yet is most likely still starting (a web node
+     * and its db started together): a command connects at once and waits
+     * for the connect, instead of failing until the next retry. At most one
+     * such attempt per KVC_FIRST_RETRY, so a node that is really down costs
+     * a refused connect now and then, not one per command. */
+    if (l->state == KVC_LINK_DOWN && !l->was_up &&
+        ev_time() >= l->first_try_at + KVC_FIRST_RETRY) {
+        l->first_try_at = ev_time(); /* the loop's time may be old here */
+        kvc_link_connect(l);
+    }
     if (!kvc_link_usable(l))
         return NULL;
     return link_send_raw(l, argc, argv, argvlen, fn, arg);
