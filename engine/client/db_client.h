@@ -77,4 +77,18 @@ struct db_client_stats {
 };
 void db_client_stats(const struct db_client *dc, struct db_client_stats *out);
 
+/* The node a command would be sent to now (its name): the primary for a
+ * write, else the read routing's choice (for a session still waiting on
+ * every replica, the replica it would ask first). Runs a read policy's
+ * route() like a call does. For status pages and tests. */
+const char *db_client_route(struct db_client *dc, const struct db_session *sess, int argc,
+                            const char *const *argv, const size_t *argvlen);
+/* The node taken as the primary now (it changes when a failover is
+ * followed). */
+const char *db_client_primary(const struct db_client *dc);
+/* For unit tests only: sets what the client believes of a node (link up
+ * or down, applied offset, calls in flight) without any traffic. */
+void db_client_test_node(struct db_client *dc, const char *name, int up, uint64_t offset,
+                         int inflight);
+
 #endif

@@ -5,7 +5,10 @@
  * exactly once through it, unless it is cancelled first: then never. A call
  * that cannot be answered (the node is down, the call's deadline passed,
  * the client is being freed) is answered with reply == NULL and a short
- * reason in `error` ("down", "timeout", "closed", ...).
+ * reason in `error` ("down", "timeout", "closed", ...). A call is never
+ * answered before the function that started it has returned: an answer
+ * known at once (a dead node) comes on the loop's next iteration. After
+ * its callback has returned, a call is freed: forget the pointer.
  *
  * Replies are hiredis's redisReply (type REDIS_REPLY_STRING, _ARRAY,
  * _INTEGER, _NIL, _STATUS, _ERROR). A reply is valid only during the

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "db_ops.h"
+#include "db_role.h"
 #include "kv_cmd.h"
 #include "log.h"
 #include "persist.h"
@@ -292,6 +293,14 @@ static void db_debug(struct kv_req *r)
 /* PSYNC, REPLCONF and WAIT need the client itself: db_exec runs them. */
 static void cmd_by_exec(struct kv_req *r) { resp_error(r->out, "ERR not here"); }
 
+/* ROLE (db_role.h): a replica's offset is what its served data has. */
+static void cmd_role(struct kv_req *r)
+{
+    struct db_server *srv = r->ks->shell;
+    db_role_reply(r->out, srv->repl_open ? &srv->repl : NULL,
+                  srv->is_replica ? &srv->replica : NULL, srv->persist.wal.end);
+}
+
 /* The db's own commands, declared like the keyspace's: none writes keys. */
 static const struct kv_command db_commands[] = {
     {"psync", cmd_by_exec, -3, KV_CMD_ADMIN, 0, 0, 0},
@@ -301,6 +310,7 @@ static const struct kv_command db_commands[] = {
     {"bgsave", cmd_bgsave, -1, KV_CMD_ADMIN, 0, 0, 0},
     {"bgrewriteaof", cmd_bgrewriteaof, -1, KV_CMD_ADMIN, 0, 0, 0},
     {"lastsave", cmd_lastsave, -1, 0, 0, 0, 0},
+    {"role", cmd_role, 1, 0, 0, 0, 0},
 };
 
 /* ---- INFO and CONFIG ---------------------------------------------------- */

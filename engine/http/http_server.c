@@ -913,7 +913,7 @@ struct http_server *http_server_start(struct ev_loop *loop, const char *addr,
         s->cfg.limits.max_headers = 1;
     s->ops = *ops;
     s->ud = ud;
-    s->listener = net_listen(loop, addr, 0, &sc_ops, sc_accept, s, err, errlen);
+    s->listener = net_listen(loop, addr, cfg->reuseport, &sc_ops, sc_accept, s, err, errlen);
     if (!s->listener) {
         free(s);
         return NULL;

@@ -45,6 +45,7 @@ struct http_server_cfg {
     double send_timeout;       /* output pending with no byte taken this long: the end */
     int max_conns;             /* 0: unlimited */
     int max_pipeline;          /* requests in flight on one connection */
+    int reuseport;             /* SO_REUSEPORT: several servers (threads) on one address */
 };
 
 /* Sensible limits for a small endpoint: 8 KiB request line, 16 KiB head,

@@ -8,11 +8,13 @@
 extern const struct service_kind cache_service_kind;
 extern const struct service_kind db_service_kind;
 extern const struct service_kind balancer_service_kind;
+extern const struct service_kind web_service_kind;
 
 static const struct service_kind *const kinds[] = {
     &cache_service_kind,
     &db_service_kind,
     &balancer_service_kind,
+    &web_service_kind,
 };
 
 const struct service_kind *service_kind_find(const char *name)

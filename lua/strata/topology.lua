@@ -463,6 +463,10 @@ local function build_dsl(ctx)
     end
     local stream = from and from.stream
     local obj = { kind = "cache", shards = {} }
+    -- what a web node needs to log in (strata.web's cache)
+    obj.access = { password = ctx.string(where, "password", spec.password),
+                   password_env = ctx.string(where, "password_env", spec.password_env),
+                   password_file = ctx.folder(where, "password_file", spec.password_file) }
     for i, sh in ipairs(spec.shards) do
       local what = string.format("cache shard %d", i)
       ctx.check_fields(where, what, sh, { node = true, listen = true })
@@ -491,7 +495,8 @@ local function build_dsl(ctx)
 
   function strata.db(spec)
     local where = ctx.where()
-    local fields = { primary = true, replicas = true, reads = true, compact_min = true,
+    local fields = { primary = true, replicas = true, reads = true, read_your_writes = true,
+                     compact_min = true,
                      backlog = true, repl_timeout = true, min_replicas = true, max_lag = true }
     for _, f in ipairs(ACCESS_FIELDS) do fields[f] = true end
     ctx.check_fields(where, "strata.db", spec, fields)
@@ -546,6 +551,8 @@ local function build_dsl(ctx)
       reads = ctx.policy(where, "read policy", reads, { "route" })
     end
     obj.reads = reads
+    -- a web node's reads after a write of the same session see that write
+    obj.read_your_writes = ctx.bool(where, "read_your_writes", spec.read_your_writes)
     ctx.objects[obj] = "db"
     return obj
   end
@@ -556,27 +563,58 @@ local function build_dsl(ctx)
     fail(where, "%s must be the value returned by strata.%s{...}", what, kind)
   end
 
+  -- The web tier: nodes serving one app file (docs/web.md) and/or a static
+  -- folder, talking to a cache and a db with those services' own passwords.
+  local STATIC_FIELDS = { root = true, prefix = true, max_age = true, precompressed = true,
+                          index = true }
+  local function web_static(where, v)
+    if v == nil then return nil end
+    local spec = v
+    if type(v) == "string" then spec = { root = v } end
+    if type(spec) ~= "table" then
+      fail(where, "static must be a folder or a table { root = ..., prefix = ... }")
+    end
+    ctx.check_fields(where, "static", spec, STATIC_FIELDS)
+    local root = ctx.string(where, "static root", spec.root, true)
+    local dir = root:sub(1, 1) == "/" and root or ctx.dir .. "/" .. root
+    if not host.is_dir(dir) then fail(where, "static: directory '%s' not found", root) end
+    local prefix = ctx.string(where, "static prefix", spec.prefix)
+    if prefix ~= nil and prefix:sub(1, 1) ~= "/" then
+      fail(where, "static prefix must start with '/', not '%s'", prefix)
+    end
+    local index = spec.index
+    if index ~= nil and index ~= false then index = ctx.string(where, "static index", index) end
+    local max_age = ctx.duration(where, "static max_age", spec.max_age)
+    return {
+      root = host.realpath(dir), prefix = prefix,
+      max_age = max_age and math.floor(max_age),
+      precompressed = ctx.bool(where, "static precompressed", spec.precompressed),
+      index = index == false and "" or index,
+    }
+  end
+
   function strata.web(spec)
     local where = ctx.where()
     ctx.check_fields(where, "strata.web", spec, {
-      nodes = true, app = true, static = true, cache = true, db = true,
+      nodes = true, app = true, static = true, cache = true, db = true, workers = true,
+      timeout = true, memory = true, max_body = true,
     })
     if type(spec.nodes) ~= "table" or #spec.nodes == 0 then
       fail(where, "strata.web needs nodes = { { node = ..., listen = ... }, ... }")
     end
-    local app = spec.app and ctx.policy(where, "web app", spec.app, {})
-    local static
-    if spec.static ~= nil then
-      ctx.string(where, "static", spec.static)
-      local cands = spec.static:sub(1, 1) == "/" and { spec.static }
-        or { ctx.dir .. "/" .. spec.static }
-      for _, c in ipairs(cands) do
-        if host.is_dir(c) then static = host.realpath(c) break end
-      end
-      if not static then fail(where, "static: directory '%s' not found", spec.static) end
+    if spec.app == nil and spec.static == nil then
+      fail(where, "strata.web needs an app, a static folder, or both")
     end
+    -- The app is loaded by the web kind itself (strata check too): it needs
+    -- the web tier's globals, which a plain policy state does not have.
+    local app = spec.app ~= nil and ctx.resolve(where, "web app", ctx.string(where, "app", spec.app))
+    local static = web_static(where, spec.static)
     local cache = service_ref(where, "cache", spec.cache, "cache")
     local db = service_ref(where, "db", spec.db, "db")
+    local workers = ctx.int(where, "workers", spec.workers)
+    local timeout = ctx.duration(where, "timeout", spec.timeout)
+    local memory = ctx.size(where, "memory", spec.memory)
+    local max_body = ctx.size(where, "max_body", spec.max_body)
     local obj = { kind = "web", nodes = {} }
     for i, n in ipairs(spec.nodes) do
       local what = string.format("web node %d", i)
@@ -585,9 +623,15 @@ local function build_dsl(ctx)
         kind = "web", where = where,
         node = ctx.node_name(where, what .. " node", n.node),
         listen = ctx.addr(where, what .. " listen", n.listen),
-        app = app, static = static,
-        cache = cache and cache.shards, db = db and { primary = db.primary, replicas = db.replicas,
-                                                     reads = db.reads },
+        app = app or nil, static = static,
+        workers = workers, timeout = timeout, memory = memory, max_body = max_body,
+        cache = cache and { shards = cache.shards, password = cache.access.password,
+                            password_env = cache.access.password_env,
+                            password_file = cache.access.password_file },
+        db = db and { primary = db.primary, replicas = db.replicas, reads = db.reads,
+                      read_your_writes = db.read_your_writes,
+                      password = db.stream.password, password_env = db.stream.password_env,
+                      password_file = db.stream.password_file },
       }
       obj.nodes[i] = { name = cfg.node, addr = cfg.listen,
                        weight = ctx.int(where, what .. " weight", n.weight) }
@@ -864,8 +908,12 @@ local function details(s)
     put("replica_of", s.replica_of)
     return table.concat(out, " ")
   elseif s.kind == "web" then
-    return string.format("app=%s%s%s", s.app or "-", s.cache and " cache" or "",
-                         s.db and " db" or "")
+    put("app", s.app)
+    put("static", s.static and s.static.root)
+    put("workers", s.workers)
+    if s.cache then out[#out + 1] = "cache" end
+    if s.db then out[#out + 1] = "db" .. (s.db.read_your_writes and "(read_your_writes)" or "") end
+    return table.concat(out, " ")
   elseif s.kind == "balancer" then
     local names = {}
     for _, b in ipairs(s.backends) do names[#names + 1] = b.addr end

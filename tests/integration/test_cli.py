@@ -87,10 +87,10 @@ MISTAKES = [
      '  backends = { "127.0.0.1:7201" }, health = { interval = "soon" } }\n', {}, 3,
      "bad duration 'soon'"),
     ("no-services", "local x = 1\n", {}, 1, "declares no service"),
-    # Kinds and roles not built yet: refused where they are declared.
-    ("web-not-built", CACHE + "\nlocal web = strata.web {\n"
+    # A web tier with nothing to serve: refused where it is declared.
+    ("web-nothing-to-serve", CACHE + "\nlocal web = strata.web {\n"
      '  nodes = { { node = "w1", listen = "127.0.0.1:7501" } } }\n', {}, 3,
-     "the web service is not built yet"),
+     "strata.web needs an app, a static folder, or both"),
     ("db-min-replicas-out-of-range", CACHE + 'strata.db { primary = { node = "d1", listen = "127.0.0.1:7401" },\n'
      '  replicas = { { node = "d2", listen = "127.0.0.1:7402" } }, min_replicas = -1 }\n', {}, 3,
      "min_replicas must be in 0..1000, not -1"),

@@ -210,9 +210,10 @@ EDGES = [
         f'dir = "{tmp}/d1" }},\n  replicas = {{ {{ node = "d2", '
         f'listen = "127.0.0.1:{free_port()}", dir = "{tmp}/d2" }} }} }}\n'),
       None, 2),
-    p("web", lambda tmp: (
-        f'local w = strata.web {{ nodes = {{ {{ node = "w1", listen = "127.0.0.1:{free_port()}" }} }} }}\n'),
-      "the web service is not built yet"),
+    p("web-workers", lambda tmp: (
+        f'local w = strata.web {{ nodes = {{ {{ node = "w1", listen = "127.0.0.1:{free_port()}" }} }},\n'
+        f'  static = "{tmp}", workers = 0 }}\n'),
+      "web w1: workers must be in 1..64, not 0"),
     p("cache-and-db-one-node", lambda tmp: (
         _db(tmp) + cache_topo(free_port()).replace('"c1"', '"d1"')), None),
 ]
@@ -233,14 +234,14 @@ def test_check_and_run_agree(tmp_path, builder, expect, nodes):
     run_agrees(topo, expect is None, first, nodes)
 
 
-def test_not_built_yet_points_at_the_declaration(tmp_path):
+def test_web_with_nothing_to_serve_points_at_the_declaration(tmp_path):
     topo = tmp_path / "topo.lua"
     text = (cache_topo(free_port()) + "\n-- the web tier\n"
             f'local web = strata.web {{\n  nodes = {{ {{ node = "w1", listen = "127.0.0.1:{free_port()}" }} }},\n}}\n'
             f'strata.balancer {{ node = "lb", listen = "127.0.0.1:{free_port()}", backends = web }}\n')
     topo.write_text(text)
     rc, first = check(topo)
-    assert (rc, first) == (1, f"{topo}:4: the web service is not built yet")
+    assert (rc, first) == (1, f"{topo}:4: strata.web needs an app, a static folder, or both")
     # One node of it, on its own machine: the same answer.
     r = run_cli("run", str(topo), "--node", "c1")
     assert r.returncode == 1 and r.stderr.strip().splitlines()[0] == first

@@ -64,9 +64,10 @@ int main(void)
                 sizeof err) < 0 &&
            strcmp(err, "t.lua:1: db d2: a replica needs replica_of (the node it follows)") == 0,
        "a db replica needs the node it follows (%s)", err);
-    ok(validate(L, "{ kind = 'web', where = 't.lua:9', node = 'w1' }", err, sizeof err) < 0,
-       "web refused");
-    is_str(err, "t.lua:9: the web service is not built yet", "web message");
+    ok(validate(L, "{ kind = 'web', where = 't.lua:9', node = 'w1', workers = 0 }", err,
+                sizeof err) < 0,
+       "web workers 0 refused");
+    is_str(err, "t.lua:9: web w1: workers must be in 1..64, not 0", "web message");
 
     luahost_close(L);
     return tap_done();

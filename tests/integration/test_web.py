@@ -1,0 +1,200 @@
+"""The web tier's app API (docs/web.md) through real HTTP: routes, params,
+query, JSON, 404/405, streaming, and containment -- a handler that loops,
+fails or hogs memory gets a 500 with its request id while a concurrent
+ordinary request is answered."""
+import json
+import socket
+import threading
+
+from conftest import run_cli, wait_for
+from web_util import call, get, get_json, ports, web_topo
+
+APP = r'''
+local app = strata.app()
+app:get("/hello", function(ctx) return 200, "hello" end)
+app:get("/users/:id", function(ctx)
+  return 200, { id = ctx.params.id, q = ctx.query, method = ctx.method, path = ctx.path }
+end)
+app:get("/users/:id/posts/:post", function(ctx) return 200, ctx.params end)
+app:put("/users/:id", function(ctx)
+  local body, err = ctx:json()
+  if not body then return 400, { error = err } end
+  return 200, { id = ctx.params.id, got = body }
+end)
+app:get("/files/*rest", function(ctx) return 200, "rest=" .. ctx.params.rest end)
+app:any("/anything", function(ctx) return 200, ctx.method end)
+app:get("/headers", function(ctx)
+  return 200, { ua = ctx.headers["x-test"], id = ctx.id, peer = ctx.peer ~= nil }
+end)
+app:get("/custom", function(ctx)
+  return 201, "<p>hi</p>", { ["Content-Type"] = "text/html", ["X-Thing"] = "1" }
+end)
+app:get("/status", function(ctx) ctx:status(202) ctx:header("X-Set", "yes") return nil end)
+app:get("/stream", function(ctx)
+  ctx:header("Content-Type", "text/csv")
+  for i = 1, tonumber(ctx.query.n or 3) do ctx:write(("row%d\n"):format(i)) end
+end)
+app:get("/big", function(ctx)
+  local chunk = string.rep("x", 65536)
+  for i = 1, 64 do ctx:write(chunk) end
+end)
+app:get("/all", function(ctx)
+  local a, b, c = ctx:all(function() return "one" end, function() return nil end,
+                          function() return 3 end)
+  return 200, { a = a, b = b == nil, c = c }
+end)
+app:get("/err", function(ctx) error("boom in the handler") end)
+app:get("/loop", function(ctx) while true do end end)
+app:get("/hog", function(ctx)
+  local t = {}
+  for i = 1, 1e9 do t[i] = ("x"):rep(64) .. i end
+end)
+app:get("/badstatus", function(ctx) return "nope" end)
+return app
+'''
+
+
+def start(strata, tmp_path, app=APP, web_extra=""):
+    (tmp_path / "app.lua").write_text(app)
+    (port,) = ports(1)
+    proc = strata(web_topo("app.lua", port, web_extra=web_extra), [port])
+    return proc, port
+
+
+def test_routes_params_query_json(strata, tmp_path):
+    proc, port = start(strata, tmp_path)
+    st, h, b = get(port, "/hello")
+    assert (st, b) == (200, b"hello")
+    assert h["content-type"].startswith("text/plain")
+    assert len(h["x-request-id"]) >= 8
+    st, _, j = get_json(port, "/users/a%20b?x=1&y=two+words&x=3")
+    assert st == 200
+    assert j == {"id": "a b", "q": {"x": "3", "y": "two words"}, "method": "GET",
+                 "path": "/users/a b"}
+    st, _, j = get_json(port, "/users/7/posts/9")
+    assert (st, j) == (200, {"id": "7", "post": "9"})
+    st, _, b = get(port, "/files/a/b/c.txt")
+    assert (st, b) == (200, b"rest=a/b/c.txt")
+    st, _, b = get(port, "/files")
+    assert (st, b) == (200, b"rest=")
+    st, h, b = call(port, "PUT", "/users/5", body=b'{"name":"ann","n":[1,2]}',
+                    headers={"Content-Type": "application/json"})
+    assert st == 200 and h["content-type"] == "application/json"
+    assert json.loads(b) == {"id": "5", "got": {"name": "ann", "n": [1, 2]}}
+    st, _, b = call(port, "PUT", "/users/5", body=b'{not json')
+    assert st == 400 and json.loads(b)["error"].startswith("invalid JSON")
+    for m in ("GET", "POST", "DELETE", "PATCH"):
+        st, _, b = call(port, m, "/anything")
+        assert (st, b) == (200, m.encode())
+    st, _, j = get_json(port, "/headers", headers={"X-Test": "abc", "X-Request-Id": "req-42"})
+    assert j == {"ua": "abc", "id": "req-42", "peer": True}
+    st, h, b = get(port, "/custom")
+    assert (st, b, h["content-type"], h["x-thing"]) == (201, b"<p>hi</p>", "text/html", "1")
+    st, h, b = get(port, "/status")
+    assert (st, h["x-set"], b) == (202, "yes", b"")
+    st, h, b = call(port, "HEAD", "/hello")
+    assert (st, b, h["content-length"]) == (200, b"", "5")
+
+
+def test_404_and_405(strata, tmp_path):
+    proc, port = start(strata, tmp_path)
+    st, h, b = get(port, "/nope")
+    assert st == 404 and json.loads(b) == {"error": "not found"}
+    st, h, b = call(port, "DELETE", "/hello")
+    assert st == 405 and h["allow"] == "GET, HEAD"
+    st, h, b = call(port, "POST", "/users/1")
+    assert st == 405 and h["allow"] == "GET, HEAD, PUT"
+    st, _, b = get(port, "/healthz")
+    assert (st, b) == (200, b"ok\n")
+
+
+def test_streaming_is_chunked(strata, tmp_path):
+    proc, port = start(strata, tmp_path)
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /stream?n=4 HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while not data.endswith(b"0\r\n\r\n"):
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    s.close()
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Type: text/csv" in head
+    assert body == b"5\r\nrow1\n\r\n5\r\nrow2\n\r\n5\r\nrow3\n\r\n5\r\nrow4\n\r\n0\r\n\r\n"
+    st, _, b = get(port, "/big")
+    assert st == 200 and b == b"x" * (64 * 65536)
+    st, _, j = get_json(port, "/all")
+    assert (st, j) == (200, {"a": "one", "b": True, "c": 3})
+
+
+def test_containment(strata, tmp_path):
+    """Each bad handler answers 500 with its request id while an ordinary
+    request sent during it is answered 200."""
+    proc, port = start(strata, tmp_path, web_extra=', timeout = "3s", memory = "32mb"')
+    for path, logged in (("/err", "boom in the handler"), ("/loop", "instruction budget"),
+                         ("/hog", "memory limit"), ("/badstatus", "status 100-999")):
+        result = {}
+
+        def bad():
+            result["bad"] = call(port, "GET", path, timeout=30)
+
+        t = threading.Thread(target=bad)
+        t.start()
+        st, _, b = get(port, "/hello")
+        assert (st, b) == (200, b"hello"), path
+        t.join()
+        st, h, b = result["bad"]
+        assert st == 500, (path, b)
+        j = json.loads(b)
+        assert j == {"error": "internal error", "request_id": h["x-request-id"]}
+        wait_for(lambda: j["request_id"] in proc.output() and logged in proc.output(),
+                 what=f"{path} logged with its id")
+        assert "stack traceback" in proc.output()
+    st, _, b = get(port, "/hello")
+    assert (st, b) == (200, b"hello")
+
+
+def test_timeout_is_a_500(strata, tmp_path):
+    app = APP.replace('return app', '''
+app:get("/slow", function(ctx)
+  local t0 = os.clock()
+  while os.clock() - t0 < 5 do for i = 1, 1000 do end end
+end)
+return app''')
+    proc, port = start(strata, tmp_path, app=app, web_extra=', timeout = "300ms"')
+    st, h, b = get(port, "/slow")
+    assert st == 500 and json.loads(b)["request_id"] == h["x-request-id"]
+    wait_for(lambda: "time limit" in proc.output(), what="time limit logged")
+
+
+def test_check_refuses_bad_apps(tmp_path):
+    cases = [
+        ('local app = strata.app()\napp:get("nope", function() end)\nreturn app\n',
+         "app.lua:2: route pattern 'nope' must start with '/'"),
+        ('local app = strata.app()\napp:get("/a/*rest/b", function() end)\nreturn app\n',
+         "app.lua:2: route pattern '/a/*rest/b': '*rest' must be the last segment"),
+        ('local app = strata.app()\nreturn {}\n', "the app file must return the app"),
+        ('local app = strata.app(\nreturn app\n', "app.lua:2:"),
+        ('local app = strata.app()\nlocal x = nil + 1\nreturn app\n', "app.lua:2:"),
+    ]
+    for text, expect in cases:
+        (tmp_path / "app.lua").write_text(text)
+        (port,) = ports(1)
+        topo = tmp_path / "topo.lua"
+        topo.write_text(web_topo("app.lua", port))
+        r = run_cli("check", str(topo))
+        assert r.returncode == 1, r.stdout
+        first = r.stderr.strip().splitlines()[0]
+        assert first.startswith(f"{topo}:2: web w1: web app: "), first  # the app field
+        assert expect in first, first
+    for extra, expect in ((', workers = 0', "workers must be in 1..64"),
+                          (', timeout = "0s"', "timeout must be in"),
+                          (', memory = "10kb"', "memory must be in"),
+                          (', bogus = 1', "unknown field 'bogus'"),
+                          (', static = "no-such-dir"', "static: directory 'no-such-dir' not found")):
+        (tmp_path / "app.lua").write_text(APP)
+        topo = tmp_path / "topo.lua"
+        topo.write_text(web_topo("app.lua", ports(1)[0], web_extra=extra))
+        r = run_cli("check", str(topo))
+        assert r.returncode == 1 and expect in r.stderr, (extra, r.stderr)
+        assert r.stderr.startswith(f"{topo}:"), r.stderr
