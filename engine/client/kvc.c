@@ -194,6 +194,8 @@ static void wire_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
 /* ---- links ---------------------------------------------------------------- */
 
 static void link_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static struct kvc_wire *link_send_raw(struct kvc_link *l, int argc, const char *const *argv,
+                                      const size_t *argvlen, kvc_wire_fn fn, void *arg);
 
 static void link_arm(struct kvc_link *l, double at)
 {
@@ -380,8 +382,10 @@ void kvc_link_connect(struct kvc_link *l)
     if (l->password) {
         const char *argv[2] = {"AUTH", l->password};
         size_t argl[2] = {4, strlen(l->password)};
-        struct kvc_wire *w = kvc_link_send(l, 2, argv, argl, link_auth_cb, l);
-        (void)w;
+        if (!link_send_raw(l, 2, argv, argl, link_auth_cb, l)) {
+            kvc_link_drop(l, "out of memory");
+            return;
+        }
     }
     link_arm(l, l->connect_started + l->base->timeout);
 }
@@ -423,10 +427,12 @@ int kvc_link_usable(const struct kvc_link *l)
     return l->state == KVC_LINK_UP || (l->state == KVC_LINK_CONNECTING && !l->was_up);
 }
 
-struct kvc_wire *kvc_link_send(struct kvc_link *l, int argc, const char *const *argv,
-                               const size_t *argvlen, kvc_wire_fn fn, void *arg)
+/* Queues a command on the context, whatever the link's state (AUTH goes
+ * first on a reconnect that callers do not wait for). */
+static struct kvc_wire *link_send_raw(struct kvc_link *l, int argc, const char *const *argv,
+                                      const size_t *argvlen, kvc_wire_fn fn, void *arg)
 {
-    if (!kvc_link_usable(l) || !l->ac)
+    if (!l->ac)
         return NULL;
     struct kvc_wire *w = calloc(1, sizeof *w);
     if (!w)
@@ -449,6 +455,14 @@ struct kvc_wire *kvc_link_send(struct kvc_link *l, int argc, const char *const *
     l->inflight++;
     link_arm(l, w->sent + l->base->timeout);
     return w;
+}
+
+struct kvc_wire *kvc_link_send(struct kvc_link *l, int argc, const char *const *argv,
+                               const size_t *argvlen, kvc_wire_fn fn, void *arg)
+{
+    if (!kvc_link_usable(l))
+        return NULL;
+    return link_send_raw(l, argc, argv, argvlen, fn, arg);
 }
 
 void kvc_link_free(struct kvc_link *l)
