@@ -264,7 +264,8 @@ static void req_end(struct web_req *r)
         run_wakeq(w);
 }
 
-/* The handler's answer: status, body, kind, headers on co's stack (top 4). */
+/* The handler's answer: status, body, kind, headers on co's stack from
+ * base (what run() returns). */
 static void answer(struct web_req *r, lua_State *co, int base)
 {
     struct http_req *hr = r->hr;
@@ -395,8 +396,10 @@ static void task_resume(struct web_task *t, int nargs)
                      "is for coroutines of its own)", NULL, 0);
     } else if (t == r->main) {
         t->done = 1;
-        if (!r->ended)
+        if (!r->ended && nres == 4)
             answer(r, t->co, lua_gettop(t->co) - 3);
+        else if (!r->ended)
+            req_fail(r, "the handler's answer is malformed", NULL, 0);
     } else {
         child_done(t, nres);
     }

@@ -744,17 +744,20 @@ static void web_status_json(struct service *s, struct buf *out)
     if (g->db) {
         struct db_client_stats ds;
         db_client_stats(g->db, &ds);
-        buf_printf(out, ",\"db\":{\"calls\":%llu,\"failures\":%llu,\"reads_primary\":%llu,"
-                   "\"reads_replica\":%llu,\"ryw_waits\":%llu,\"ryw_fallbacks\":%llu}",
+        buf_printf(out, ",\"db\":{\"calls\":%llu,\"failures\":%llu,\"cancelled\":%llu,"
+                   "\"reads_primary\":%llu,\"reads_replica\":%llu,\"ryw_waits\":%llu,"
+                   "\"ryw_fallbacks\":%llu}",
                    (unsigned long long)ds.calls.calls, (unsigned long long)ds.calls.failures,
+                   (unsigned long long)ds.calls.cancelled,
                    (unsigned long long)ds.reads_primary, (unsigned long long)ds.reads_replica,
                    (unsigned long long)ds.ryw_waits, (unsigned long long)ds.ryw_fallbacks);
     }
     if (g->cache) {
         struct kvc_stats cs;
         cache_client_stats(g->cache, &cs);
-        buf_printf(out, ",\"cache\":{\"calls\":%llu,\"failures\":%llu}",
-                   (unsigned long long)cs.calls, (unsigned long long)cs.failures);
+        buf_printf(out, ",\"cache\":{\"calls\":%llu,\"failures\":%llu,\"cancelled\":%llu}",
+                   (unsigned long long)cs.calls, (unsigned long long)cs.failures,
+                   (unsigned long long)cs.cancelled);
     }
 }
 

@@ -7,6 +7,8 @@ import os
 import random
 import re
 import signal
+import socket
+import struct
 import threading
 
 import redis
@@ -272,3 +274,32 @@ def test_read_your_writes_across_requests_and_nodes(strata, tmp_path):
     for bad in ("abc", "1" * 40, "-5", "12 34", "9" * 19 + "x"):
         st, _, _ = call(w1, "GET", "/kv/k0", headers={"Cookie": f"a=b; strata-ryw={bad}; c=d"})
         assert st == 200
+
+
+def test_deadline_and_a_client_leaving_cancel_pending_calls(strata, tmp_path):
+    proc, web, cports, d1, _ = start_all(strata, tmp_path, timeout="1s")
+    db = redis.Redis(port=d1)
+    db.set("user:3", json.dumps({"n": 3}))
+    # the loader waits at a closed gate: the deadline answers 500, cancels its call
+    st, h, b = get(web, "/users/3?gate=1")
+    assert st == 500 and json.loads(b)["request_id"] == h["x-request-id"]
+    wait_for(lambda: "time limit" in proc.output(), what="the deadline logged")
+    s = web_status(proc)
+    assert s["timeouts"] == 1 and s["in_flight"] == 0
+    assert s["db"]["cancelled"] >= 1
+    # the failed flight left nothing behind: the next request loads
+    db.set("gate", "open")
+    assert get_json(web, "/users/3?gate=1")[2] == {"n": 3}
+    # a client that leaves: its handler ends, its pending call is cancelled
+    db.set("gate", "closed")
+    before = web_status(proc)["db"]["cancelled"]
+    s = socket.create_connection(("127.0.0.1", web))
+    s.sendall(b"GET /users/4?gate=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_for(lambda: web_status(proc)["in_flight"] == 1, what="the request in flight")
+    # a reset, not a half-close (after a FIN the client may still read its answer)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    wait_for(lambda: web_status(proc)["in_flight"] == 0 and web_status(proc)["gone"] == 1,
+             what="the handler ended")
+    assert web_status(proc)["db"]["cancelled"] > before
+    assert "the client went away" not in proc.output()  # not an error of the app
