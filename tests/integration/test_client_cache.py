@@ -104,7 +104,11 @@ def test_a_refused_password_keeps_the_shard_down(two_shards, tmp_path):
     probe = Probe(tmp_path, "cache", "--password", "not-the-password-42", "--retry", 30,
                   "c1=127.0.0.1:%d" % ports["c1"], "c2=127.0.0.1:%d" % ports["c2"])
     try:
-        wait_for(lambda: probe.ask("call k GET k")["error"] == "down", what="calls answer down")
+        by = keys_by_shard(probe)
+        for k in (by[0][0], by[1][0]):
+            a = probe.ask("call %s GET %s" % (k, k))
+            assert a["reply"] is None and a["error"] == "down", a
+        # Connected, but never up: a link is up once its AUTH is accepted.
         assert probe.ask("up 0")["up"] == 0 and probe.ask("up 1")["up"] == 0
         out = probe.output()
         assert "AUTH refused" in out and "not-the-password-42" not in out, out
