@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 
+import pytest
 import redis
 
 from conftest import wait_for
@@ -304,3 +305,23 @@ def test_deadline_and_a_client_leaving_cancel_pending_calls(strata, tmp_path):
              what="the handler ended")
     assert web_status(proc)["db"]["cancelled"] > before
     assert "the client went away" not in proc.output()  # not an error of the app
+
+
+def test_cache_and_db_passwords_reach_the_web_node(strata, tmp_path):
+    (tmp_path / "app.lua").write_text(APP)
+    (tmp_path / "dbpass").write_text("db-secret-0123456789\n")
+    web, c1, c2, d1, d2, admin = ports(6)
+    text = topology(tmp_path, web, c1, c2, d1, d2, admin)
+    text = text.replace("} } }\nlocal db", '} }, password_env = "WEB_TEST_CACHE_PW" }\nlocal db', 1)
+    text = text.replace('reads = "primary"', 'reads = "primary", password_file = "dbpass"')
+    proc = strata(text, [web, c1, c2, d1, d2], env={"WEB_TEST_CACHE_PW": "cache-secret-0123"})
+    proc.admin = admin
+    wait_for(lambda: get(web, "/kv/ping")[0] == 200, what="the db reachable with its password")
+    assert call(web, "PUT", "/kv/a", body=b"1")[0] == 200
+    assert redis.Redis(port=d1, password="db-secret-0123456789").get("kv:a") == b"1"
+    for p in (d1, c1):  # both really need one
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=p).get("x")
+    wait_for(lambda: json.loads(call(web, "POST", "/c/x", body=b"y")[2])["ok"],
+             what="the cache reachable with its password")
+    assert "secret" not in proc.output()
