@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "hash_ring.h"
-#include "kvc_impl.h"
+#include "kvc_link.h"
 
 #define CACHE_RING_POINTS 160
 

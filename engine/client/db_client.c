@@ -29,7 +29,7 @@
 #include <strings.h>
 
 #include "kv_cmd.h"
-#include "kvc_impl.h"
+#include "kvc_link.h"
 #include "log.h"
 #include "policy_host.h"
 

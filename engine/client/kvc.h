@@ -12,7 +12,10 @@
  *
  * Replies are hiredis's redisReply (type REDIS_REPLY_STRING, _ARRAY,
  * _INTEGER, _NIL, _STATUS, _ERROR). A reply is valid only during the
- * callback: copy what you keep. */
+ * callback: copy what you keep.
+ *
+ * A process using these clients ignores SIGPIPE (every strata process
+ * does): a write to a link the peer closed is then an error of that link. */
 #ifndef STRATA_KVC_H
 #define STRATA_KVC_H
 

@@ -139,6 +139,7 @@ static struct web_task *task_new(struct web_req *r, lua_State *L)
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     t->results_ref = LUA_NOREF;
     t->wake_ref = LUA_NOREF;
+    ev_timer_init(&t->sleep, NULL, 0, 0);
     t->next = r->tasks;
     r->tasks = t;
     return t;
@@ -151,6 +152,7 @@ static void task_end(struct web_task *t)
     if (t->done)
         return;
     t->done = 1;
+    ev_timer_stop(t->r->w->loop, &t->sleep);
     web_data_task_end(t);
     web_cached_task_end(t);
 }
@@ -209,8 +211,12 @@ static void run_wakeq(struct web_worker *w)
 
 /* ---- the answer ------------------------------------------------------------------ */
 
-static void count_status(struct web_worker *w, int status)
+static void count_status(struct web_req *r, int status)
 {
+    struct web_worker *w = r->w;
+    double now = ev_now(w->loop);
+    latency_record(&w->lat, (now - r->started) * 1000.0, now);
+    __atomic_store_n(&w->app_mem, policy_host_memory(r->gen->app->h), __ATOMIC_RELAXED);
     if (status >= 500)
         w->st.responses_5xx++;
     else if (status >= 400)
@@ -262,7 +268,8 @@ static void req_end(struct web_req *r)
         run_wakeq(w);
 }
 
-/* The handler's answer: status, body, kind, headers on co's stack (top 4). */
+/* The handler's answer: status, body, kind, headers on co's stack from
+ * base (what run() returns). */
 static void answer(struct web_req *r, lua_State *co, int base)
 {
     struct http_req *hr = r->hr;
@@ -301,7 +308,7 @@ static void answer(struct web_req *r, lua_State *co, int base)
                 buf_append(http_resp_body(hr), body, blen);
         }
     }
-    count_status(r->w, hr->status);
+    count_status(r, hr->status);
     http_resp_finish(hr);
     r->hr = NULL;
     req_end(r);
@@ -335,7 +342,7 @@ static void req_fail(struct web_req *r, const char *why, const char *trace, int 
                    r->id);
         http_resp_status(hr, 500);
     }
-    count_status(w, 500);
+    count_status(r, 500);
     http_resp_finish(hr);
     r->hr = NULL;
     req_end(r);
@@ -393,8 +400,10 @@ static void task_resume(struct web_task *t, int nargs)
                      "is for coroutines of its own)", NULL, 0);
     } else if (t == r->main) {
         t->done = 1;
-        if (!r->ended)
+        if (!r->ended && nres == 4)
             answer(r, t->co, lua_gettop(t->co) - 3);
+        else if (!r->ended)
+            req_fail(r, "the handler's answer is malformed", NULL, 0);
     } else {
         child_done(t, nres);
     }
@@ -433,6 +442,7 @@ void web_req_start(struct web_worker *w, struct web_gen *gen, struct http_req *h
     r->ctx_ref = LUA_NOREF;
     r->ins_left = WEB_REQ_INSTRUCTIONS;
     r->deadline = ev_time() + gen->cfg.timeout;
+    r->started = ev_now(w->loop);
     const struct http_hdr *xid = http_req_header(hr, "x-request-id");
     if (xid && id_ok(xid->value, xid->value_len))
         snprintf(r->id, sizeof r->id, "%.*s", (int)xid->value_len, xid->value);
@@ -760,6 +770,32 @@ static int ctx_write(lua_State *L)
     return 1;
 }
 
+static void sleep_done(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    struct web_task *t = tm->data;
+    if (t->wait == WEB_WAIT_SLEEP)
+        web_task_wake(t);
+}
+
+static int sleep_cont(lua_State *L, int status, lua_KContext kc)
+{
+    (void)status, (void)kc;
+    return 0;
+}
+
+/* ctx:sleep(seconds): the task waits on a timer; the loop serves others. */
+static int ctx_sleep(lua_State *L)
+{
+    struct web_task *t = web_task_check(L, 1, "ctx:sleep");
+    lua_Number s = luaL_checknumber(L, 2);
+    luaL_argcheck(L, s >= 0 && s <= 3600, 2, "seconds in 0..3600");
+    ev_timer_init(&t->sleep, sleep_done, s, 0);
+    t->sleep.data = t;
+    ev_timer_start(t->r->w->loop, &t->sleep);
+    t->wait = WEB_WAIT_SLEEP;
+    return lua_yieldk(L, 0, 0, sleep_cont);
+}
+
 static int all_cont(lua_State *L, int status, lua_KContext kc)
 {
     struct web_task *t = web_task_check(L, 1, "ctx:all");
@@ -809,7 +845,7 @@ void web_req_register(lua_State *L)
     lua_createtable(L, 0, 8);
     static const luaL_Reg methods[] = {
         {"status", ctx_status}, {"header", ctx_header}, {"write", ctx_write},
-        {"all", ctx_all},       {NULL, NULL},
+        {"all", ctx_all},       {"sleep", ctx_sleep},   {NULL, NULL},
     };
     luaL_setfuncs(L, methods, 0);
     lua_pushvalue(L, -1);

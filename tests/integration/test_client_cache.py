@@ -7,11 +7,14 @@ import pytest
 from client_util import Probe
 from conftest import free_port, wait_for
 
+# Every link authenticates, again after each reconnect.
+PASSWORD = "s3cret-shards"
+
 
 def shards_topology(ports):
     shards = ", ".join('{ node = "%s", listen = "127.0.0.1:%d" }' % (n, p)
                        for n, p in ports.items())
-    return "strata.cache { shards = { %s } }\n" % shards
+    return 'strata.cache { shards = { %s }, password = "%s" }\n' % (shards, PASSWORD)
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def keys_by_shard(probe, n=40):
 
 def test_killed_shard_answers_down_and_comes_back(two_shards, tmp_path):
     ports, procs, start = two_shards
-    probe = Probe(tmp_path, "cache", "--timeout", 5, "--retry", 0.2,
+    probe = Probe(tmp_path, "cache", "--timeout", 5, "--retry", 0.2, "--password", PASSWORD,
                   "c1=127.0.0.1:%d" % ports["c1"], "c2=127.0.0.1:%d" % ports["c2"])
     try:
         by = keys_by_shard(probe)
@@ -83,7 +86,7 @@ def test_killed_shard_answers_down_and_comes_back(two_shards, tmp_path):
 
 def test_cancelled_call_is_never_answered(two_shards, tmp_path):
     ports, _, _ = two_shards
-    probe = Probe(tmp_path, "cache", "c1=127.0.0.1:%d" % ports["c1"],
+    probe = Probe(tmp_path, "cache", "--password", PASSWORD, "c1=127.0.0.1:%d" % ports["c1"],
                   "c2=127.0.0.1:%d" % ports["c2"])
     try:
         assert probe.ask("call k SET k 1")["reply"] == {"status": "OK"}
@@ -92,5 +95,22 @@ def test_cancelled_call_is_never_answered(two_shards, tmp_path):
         assert probe.ask("call k INCR k")["reply"] == 2
         st = probe.ask("stats")
         assert st["cancelled"] == 1 and st["calls"] == 3 and st["replies"] == 2, st
+    finally:
+        probe.close()
+
+
+def test_a_refused_password_keeps_the_shard_down(two_shards, tmp_path):
+    ports, _, _ = two_shards
+    probe = Probe(tmp_path, "cache", "--password", "not-the-password-42", "--retry", 30,
+                  "c1=127.0.0.1:%d" % ports["c1"], "c2=127.0.0.1:%d" % ports["c2"])
+    try:
+        by = keys_by_shard(probe)
+        for k in (by[0][0], by[1][0]):
+            a = probe.ask("call %s GET %s" % (k, k))
+            assert a["reply"] is None and a["error"] == "down", a
+        # Connected, but never up: a link is up once its AUTH is accepted.
+        assert probe.ask("up 0")["up"] == 0 and probe.ask("up 1")["up"] == 0
+        out = probe.output()
+        assert "AUTH refused" in out and "not-the-password-42" not in out, out
     finally:
         probe.close()

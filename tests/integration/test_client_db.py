@@ -197,3 +197,25 @@ def test_role_reply_shapes(strata, tmp_path):
     wait_for(lambda: r.execute_command("ROLE")[3] in (b"connect", b"connecting"),
              what="the replica sees its primary gone")
     assert r.execute_command("ROLE")[4] == role[1]
+
+
+def test_a_dead_primary_fails_writes_fast_and_reads_go_on(strata, tmp_path):
+    c = Cluster(strata, tmp_path, replicas=1).start_all()
+    c.wait_online("db2")
+    seed_keys(c, 3)
+    probe = db_probe(c, tmp_path, "--reads", "replicas", "--timeout", 5)
+    try:
+        assert probe.ask("call SET a 1")["reply"] == {"status": "OK"}
+        c.kill9("db1")
+        # No node answers "master": the write fails, well before the timeout.
+        a = wait_for(lambda: (lambda x: x if x["error"] == "down" else None)(
+            probe.ask("call SET a 2")), what="writes answer down")
+        assert a["reply"] is None and a["ms"] < 2500, a
+        assert probe.ask("call GET k1")["reply"] == "v1"  # a replica still serves reads
+        assert probe.ask("primary") == {"primary": "db1"}
+        c.start("db1")
+        wait_for(lambda: probe.ask("call SET a 3")["reply"] == {"status": "OK"},
+                 what="writes work again")
+        assert c.client("db1").get("a") == b"3"
+    finally:
+        probe.close()

@@ -29,6 +29,7 @@
  * replica does show violations. */
 #include <ev.h>
 #include <hiredis/hiredis.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,6 +290,7 @@ int main(int argc, char **argv)
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN); /* as every node: a lost link is an error, not a signal */
     loop = ev_default_loop(0);
     double timeout = 0, retry = 0, ryw_wait = 0;
     const char *password = NULL, *policy = NULL;

@@ -8,6 +8,7 @@
 #include <ev.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -369,6 +370,7 @@ static void test_mget_over_a_dead_shard(void)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN);
     loop = ev_loop_new(0);
     test_reply_and_cancel_inside();
     test_cancel_drops_late_reply();

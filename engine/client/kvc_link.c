@@ -1,5 +1,5 @@
-/* kvc: calls, links and wires shared by the cache and db clients
- * (kvc.h for users, kvc_impl.h for the layer's inside).
+/* kvc_link: calls, links and wires shared by the cache and db clients
+ * (kvc.h for users, kvc_link.h for the layer's inside).
  *
  * hiredis 0.14's async API on the caller's libev loop: it runs every
  * pending callback with a NULL reply when a context goes away (its own
@@ -18,7 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "kvc_impl.h"
+#include "kvc_link.h"
 #include "log.h"
 #include "util.h"
 
@@ -194,6 +194,8 @@ static void wire_reply_cb(redisAsyncContext *ac, void *r, void *privdata)
 /* ---- links ---------------------------------------------------------------- */
 
 static void link_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static struct kvc_wire *link_send_raw(struct kvc_link *l, int argc, const char *const *argv,
+                                      const size_t *argvlen, kvc_wire_fn fn, void *arg);
 
 static void link_arm(struct kvc_link *l, double at)
 {
@@ -280,7 +282,9 @@ static void link_lost(struct kvc_link *l, const char *why, int free_ctx)
         if (free_ctx)
             redisAsyncFree(ac);
     }
-    /* hiredis may have run their callbacks above: marked failing, they
+    link_arm(l, l->retry_at);
+    /* From here on `l` is not touched: an owner's callback may free the
+     * client. hiredis may have run their callbacks above: marked failing, they
      * were only marked done, and are answered and freed here. */
     while (w) {
         struct kvc_wire *next = w->next;
@@ -293,7 +297,6 @@ static void link_lost(struct kvc_link *l, const char *why, int free_ctx)
         wire_maybe_free(w);
         w = next;
     }
-    link_arm(l, l->retry_at);
 }
 
 void kvc_link_drop(struct kvc_link *l, const char *why)
@@ -301,6 +304,20 @@ void kvc_link_drop(struct kvc_link *l, const char *why)
     if (l->state == KVC_LINK_DOWN && !l->ac)
         return;
     link_lost(l, why, 1);
+}
+
+static void link_mark_up(struct kvc_link *l)
+{
+    l->state = KVC_LINK_UP;
+    if (l->was_up)
+        l->reconnects++;
+    l->was_up = 1;
+    if (l->down_reported)
+        log_info("client: %s (%s) is up again", l->name, l->addr);
+    l->down_reported = 0;
+    l->last_error[0] = 0;
+    if (l->on_up)
+        l->on_up(l);
 }
 
 static void link_connect_cb(const redisAsyncContext *ac, int status)
@@ -315,16 +332,9 @@ static void link_connect_cb(const redisAsyncContext *ac, int status)
         link_lost(l, why, 0);
         return;
     }
-    l->state = KVC_LINK_UP;
-    if (l->was_up)
-        l->reconnects++;
-    l->was_up = 1;
-    if (l->down_reported)
-        log_info("client: %s (%s) is up again", l->name, l->addr);
-    l->down_reported = 0;
-    l->last_error[0] = 0;
-    if (l->on_up)
-        l->on_up(l);
+    /* With a password the link is up once AUTH is accepted. */
+    if (!l->password)
+        link_mark_up(l);
 }
 
 static void link_disconnect_cb(const redisAsyncContext *ac, int status)
@@ -342,11 +352,16 @@ static void link_disconnect_cb(const redisAsyncContext *ac, int status)
 static void link_auth_cb(void *arg, const struct redisReply *r, const char *error)
 {
     struct kvc_link *l = arg;
-    if (r && r->type == REDIS_REPLY_ERROR) {
+    if (!r)
+        return; /* the link is failing already */
+    if (r->type == REDIS_REPLY_ERROR) {
         char why[128];
         snprintf(why, sizeof why, "AUTH refused: %.*s", (int)(r->len < 80 ? r->len : 80), r->str);
         kvc_link_drop(l, why);
+        return;
     }
+    if (l->state == KVC_LINK_CONNECTING)
+        link_mark_up(l);
 }
 
 void kvc_link_connect(struct kvc_link *l)
@@ -380,8 +395,10 @@ void kvc_link_connect(struct kvc_link *l)
     if (l->password) {
         const char *argv[2] = {"AUTH", l->password};
         size_t argl[2] = {4, strlen(l->password)};
-        struct kvc_wire *w = kvc_link_send(l, 2, argv, argl, link_auth_cb, l);
-        (void)w;
+        if (!link_send_raw(l, 2, argv, argl, link_auth_cb, l)) {
+            kvc_link_drop(l, "out of memory");
+            return;
+        }
     }
     link_arm(l, l->connect_started + l->base->timeout);
 }
@@ -423,10 +440,12 @@ int kvc_link_usable(const struct kvc_link *l)
     return l->state == KVC_LINK_UP || (l->state == KVC_LINK_CONNECTING && !l->was_up);
 }
 
-struct kvc_wire *kvc_link_send(struct kvc_link *l, int argc, const char *const *argv,
-                               const size_t *argvlen, kvc_wire_fn fn, void *arg)
+/* Queues a command on the context, whatever the link's state (AUTH goes
+ * first on a reconnect that callers do not wait for). */
+static struct kvc_wire *link_send_raw(struct kvc_link *l, int argc, const char *const *argv,
+                                      const size_t *argvlen, kvc_wire_fn fn, void *arg)
 {
-    if (!kvc_link_usable(l) || !l->ac)
+    if (!l->ac)
         return NULL;
     struct kvc_wire *w = calloc(1, sizeof *w);
     if (!w)
@@ -449,6 +468,14 @@ struct kvc_wire *kvc_link_send(struct kvc_link *l, int argc, const char *const *
     l->inflight++;
     link_arm(l, w->sent + l->base->timeout);
     return w;
+}
+
+struct kvc_wire *kvc_link_send(struct kvc_link *l, int argc, const char *const *argv,
+                               const size_t *argvlen, kvc_wire_fn fn, void *arg)
+{
+    if (!kvc_link_usable(l))
+        return NULL;
+    return link_send_raw(l, argc, argv, argvlen, fn, arg);
 }
 
 void kvc_link_free(struct kvc_link *l)

@@ -1,4 +1,4 @@
-/* kvc_impl: the client layer's inside, shared by kvc.c, cache_client.c and
+/* kvc_link: the client layer's inside, shared by kvc_link.c, cache_client.c and
  * db_client.c (not for users of the layer: they see kvc.h).
  *
  * Three objects:
@@ -18,8 +18,8 @@
  *    the same timer set to 0 answers an error on the next loop iteration,
  *    so a call is never answered before the function that started it
  *    returns. */
-#ifndef STRATA_KVC_IMPL_H
-#define STRATA_KVC_IMPL_H
+#ifndef STRATA_KVC_LINK_H
+#define STRATA_KVC_LINK_H
 
 #include <ev.h>
 #include <stdint.h>
