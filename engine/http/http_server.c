@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -154,7 +156,9 @@ static struct http_req *req_new(struct http_sconn *sc, const char *head, size_t 
     r->body = "";
     r->keep_alive = (unsigned)http_msg_keep_alive(m);
     r->head = m->method == HTTP_HEAD;
-    snprintf(r->peer, sizeof r->peer, "%s", sc->c->peer);
+    size_t pl = strnlen(sc->c->peer, sizeof r->peer - 1);
+    memcpy(r->peer, sc->c->peer, pl);
+    r->peer[pl] = 0;
     r->conn = sc;
     r->status = 200;
     buf_init(&r->body_buf);
@@ -190,10 +194,40 @@ static int bodiless(const struct http_req *r)
     return r->status < 200 || r->status == 204 || r->status == 304;
 }
 
+/* "Content-Length: n\r\n" into out (at least 48 bytes); its length. */
+static size_t content_length(char *out, uint64_t n)
+{
+    static const char name[] = "Content-Length: ";
+    char d[24];
+    int k = 0;
+    do {
+        d[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    memcpy(out, name, sizeof name - 1);
+    size_t o = sizeof name - 1;
+    while (k)
+        out[o++] = d[--k];
+    out[o++] = '\r';
+    out[o++] = '\n';
+    out[o] = 0;
+    return o;
+}
+
 /* The status line, the layer's framing headers, the handler's headers. */
 static void write_head(struct buf *w, const struct http_req *r, int keep, const char *framing)
 {
-    buf_printf(w, "HTTP/1.1 %d %s\r\n", r->status, http_status_text(r->status));
+    char line[64] = "HTTP/1.1 ";
+    int st = r->status >= 100 && r->status <= 999 ? r->status : 500;
+    line[9] = (char)('0' + st / 100);
+    line[10] = (char)('0' + st / 10 % 10);
+    line[11] = (char)('0' + st % 10);
+    line[12] = ' ';
+    const char *text = http_status_text(st);
+    size_t tl = strlen(text); /* the longest is 31 bytes */
+    memcpy(line + 13, text, tl);
+    memcpy(line + 13 + tl, "\r\n", 2);
+    buf_append(w, line, 15 + tl);
     if (framing)
         buf_append_str(w, framing);
     if (!keep)
@@ -210,7 +244,7 @@ static void write_response(struct http_sconn *sc, struct http_req *r, int keep)
     size_t before = buf_size(w);
     size_t blen = buf_size(&r->resp_body);
     char cl[48];
-    snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", blen);
+    content_length(cl, blen);
     write_head(w, r, keep, bodiless(r) ? NULL : cl);
     if (!bodiless(r) && !r->head && blen)
         buf_append(w, buf_head(&r->resp_body), blen);
@@ -254,23 +288,45 @@ static void stream_head(struct http_sconn *sc, struct http_req *r)
     buf_free(&r->resp_body);
 }
 
+/* A file body up to this size is read into the output behind its head:
+ * one write, one segment, where sendfile would add a second of each for
+ * a few kilobytes. */
+#define FILE_INLINE (16u * 1024)
+
 /* A file answer reached the front: its head goes out with the file's
- * length. Its body follows from file_pump once the head has left wbuf
- * (sc_drain); a HEAD, a 304 or an empty file needs none. */
+ * length. A small body is read in behind it; a larger one follows from
+ * file_pump once the head has left wbuf (sc_drain); a HEAD, a 304 or an
+ * empty file needs none. */
 static void file_head(struct http_sconn *sc, struct http_req *r)
 {
     struct buf *w = &sc->c->wbuf;
     size_t before = buf_size(w);
     int last = sc->closing && !r->next && !sc->cur;
     char cl[48];
-    snprintf(cl, sizeof cl, "Content-Length: %zu\r\n", r->file_left);
+    content_length(cl, r->file_left);
     r->stream_keep = r->keep_alive && !last;
     write_head(w, r, r->stream_keep, bodiless(r) ? NULL : cl);
-    sc->queued += buf_size(w) - before;
     r->head_sent = 1;
-    if ((r->head || bodiless(r) || r->file_left == 0) && r->file_open) {
+    if (r->head || bodiless(r))
+        r->file_left = 0;
+    if (r->file_left > 0 && r->file_left <= FILE_INLINE &&
+        buf_reserve(w, r->file_left) == 0) {
+        ssize_t n = pread(r->file_fd, buf_tail(w), r->file_left, r->file_off);
+        if (n == (ssize_t)r->file_left) {
+            buf_commit(w, (size_t)n);
+            r->file_left = 0;
+        } /* else short or failed: file_pump finds out and ends the connection */
+    }
+    sc->queued += buf_size(w) - before;
+    if (r->file_left == 0 && r->file_open) {
         close(r->file_fd);
         r->file_open = 0;
+    } else if (r->file_open) {
+        /* Corked until the file is done: the head leaves in the body's
+         * first full segment and the body in full segments, where the
+         * connection's TCP_NODELAY would push every piece as it comes. */
+        int on = 1;
+        setsockopt(sc->c->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
     }
 }
 
@@ -566,6 +622,8 @@ static int file_pump(struct http_sconn *sc)
     }
     close(r->file_fd);
     r->file_open = 0;
+    int off = 0; /* the last partial segment goes now */
+    setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
     return flush_queue(sc) ? 1 : 2;
 }
 
@@ -735,13 +793,25 @@ void http_resp_status(struct http_req *req, int status) { req->status = status; 
 
 int http_resp_header(struct http_req *req, const char *name, const char *value)
 {
-    if (strcasecmp(name, "content-length") == 0 || strcasecmp(name, "transfer-encoding") == 0 ||
-        strcasecmp(name, "connection") == 0)
-        return -1;
+    if ((name[0] | 0x20) == 'c' || (name[0] | 0x20) == 't') {
+        if (strcasecmp(name, "content-length") == 0 ||
+            strcasecmp(name, "transfer-encoding") == 0 || strcasecmp(name, "connection") == 0)
+            return -1;
+    }
     /* A CR or LF in either would start a header (or a response) of its own. */
-    if (strpbrk(name, "\r\n: ") || strpbrk(value, "\r\n"))
+    size_t nl = strcspn(name, "\r\n: "), vl = strcspn(value, "\r\n");
+    if (name[nl] || value[vl])
         return -1;
-    return buf_printf(&req->resp_head, "%s: %s\r\n", name, value);
+    struct buf *b = &req->resp_head;
+    if (buf_reserve(b, nl + vl + 4) < 0)
+        return -1;
+    char *t = buf_tail(b);
+    memcpy(t, name, nl);
+    memcpy(t + nl, ": ", 2);
+    memcpy(t + nl + 2, value, vl);
+    memcpy(t + nl + 2 + vl, "\r\n", 2);
+    buf_commit(b, nl + vl + 4);
+    return 0;
 }
 
 struct buf *http_resp_body(struct http_req *req) { return &req->resp_body; }

@@ -152,7 +152,9 @@ int http_resp_write(struct http_req *req, const void *p, size_t n);
  * producer waits for on_writable while this is large. */
 size_t http_resp_backlog(const struct http_req *req);
 /* Answers with `len` bytes of the file `fd` from `offset` as the body,
- * sent with sendfile(2) straight from the file to the socket: the head goes
+ * sent with sendfile(2) straight from the file to the socket (a body of
+ * up to 16 KiB is read in behind the head instead: one write and one
+ * segment for a small file, where sendfile adds a second): the head goes
  * out (with Content-Length: len and the status and headers set before) once
  * the answers before it have gone, then the bytes, as fast as the client
  * reads them (send_timeout bounds a client that stops); the answers behind

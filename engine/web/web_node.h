@@ -19,6 +19,7 @@
 #include "db_client.h"
 #include "cache_client.h"
 #include "http_server.h"
+#include "latency.h"
 #include "web_router.h"
 #include "web_static.h"
 
@@ -125,6 +126,8 @@ struct web_worker {
     uint32_t id_seed;
     uint64_t id_next;
     struct web_stats st;
+    struct latency lat;           /* app requests, arrival to answer */
+    size_t app_mem;               /* published: the app state's bytes */
 };
 
 /* ---- web_app.c ---------------------------------------------------------- */
@@ -183,7 +186,8 @@ struct web_req {
     struct web_match match;
     char id[48];
     long ins_left;
-    double deadline;              /* ev_now() */
+    double deadline;              /* ev_time() */
+    double started;               /* ev_now() */
     ev_timer timer;
     struct db_session sess;
     uint64_t sess_start;

@@ -211,8 +211,12 @@ static void run_wakeq(struct web_worker *w)
 
 /* ---- the answer ------------------------------------------------------------------ */
 
-static void count_status(struct web_worker *w, int status)
+static void count_status(struct web_req *r, int status)
 {
+    struct web_worker *w = r->w;
+    double now = ev_now(w->loop);
+    latency_record(&w->lat, (now - r->started) * 1000.0, now);
+    __atomic_store_n(&w->app_mem, policy_host_memory(r->gen->app->h), __ATOMIC_RELAXED);
     if (status >= 500)
         w->st.responses_5xx++;
     else if (status >= 400)
@@ -264,7 +268,8 @@ static void req_end(struct web_req *r)
         run_wakeq(w);
 }
 
-/* The handler's answer: status, body, kind, headers on co's stack (top 4). */
+/* The handler's answer: status, body, kind, headers on co's stack from
+ * base (what run() returns). */
 static void answer(struct web_req *r, lua_State *co, int base)
 {
     struct http_req *hr = r->hr;
@@ -303,7 +308,7 @@ static void answer(struct web_req *r, lua_State *co, int base)
                 buf_append(http_resp_body(hr), body, blen);
         }
     }
-    count_status(r->w, hr->status);
+    count_status(r, hr->status);
     http_resp_finish(hr);
     r->hr = NULL;
     req_end(r);
@@ -337,7 +342,7 @@ static void req_fail(struct web_req *r, const char *why, const char *trace, int 
                    r->id);
         http_resp_status(hr, 500);
     }
-    count_status(w, 500);
+    count_status(r, 500);
     http_resp_finish(hr);
     r->hr = NULL;
     req_end(r);
@@ -395,8 +400,10 @@ static void task_resume(struct web_task *t, int nargs)
                      "is for coroutines of its own)", NULL, 0);
     } else if (t == r->main) {
         t->done = 1;
-        if (!r->ended)
+        if (!r->ended && nres == 4)
             answer(r, t->co, lua_gettop(t->co) - 3);
+        else if (!r->ended)
+            req_fail(r, "the handler's answer is malformed", NULL, 0);
     } else {
         child_done(t, nres);
     }
@@ -435,6 +442,7 @@ void web_req_start(struct web_worker *w, struct web_gen *gen, struct http_req *h
     r->ctx_ref = LUA_NOREF;
     r->ins_left = WEB_REQ_INSTRUCTIONS;
     r->deadline = ev_time() + gen->cfg.timeout;
+    r->started = ev_now(w->loop);
     const struct http_hdr *xid = http_req_header(hr, "x-request-id");
     if (xid && id_ok(xid->value, xid->value_len))
         snprintf(r->id, sizeof r->id, "%.*s", (int)xid->value_len, xid->value);

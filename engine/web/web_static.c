@@ -23,6 +23,18 @@
 /* A request path longer than this is no file of ours. */
 #define WS_PATH_MAX 1024
 
+/* Which files have a .br or .gz sibling, remembered for a second: most
+ * files have none, and looking costs two opens per request. A sibling
+ * added or removed is seen within WS_SIB_TTL seconds (a removed one that
+ * is still remembered is simply not found, and the file goes out). */
+#define WS_SIB_SLOTS 256
+#define WS_SIB_TTL 1
+struct sib_slot {
+    uint64_t hash; /* of the relative path; 0: empty */
+    time_t at;
+    unsigned char br, gz;
+};
+
 struct web_static {
     int rootfd;            /* O_PATH descriptor of the folder */
     char *root;            /* its real path, for the fallback check */
@@ -35,6 +47,10 @@ struct web_static {
     int beneath;           /* openat2 with RESOLVE_BENEATH works here */
     time_t date_at;        /* the second `date` was formatted for */
     char date[32];
+    time_t lm_at;          /* the mtime `lm` was formatted for */
+    char lm[32];
+    char cc_plain[64], cc_immutable[64]; /* the Cache-Control values */
+    struct sib_slot sibs[WS_SIB_SLOTS];
     struct web_static_stats st;
 };
 
@@ -49,8 +65,32 @@ static void http_date(time_t t, char out[32])
 {
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, 32, "%s, %02d %s %04d %02d:%02d:%02d GMT", wdays[tm.tm_wday], tm.tm_mday,
-             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    int y = tm.tm_year + 1900;
+    if (y < 0 || y > 9999)
+        y = y < 0 ? 0 : 9999;
+    char *p = out;
+    memcpy(p, wdays[tm.tm_wday], 3);
+    p += 3;
+    *p++ = ',';
+    *p++ = ' ';
+    *p++ = (char)('0' + tm.tm_mday / 10);
+    *p++ = (char)('0' + tm.tm_mday % 10);
+    *p++ = ' ';
+    memcpy(p, months[tm.tm_mon], 3);
+    p += 3;
+    *p++ = ' ';
+    *p++ = (char)('0' + y / 1000);
+    *p++ = (char)('0' + y / 100 % 10);
+    *p++ = (char)('0' + y / 10 % 10);
+    *p++ = (char)('0' + y % 10);
+    *p++ = ' ';
+    int hms[3] = {tm.tm_hour, tm.tm_min, tm.tm_sec};
+    for (int i = 0; i < 3; i++) {
+        *p++ = (char)('0' + hms[i] / 10);
+        *p++ = (char)('0' + hms[i] % 10);
+        *p++ = i < 2 ? ':' : ' ';
+    }
+    memcpy(p, "GMT", 4); /* 29 bytes and the NUL */
 }
 
 static int month_of(const char *p)
@@ -143,14 +183,23 @@ static int parse_http_date(const char *s, size_t n, time_t *out)
     return 0;
 }
 
-static const char *now_date(struct web_static *st)
+static const char *now_date(struct web_static *st, time_t now)
 {
-    time_t now = time(NULL);
     if (now != st->date_at) {
         st->date_at = now;
         http_date(now, st->date);
     }
     return st->date;
+}
+
+/* Last-Modified for an mtime; the last one is kept (a hot file's). */
+static const char *last_modified(struct web_static *st, time_t mtime)
+{
+    if (mtime != st->lm_at || !st->lm[0]) {
+        st->lm_at = mtime;
+        http_date(mtime, st->lm);
+    }
+    return st->lm;
 }
 
 /* --- request headers -------------------------------------------------------- */
@@ -490,13 +539,37 @@ struct rep {
     char etag[64];
 };
 
+static char *put_hex(char *p, uint64_t v)
+{
+    char d[16];
+    int k = 0;
+    do {
+        d[k++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    while (k)
+        *p++ = d[--k];
+    return p;
+}
+
+/* Strong: the size and the mtime to the nanosecond name these bytes; a
+ * compressed sibling's tag names its coding too:
+ * "size-mtime.nsec[-br|-gz]" in hex. */
 static void make_etag(struct rep *r)
 {
-    /* Strong: the size and the mtime to the nanosecond name these bytes;
-     * a compressed sibling's tag names its coding too. */
-    snprintf(r->etag, sizeof r->etag, "\"%llx-%llx.%lx%s%s\"", (unsigned long long)r->sb.st_size,
-             (unsigned long long)r->sb.st_mtim.tv_sec, (unsigned long)r->sb.st_mtim.tv_nsec,
-             r->coding ? "-" : "", r->coding ? (r->coding[0] == 'b' ? "br" : "gz") : "");
+    char *p = r->etag;
+    *p++ = '"';
+    p = put_hex(p, (uint64_t)r->sb.st_size);
+    *p++ = '-';
+    p = put_hex(p, (uint64_t)r->sb.st_mtim.tv_sec);
+    *p++ = '.';
+    p = put_hex(p, (uint64_t)r->sb.st_mtim.tv_nsec);
+    if (r->coding) {
+        memcpy(p, r->coding[0] == 'b' ? "-br" : "-gz", 3);
+        p += 3;
+    }
+    *p++ = '"';
+    *p = 0;
 }
 
 /* Opens rel + suffix as a sibling; -1 when there is none. */
@@ -518,14 +591,26 @@ static int open_sibling(struct web_static *st, const char *rel, const char *suff
  * (the higher q; br on a tie), else the file. *vary: a sibling exists, so
  * the answer depends on Accept-Encoding whichever was chosen. */
 static void choose(struct web_static *st, const struct http_req *req, const char *rel,
-                   struct rep *r, int *vary)
+                   time_t now, struct rep *r, int *vary)
 {
     *vary = 0;
     if (!st->precompressed)
         return;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = rel; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h |= 1;
+    struct sib_slot *slot = &st->sibs[h % WS_SIB_SLOTS];
+    int known = slot->hash == h && now - slot->at <= WS_SIB_TTL;
     struct stat bsb, gsb;
-    int bfd = open_sibling(st, rel, ".br", &bsb);
-    int gfd = open_sibling(st, rel, ".gz", &gsb);
+    int bfd = !known || slot->br ? open_sibling(st, rel, ".br", &bsb) : -1;
+    int gfd = !known || slot->gz ? open_sibling(st, rel, ".gz", &gsb) : -1;
+    if (!known) {
+        slot->hash = h;
+        slot->at = now;
+        slot->br = bfd >= 0;
+        slot->gz = gfd >= 0;
+    }
     if (bfd < 0 && gfd < 0)
         return;
     *vary = 1;
@@ -553,18 +638,11 @@ static void choose(struct web_static *st, const struct http_req *req, const char
 }
 
 static void common_headers(struct web_static *st, struct http_req *req, const struct rep *r,
-                           const char *rel, int vary)
+                           const char *rel, int vary, time_t now)
 {
-    char cc[64];
-    int imm = fingerprinted(rel);
-    long age = imm ? st->immutable_max_age : st->max_age;
-    if (age <= 0)
-        snprintf(cc, sizeof cc, "no-cache");
-    else
-        snprintf(cc, sizeof cc, "public, max-age=%ld%s", age, imm ? ", immutable" : "");
-    http_resp_header(req, "Date", now_date(st));
+    http_resp_header(req, "Date", now_date(st, now));
     http_resp_header(req, "ETag", r->etag);
-    http_resp_header(req, "Cache-Control", cc);
+    http_resp_header(req, "Cache-Control", fingerprinted(rel) ? st->cc_immutable : st->cc_plain);
     if (vary)
         http_resp_header(req, "Vary", "Accept-Encoding");
 }
@@ -630,23 +708,22 @@ int web_static_serve(struct web_static *st, struct http_req *req)
     if (r.fd < 0)
         return errno == EXDEV || errno == ELOOP || errno == EAGAIN ? refuse(st, req) : 0;
     int vary;
-    choose(st, req, rel, &r, &vary);
+    time_t now = time(NULL);
+    choose(st, req, rel, now, &r, &vary);
     make_etag(&r);
-    char lm[32];
-    http_date(r.sb.st_mtim.tv_sec, lm);
 
     int pre = preconditions(req, &r);
     if (pre == 304) {
         close(r.fd);
         st->st.not_modified++;
         http_resp_status(req, 304);
-        common_headers(st, req, &r, rel, vary);
+        common_headers(st, req, &r, rel, vary, now);
         http_resp_finish(req);
         return 1;
     }
     if (pre == 412) {
         close(r.fd);
-        http_resp_header(req, "Date", now_date(st));
+        http_resp_header(req, "Date", now_date(st, now));
         http_resp_header(req, "ETag", r.etag);
         http_respond(req, 412, "text/plain; charset=utf-8", "precondition failed\n", 20);
         return 1;
@@ -664,7 +741,7 @@ int web_static_serve(struct web_static *st, struct http_req *req)
             char cr[48];
             snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
             http_resp_header(req, "Content-Range", cr);
-            http_resp_header(req, "Date", now_date(st));
+            http_resp_header(req, "Date", now_date(st, now));
             http_respond(req, 416, "text/plain; charset=utf-8", "range not satisfiable\n", 22);
             return 1;
         }
@@ -676,8 +753,8 @@ int web_static_serve(struct web_static *st, struct http_req *req)
 
     http_resp_status(req, status);
     http_resp_header(req, "Content-Type", web_mime_type(rel, strlen(rel)));
-    common_headers(st, req, &r, rel, vary);
-    http_resp_header(req, "Last-Modified", lm);
+    common_headers(st, req, &r, rel, vary, now);
+    http_resp_header(req, "Last-Modified", last_modified(st, r.sb.st_mtim.tv_sec));
     http_resp_header(req, "Accept-Ranges", "bytes");
     if (r.coding)
         http_resp_header(req, "Content-Encoding", r.coding);
@@ -767,6 +844,15 @@ struct web_static *web_static_new(const struct web_static_cfg *cfg, char *err, s
     st->max_age = cfg->max_age;
     st->immutable_max_age = cfg->immutable_max_age;
     st->precompressed = cfg->precompressed;
+    if (st->max_age > 0)
+        snprintf(st->cc_plain, sizeof st->cc_plain, "public, max-age=%ld", st->max_age);
+    else
+        snprintf(st->cc_plain, sizeof st->cc_plain, "no-cache");
+    if (st->immutable_max_age > 0)
+        snprintf(st->cc_immutable, sizeof st->cc_immutable, "public, max-age=%ld, immutable",
+                 st->immutable_max_age);
+    else
+        snprintf(st->cc_immutable, sizeof st->cc_immutable, "no-cache");
     st->beneath = !cfg->no_openat2 && beneath_works(st->rootfd);
     return st;
 }

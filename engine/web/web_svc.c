@@ -505,6 +505,7 @@ static struct web_worker *worker_new(struct web_svc *svc, int index, struct ev_l
     if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed)
         seed = (uint32_t)time(NULL) ^ (uint32_t)getpid();
     w->id_seed = seed;
+    latency_init(&w->lat, 10.0, ev_now(w->loop));
     ev_prepare_init(&w->reaper, on_reap);
     w->reaper.data = w;
     ev_async_init(&w->wake, on_wake);
@@ -731,9 +732,19 @@ static void web_status_json(struct service *s, struct buf *out)
 #define X(f, type, help) buf_printf(out, ",\"" #f "\":%llu", (unsigned long long)t.f);
     STAT_FIELDS(X)
 #undef X
+    /* latency: worker 0's (each worker keeps its own, on its own thread);
+     * memory: every worker's app state, as each last published it */
+    struct web_worker *w0 = svc->w[0];
+    double now = ev_now(w0->loop);
+    size_t mem = 0;
+    for (int i = 0; i < svc->nworkers; i++)
+        mem += __atomic_load_n(&svc->w[i]->app_mem, __ATOMIC_RELAXED);
+    buf_printf(out, ",\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"used_memory\":%zu",
+               latency_percentile(&w0->lat, 50, now), latency_percentile(&w0->lat, 99, now), mem);
+    if (t.cache_hits + t.cache_misses)
+        buf_printf(out, ",\"hit_ratio\":%.4f",
+                   (double)t.cache_hits / (double)(t.cache_hits + t.cache_misses));
     struct web_gen *g = svc->w[0]->gen;
-    if (g->app)
-        buf_printf(out, ",\"app_memory\":%zu", policy_host_memory(g->app->h));
     buf_append_str(out, ",\"worker_requests\":[");
     for (int i = 0; i < svc->nworkers; i++)
         buf_printf(out, "%s%llu", i ? "," : "",
@@ -744,17 +755,20 @@ static void web_status_json(struct service *s, struct buf *out)
     if (g->db) {
         struct db_client_stats ds;
         db_client_stats(g->db, &ds);
-        buf_printf(out, ",\"db\":{\"calls\":%llu,\"failures\":%llu,\"reads_primary\":%llu,"
-                   "\"reads_replica\":%llu,\"ryw_waits\":%llu,\"ryw_fallbacks\":%llu}",
+        buf_printf(out, ",\"db\":{\"calls\":%llu,\"failures\":%llu,\"cancelled\":%llu,"
+                   "\"reads_primary\":%llu,\"reads_replica\":%llu,\"ryw_waits\":%llu,"
+                   "\"ryw_fallbacks\":%llu}",
                    (unsigned long long)ds.calls.calls, (unsigned long long)ds.calls.failures,
+                   (unsigned long long)ds.calls.cancelled,
                    (unsigned long long)ds.reads_primary, (unsigned long long)ds.reads_replica,
                    (unsigned long long)ds.ryw_waits, (unsigned long long)ds.ryw_fallbacks);
     }
     if (g->cache) {
         struct kvc_stats cs;
         cache_client_stats(g->cache, &cs);
-        buf_printf(out, ",\"cache\":{\"calls\":%llu,\"failures\":%llu}",
-                   (unsigned long long)cs.calls, (unsigned long long)cs.failures);
+        buf_printf(out, ",\"cache\":{\"calls\":%llu,\"failures\":%llu,\"cancelled\":%llu}",
+                   (unsigned long long)cs.calls, (unsigned long long)cs.failures,
+                   (unsigned long long)cs.cancelled);
     }
 }
 

@@ -1,8 +1,8 @@
 """One schema: `strata check`, `strata run` and reload accept and refuse the
 same topologies, with the same file:line message. Every integer range that
 docs/topology.md states is tried at both ends and just past them; a few
-hand-picked cases cover durations, names and the kinds and roles that are
-not built yet. A refused reload changes nothing."""
+hand-picked cases cover durations and names. A refused reload changes
+nothing."""
 import json
 import os
 import re
@@ -82,6 +82,10 @@ def topo_for(kind, field, value):
         assert table is None
         return (f'strata.db {{ primary = {{ node = "d1", listen = "127.0.0.1:{free_port()}" }}, '
                 f'{lua} }}\n')
+    if kind == "web":
+        assert table is None
+        return (f'strata.web {{ nodes = {{ {{ node = "w1", listen = "127.0.0.1:{free_port()}" }} }}, '
+                f'static = ".", {lua} }}\n')
     assert kind == "balancer", kind
     if table == "backend":
         return balancer_topo(free_port(), free_port(), backend_extra=lua)

@@ -50,6 +50,16 @@ app:get("/hog", function(ctx)
   for i = 1, 1e9 do t[i] = ("x"):rep(64) .. i end
 end)
 app:get("/badstatus", function(ctx) return "nope" end)
+local cj = require("cjson")
+app:get("/cjson", function(ctx) return 200, cj.encode({ 1, 2 }) .. json.encode({ x = true }) end)
+local kept
+app:get("/keep", function(ctx) kept = ctx return 200, "kept" end)
+app:get("/stale", function(ctx) return 200, kept.path end)
+app:get("/own-coroutine", function(ctx)
+  local co = coroutine.wrap(function() return ctx:sleep(0.01) end)
+  co()
+  return 200, "unreachable"
+end)
 return app
 '''
 
@@ -92,6 +102,7 @@ def test_routes_params_query_json(strata, tmp_path):
     assert (st, b, h["content-type"], h["x-thing"]) == (201, b"<p>hi</p>", "text/html", "1")
     st, h, b = get(port, "/status")
     assert (st, h["x-set"], b) == (202, "yes", b"")
+    assert get(port, "/cjson")[2] == b'[1,2]{"x":true}'
     st, h, b = call(port, "HEAD", "/hello")
     assert (st, b, h["content-length"]) == (200, b"", "5")
 
@@ -152,6 +163,18 @@ def test_containment(strata, tmp_path):
         assert "stack traceback" in proc.output()
     st, _, b = get(port, "/hello")
     assert (st, b) == (200, b"hello")
+
+
+def test_a_ctx_kept_past_its_request_fails_cleanly(strata, tmp_path):
+    proc, port = start(strata, tmp_path)
+    assert get(port, "/keep")[2] == b"kept"
+    st, _, b = get(port, "/stale")
+    assert st == 500
+    wait_for(lambda: "the request has ended" in proc.output(), what="the stale ctx logged")
+    st, _, b = get(port, "/own-coroutine")
+    assert st == 500
+    wait_for(lambda: "not from a coroutine of its own" in proc.output(), what="logged")
+    assert get(port, "/hello")[2] == b"hello"
 
 
 def test_timeout_is_a_500(strata, tmp_path):

@@ -7,8 +7,11 @@ import os
 import random
 import re
 import signal
+import socket
+import struct
 import threading
 
+import pytest
 import redis
 
 from conftest import wait_for
@@ -272,3 +275,53 @@ def test_read_your_writes_across_requests_and_nodes(strata, tmp_path):
     for bad in ("abc", "1" * 40, "-5", "12 34", "9" * 19 + "x"):
         st, _, _ = call(w1, "GET", "/kv/k0", headers={"Cookie": f"a=b; strata-ryw={bad}; c=d"})
         assert st == 200
+
+
+def test_deadline_and_a_client_leaving_cancel_pending_calls(strata, tmp_path):
+    proc, web, cports, d1, _ = start_all(strata, tmp_path, timeout="1s")
+    db = redis.Redis(port=d1)
+    db.set("user:3", json.dumps({"n": 3}))
+    # the loader waits at a closed gate: the deadline answers 500, cancels its call
+    st, h, b = get(web, "/users/3?gate=1")
+    assert st == 500 and json.loads(b)["request_id"] == h["x-request-id"]
+    wait_for(lambda: "time limit" in proc.output(), what="the deadline logged")
+    s = web_status(proc)
+    assert s["timeouts"] == 1 and s["in_flight"] == 0
+    assert s["db"]["cancelled"] >= 1
+    # the failed flight left nothing behind: the next request loads
+    db.set("gate", "open")
+    assert get_json(web, "/users/3?gate=1")[2] == {"n": 3}
+    # a client that leaves: its handler ends, its pending call is cancelled
+    db.set("gate", "closed")
+    before = web_status(proc)["db"]["cancelled"]
+    s = socket.create_connection(("127.0.0.1", web))
+    s.sendall(b"GET /users/4?gate=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    # in the loader, polling the gate: always waiting on a db call
+    wait_for(lambda: db.get("loads:user:4") == b"1", what="the loader at the gate")
+    # a reset, not a half-close (after a FIN the client may still read its answer)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    wait_for(lambda: web_status(proc)["in_flight"] == 0 and web_status(proc)["gone"] == 1,
+             what="the handler ended")
+    assert web_status(proc)["db"]["cancelled"] > before
+    assert "the client went away" not in proc.output()  # not an error of the app
+
+
+def test_cache_and_db_passwords_reach_the_web_node(strata, tmp_path):
+    (tmp_path / "app.lua").write_text(APP)
+    (tmp_path / "dbpass").write_text("db-secret-0123456789\n")
+    web, c1, c2, d1, d2, admin = ports(6)
+    text = topology(tmp_path, web, c1, c2, d1, d2, admin)
+    text = text.replace("} } }\nlocal db", '} }, password_env = "WEB_TEST_CACHE_PW" }\nlocal db', 1)
+    text = text.replace('reads = "primary"', 'reads = "primary", password_file = "dbpass"')
+    proc = strata(text, [web, c1, c2, d1, d2], env={"WEB_TEST_CACHE_PW": "cache-secret-0123"})
+    proc.admin = admin
+    wait_for(lambda: get(web, "/kv/ping")[0] == 200, what="the db reachable with its password")
+    assert call(web, "PUT", "/kv/a", body=b"1")[0] == 200
+    assert redis.Redis(port=d1, password="db-secret-0123456789").get("kv:a") == b"1"
+    for p in (d1, c1):  # both really need one
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=p).get("x")
+    wait_for(lambda: json.loads(call(web, "POST", "/c/x", body=b"y")[2])["ok"],
+             what="the cache reachable with its password")
+    assert "secret" not in proc.output()

@@ -1,7 +1,7 @@
 /* http_server: file answers sent with sendfile (http_resp_sendfile). The
  * body is byte-exact from the offset for the length, in order with the
  * pipelined answers around it, a large one across many waits for the
- * socket; HEAD and 304 get the head only; the descriptor is closed when the
+ * socket, a small one read in behind its head; HEAD and 304 get the head only; the descriptor is closed when the
  * body has gone, when the client leaves, when the client stops reading
  * (send_timeout) and when the file turns out shorter than announced. The
  * loop runs until the client sees what it waits for (bounded, no sleep). */
@@ -185,6 +185,7 @@ static void test_small_and_pipelined(void)
     struct buf want;
     buf_init(&want);
     buf_printf(&want, "%s%s%s", n_ans, z_ans, d_ans);
+    buf_append(&want, "", 1);
     is_str(buf_head(&got), buf_head(&want), "304 and an empty length: heads only");
     is_int(open_fds(), before + 2, "both descriptors closed");
     buf_free(&want);
@@ -234,6 +235,29 @@ static void test_big(void)
 }
 
 static int got_held(void) { return held != NULL; }
+
+/* Just past the size read in behind the head: sendfile, between two
+ * small answers on one connection. */
+static void test_past_inline(void)
+{
+    int fd = client(), eof;
+    struct buf got;
+    buf_init(&got);
+    sendstr(fd, "GET /f?3,16 HTTP/1.1\r\nHost: x\r\n\r\nGET /f?5,16385 HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /f?9,16384 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    pump_until(fd, &got, 0, NULL, &eof);
+    const char *b1 = body_of(&got, 0);
+    ok(b1 && bytes_match(b1, 3, 16), "16 bytes read in behind the head");
+    const char *b2 = b1 ? body_of(&got, (size_t)(b1 + 16 - buf_head(&got))) : NULL;
+    ok(b2 && (size_t)(buf_head(&got) + buf_size(&got) - b2) > 16385 && bytes_match(b2, 5, 16385),
+       "16385 bytes with sendfile, byte-exact, in order");
+    const char *b3 = b2 ? body_of(&got, (size_t)(b2 + 16385 - buf_head(&got))) : NULL;
+    ok(eof && b3 && (size_t)(buf_head(&got) + buf_size(&got) - b3) == 16384 &&
+           bytes_match(b3, 9, 16384),
+       "16384 bytes read in, the last answer, then the close");
+    close(fd);
+    buf_free(&got);
+}
 
 static void test_client_leaves(void)
 {
@@ -363,6 +387,7 @@ int main(void)
     ok(srv != NULL, "server started");
     test_small_and_pipelined();
     test_big();
+    test_past_inline();
     test_client_leaves();
     test_late_and_short();
     test_send_timeout_and_drain();
