@@ -14,7 +14,7 @@ import threading
 import pytest
 import redis
 
-from conftest import wait_for
+from conftest import port_open, wait_for
 from web_util import call, get, get_json, ports
 
 APP = r'''
@@ -230,6 +230,13 @@ def test_cache_shard_killed_under_load_gives_no_5xx(strata, tmp_path):
         os.kill(pid, signal.SIGKILL)
         mark = done[0]
         wait_for(lambda: done[0] >= mark + 400, timeout=30, what="load after the kill")
+        # the supervisor restarts the shard; the web node takes it back
+        wait_for(lambda: port_open(cports[1]) and web_status(proc)["cache"]["calls"] > 0,
+                 what="c2 back")
+        wait_for(lambda: re.search(r"client: c2 .* is up again", proc.output()),
+                 what="the web node's link to c2 up again")
+        mark = done[0]
+        wait_for(lambda: done[0] >= mark + 100, timeout=30, what="load with c2 back")
     finally:
         stop.set()
         for t in threads:
@@ -249,8 +256,11 @@ def test_read_your_writes_across_requests_and_nodes(strata, tmp_path):
                         f'  {{ node = "w2", listen = "127.0.0.1:{w2}" }} }}')
     proc = strata(text, [w1, w2, c1, c2, d1, d2])
     proc.admin = admin
-    for w in (w1, w2):
-        wait_for(lambda: get(w, "/kv/ping")[0] == 200, what="db reachable")
+    for w in (w1, w2):  # the primary's link up on both (reads may go elsewhere)
+        wait_for(lambda: call(w, "PUT", "/kv/ping", body=b"x")[0] == 200, what="db writable")
+    # the replica's link from w1 is up once a read (no cookie) is routed to it
+    wait_for(lambda: get(w1, "/kv/ping")[0] == 200 and web_status(proc)["db"]["reads_replica"] > 0,
+             what="w1 reading from the replica")
     rnd = random.Random(7)
     cookie = None
     offsets = []
