@@ -57,6 +57,14 @@ app:get("/kv/:k", function(ctx)
   return 200, v or ""
 end)
 
+app:get("/t/:id", function(ctx)
+  local v = ctx:cached("t:" .. ctx.params.id, 60, function()
+    ctx.db:incr("loads:t")
+    if ctx.params.id == "none" then return nil end
+    return { id = ctx.params.id, list = { 1, 2 } }
+  end, { negative_ttl = 30 })
+  return 200, { v = v or false }
+end)
 app:get("/c/:k", function(ctx)
   local v = ctx.cache:get(ctx.params.k)
   return 200, { v = v or false }
@@ -335,3 +343,27 @@ def test_cache_and_db_passwords_reach_the_web_node(strata, tmp_path):
     wait_for(lambda: json.loads(call(web, "POST", "/c/x", body=b"y")[2])["ok"],
              what="the cache reachable with its password")
     assert "secret" not in proc.output()
+
+
+def test_cached_tables_ttl_jitter_and_negative_ttl(strata, tmp_path):
+    proc, web, cports, d1, _ = start_all(strata, tmp_path)
+    db = redis.Redis(port=d1)
+    shards = [redis.Redis(port=p) for p in cports]
+
+    def pttl(key):
+        return max(s.pttl(key) for s in shards)
+
+    for i in range(10):
+        assert get_json(web, f"/t/{i}")[2] == {"v": {"id": str(i), "list": [1, 2]}}
+        assert get_json(web, f"/t/{i}")[2] == {"v": {"id": str(i), "list": [1, 2]}}  # a hit
+    assert db.get("loads:t") == b"10"
+    ttls = [pttl(f"t:{i}") for i in range(10)]
+    assert all(54000 - 1000 <= t <= 66000 for t in ttls), ttls
+    assert len(set(t // 100 for t in ttls)) > 1  # jittered, not all the same
+    raw = next(s.get("t:3") for s in shards if s.get("t:3") is not None)
+    assert raw.startswith(b"\x00strata:json:")
+    # not found: stored for negative_ttl, one load
+    assert get_json(web, "/t/none")[2] == {"v": False}
+    assert get_json(web, "/t/none")[2] == {"v": False}
+    assert db.get("loads:t") == b"11"
+    assert 27000 - 1000 <= pttl("t:none") <= 33000
