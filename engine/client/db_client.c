@@ -181,24 +181,32 @@ static void policy_log_once(struct db_client *dc, const char *why)
              policy_host_path(dc->policy), why);
 }
 
-/* route(cmd, key, replicas) -> a replica's name or index, or "primary".
- * Returns the node, or the primary on any error or bad answer. */
-static int policy_route(struct db_client *dc, const char *cmd, size_t cmdl, const char *key,
-                        size_t keyl)
+/* What one route() call needs and gives back. */
+struct route_args {
+    struct db_client *dc;
+    const char *cmd, *key;
+    size_t cmdl, keyl;
+    int map[64]; /* replicas[k + 1] is node map[k] */
+    int nr;
+};
+
+/* Builds route()'s arguments and calls it, all inside the host's pcall:
+ * a memory error building them is the policy's error like any other. */
+static int route_entry(lua_State *L)
 {
-    lua_State *L = policy_host_state(dc->policy);
-    int top = lua_gettop(L);
-    int map[64], nr = 0;
+    struct route_args *a = lua_touserdata(L, 1);
+    struct db_client *dc = a->dc;
     policy_host_push_module(dc->policy);
-    lua_getfield(L, -1, "route");
-    lua_remove(L, -2);
-    lua_pushlstring(L, cmd, cmdl);
-    if (key)
-        lua_pushlstring(L, key, keyl);
+    lua_pushliteral(L, "route");
+    lua_rawget(L, -2);
+    lua_pushlstring(L, a->cmd, a->cmdl);
+    if (a->key)
+        lua_pushlstring(L, a->key, a->keyl);
     else
         lua_pushnil(L);
     lua_createtable(L, dc->n, 0);
-    for (int i = 0; i < dc->n && nr < 64; i++) {
+    a->nr = 0;
+    for (int i = 0; i < dc->n && a->nr < 64; i++) {
         if (i == dc->primary)
             continue;
         const struct db_node *nd = &dc->nodes[i];
@@ -211,12 +219,30 @@ static int policy_route(struct db_client *dc, const char *cmd, size_t cmdl, cons
         lua_setfield(L, -2, "up");
         lua_pushinteger(L, nd->has_offset ? (lua_Integer)nd->offset : 0);
         lua_setfield(L, -2, "offset");
-        map[nr++] = i;
-        lua_rawseti(L, -2, nr);
+        a->map[a->nr++] = i;
+        lua_rawseti(L, -2, a->nr);
     }
+    lua_call(L, 3, 1);
+    return 1;
+}
+
+/* route(cmd, key, replicas) -> a replica's name or index, or "primary".
+ * Returns the node, or the primary on any error or bad answer. */
+static int policy_route(struct db_client *dc, const char *cmd, size_t cmdl, const char *key,
+                        size_t keyl)
+{
+    lua_State *L = policy_host_state(dc->policy);
+    int top = lua_gettop(L);
+    struct route_args a = {.dc = dc, .cmd = cmd, .key = key, .cmdl = cmdl, .keyl = keyl};
     char err[512];
     int pick = dc->primary;
-    if (policy_host_call(dc->policy, "route", 3, 1, DB_ROUTE_INSTRUCTIONS, DB_ROUTE_SECONDS, err,
+    if (!lua_checkstack(L, 8)) {
+        policy_log_once(dc, "out of stack space");
+        return pick;
+    }
+    lua_pushcfunction(L, route_entry);
+    lua_pushlightuserdata(L, &a);
+    if (policy_host_call(dc->policy, "route", 1, 1, DB_ROUTE_INSTRUCTIONS, DB_ROUTE_SECONDS, err,
                          sizeof err) < 0) {
         policy_log_once(dc, err);
     } else if (lua_type(L, -1) == LUA_TSTRING) {
@@ -224,9 +250,10 @@ static int policy_route(struct db_client *dc, const char *cmd, size_t cmdl, cons
         const char *s = lua_tolstring(L, -1, &sl);
         if (!(sl == 7 && memcmp(s, "primary", 7) == 0)) {
             int found = -1;
-            for (int k = 0; k < nr; k++)
-                if (strcmp(dc->nodes[map[k]].link.name, s) == 0)
-                    found = map[k];
+            for (int k = 0; k < a.nr; k++)
+                if (strlen(dc->nodes[a.map[k]].link.name) == sl &&
+                    memcmp(dc->nodes[a.map[k]].link.name, s, sl) == 0)
+                    found = a.map[k];
             if (found < 0)
                 policy_log_once(dc, "route() named no replica");
             else
@@ -234,8 +261,8 @@ static int policy_route(struct db_client *dc, const char *cmd, size_t cmdl, cons
         }
     } else if (lua_isinteger(L, -1)) {
         lua_Integer k = lua_tointeger(L, -1);
-        if (k >= 1 && k <= nr)
-            pick = map[k - 1];
+        if (k >= 1 && k <= a.nr)
+            pick = a.map[k - 1];
         else
             policy_log_once(dc, "route() returned an index out of range");
     } else {
@@ -372,6 +399,10 @@ static void disc_end(struct db_disc *d)
         log_warn("db client: the primary is now %s (%s), was %s", dc->nodes[best].link.name,
                  dc->nodes[best].link.addr, dc->nodes[dc->primary].link.name);
         dc->primary = best;
+        /* A new history: offsets learnt under the old one say nothing. */
+        for (int i = 0; i < dc->n; i++)
+            if (i != best)
+                dc->nodes[i].has_offset = 0;
     }
     /* Every waiting write is retried once (or answered); a retry that
      * fails now is answered, never queued again. */
@@ -738,6 +769,14 @@ struct kvc_call *db_client_call(struct db_client *dc, struct db_session *sess, i
 
 /* ---- the client ----------------------------------------------------------- */
 
+/* A node (re)connected: it may have restarted from its own files, with
+ * less than it had (fsync everysec), or resynced; its offset is unknown
+ * until it says it again. */
+static void node_on_up(struct kvc_link *l)
+{
+    ((struct db_node *)l)->has_offset = 0; /* the link is the node's first member */
+}
+
 struct db_client *db_client_new(struct ev_loop *loop, const struct db_client_cfg *cfg, char *err,
                                 size_t errlen)
 {
@@ -780,8 +819,10 @@ struct db_client *db_client_new(struct ev_loop *loop, const struct db_client_cfg
             return NULL;
         }
     }
-    for (int i = 0; i < dc->n; i++)
+    for (int i = 0; i < dc->n; i++) {
+        dc->nodes[i].link.on_up = node_on_up;
         kvc_link_connect(&dc->nodes[i].link);
+    }
     return dc;
 }
 

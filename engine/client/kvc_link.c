@@ -20,6 +20,9 @@
 
 #include "kvc_link.h"
 #include "log.h"
+
+/* Seconds between connects a command may start to a node never reached. */
+#define KVC_FIRST_RETRY 0.05
 #include "util.h"
 
 /* ---- calls ---------------------------------------------------------------- */
@@ -220,7 +223,8 @@ int kvc_link_init(struct kvc_link *l, struct kvc_base *b, const char *name, cons
     snprintf(l->name, sizeof l->name, "%s", name ? name : addr);
     snprintf(l->addr, sizeof l->addr, "%s", addr ? addr : "");
     char port[16];
-    if (!addr || util_split_addr(addr, l->host, sizeof l->host, port, sizeof port, err, errlen) < 0) {
+    if (!addr ||
+        util_split_addr(addr, l->host, sizeof l->host, port, sizeof port, err, errlen) < 0) {
         if (!addr)
             snprintf(err, errlen, "%s: no address", l->name);
         return -1;
@@ -343,7 +347,8 @@ static void link_disconnect_cb(const redisAsyncContext *ac, int status)
     if (!l)
         return;
     char why[128];
-    snprintf(why, sizeof why, "%s", status == REDIS_OK || !ac->errstr[0] ? "link closed" : ac->errstr);
+    snprintf(why, sizeof why, "%s",
+             status == REDIS_OK || !ac->errstr[0] ? "link closed" : ac->errstr);
     link_lost(l, why, 0);
 }
 
@@ -473,6 +478,16 @@ static struct kvc_wire *link_send_raw(struct kvc_link *l, int argc, const char *
 struct kvc_wire *kvc_link_send(struct kvc_link *l, int argc, const char *const *argv,
                                const size_t *argvlen, kvc_wire_fn fn, void *arg)
 {
+    /* A node never reached yet is most likely still starting (a web node
+     * and its db started together): a command connects at once and waits
+     * for the connect, instead of failing until the next retry. At most one
+     * such attempt per KVC_FIRST_RETRY, so a node that is really down costs
+     * a refused connect now and then, not one per command. */
+    if (l->state == KVC_LINK_DOWN && !l->was_up &&
+        ev_time() >= l->first_try_at + KVC_FIRST_RETRY) {
+        l->first_try_at = ev_time(); /* the loop's time may be old here */
+        kvc_link_connect(l);
+    }
     if (!kvc_link_usable(l))
         return NULL;
     return link_send_raw(l, argc, argv, argvlen, fn, arg);

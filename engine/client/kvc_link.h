@@ -62,6 +62,7 @@ struct kvc_link {
     int was_up;                     /* up once: a reconnect is not waited for */
     int down_reported;
     double retry_after, retry_at, connect_started;
+    double first_try_at;            /* a command's last connect to a node never reached */
     ev_timer timer;                 /* connect and reply deadlines, reconnects */
     struct kvc_wire *head, *tail;
     int inflight;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -319,6 +321,12 @@ static void file_head(struct http_sconn *sc, struct http_req *r)
     if (r->file_left == 0 && r->file_open) {
         close(r->file_fd);
         r->file_open = 0;
+    } else if (r->file_open) {
+        /* Corked until the file is done: the head leaves in the body's
+         * first full segment and the body in full segments, where the
+         * connection's TCP_NODELAY would push every piece as it comes. */
+        int on = 1;
+        setsockopt(sc->c->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
     }
 }
 
@@ -614,6 +622,8 @@ static int file_pump(struct http_sconn *sc)
     }
     close(r->file_fd);
     r->file_open = 0;
+    int off = 0; /* the last partial segment goes now */
+    setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
     return flush_queue(sc) ? 1 : 2;
 }
 

@@ -10,9 +10,9 @@
  * to a client that accepts it, with Content-Encoding and
  * Vary: Accept-Encoding. Nothing outside the folder is ever served: the
  * path is decoded once, `..` and encoded dots are refused, and symlinks
- * leading out of the folder are not followed (openat with RESOLVE_BENEATH,
- * or a realpath check where that is missing). docs/web.md lists the
- * headers. */
+ * leading out of the folder are not followed (openat2 with RESOLVE_BENEATH,
+ * or a check of the path the descriptor opened where that is missing).
+ * docs/static.md lists the headers. */
 #ifndef STRATA_WEB_STATIC_H
 #define STRATA_WEB_STATIC_H
 

@@ -114,3 +114,24 @@ def test_a_refused_password_keeps_the_shard_down(two_shards, tmp_path):
         assert "AUTH refused" in out and "not-the-password-42" not in out, out
     finally:
         probe.close()
+
+
+def test_a_shard_not_yet_started_is_reached_by_the_first_call_after_it_starts(strata, tmp_path):
+    """A web node and its cache start together: the first command after the
+    shard listens connects at once (it does not fail until the next
+    periodic retry, which is set far away here)."""
+    ports = {"c1": free_port()}
+    probe = Probe(tmp_path, "cache", "--timeout", 5, "--retry", 60, "--password", PASSWORD,
+                  "c1=127.0.0.1:%d" % ports["c1"])
+    try:
+        a = probe.ask("call k GET k")
+        assert a["reply"] is None and a["error"] == "down", a
+        strata(shards_topology(ports), [ports["c1"]], name="cache.lua", args=["--node", "c1"],
+               log=tmp_path / "c1.log")
+        # No wait_for: the very first call after the port opens succeeds
+        # (the 60 s retry has not come).
+        a = probe.ask("call k SET k v")
+        assert a["reply"] == {"status": "OK"} and a["error"] is None, a
+        assert probe.ask("call k GET k")["reply"] == "v"
+    finally:
+        probe.close()

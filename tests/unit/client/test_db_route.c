@@ -46,7 +46,8 @@ static void test_replicas(void)
     is_str(route1(dc, NULL, "get", "k"), "db3", "commands are matched in any case");
     is_str(route1(dc, NULL, "ROLE", "k"), "db1", "a command the table does not know: primary");
     struct db_session s = {80};
-    is_str(route1(dc, &s, "GET", "k"), "db2", "a session prefers a replica known to have its write");
+    is_str(route1(dc, &s, "GET", "k"), "db2",
+           "a session prefers a replica known to have its write");
     s.min_offset = 200;
     is_str(route1(dc, &s, "GET", "k"), "db3",
            "no replica has it yet: the least busy, to wait on");
@@ -115,7 +116,8 @@ static void test_policy(const char *dir)
     is_str(route1(dc, NULL, "GET", "bad"), "db1", "a table: the primary");
     is_str(route1(dc, NULL, "GET", "far"), "db1", "an index out of range: the primary");
     is_str(route1(dc, NULL, "GET", "nobody"), "db1", "an unknown name: the primary");
-    is_str(route1(dc, NULL, "GET", "loop"), "db1", "an endless loop runs out of budget: the primary");
+    is_str(route1(dc, NULL, "GET", "loop"), "db1",
+           "an endless loop runs out of budget: the primary");
     is_str(route1(dc, NULL, "GET", "k"), "db2", "and the policy still serves the next read");
     db_client_test_node(dc, "db3", 0, 50, 0);
     is_str(route1(dc, NULL, "GET", "shape"), "db2",

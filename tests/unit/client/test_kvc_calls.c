@@ -324,7 +324,8 @@ static void on_mget(void *ud, const struct redisReply *r, const char *error)
     m->elements = r->elements;
     for (size_t i = 0; i < r->elements && i < 12; i++) {
         m->nil[i] = r->element[i]->type == REDIS_REPLY_NIL;
-        snprintf(m->values[i], sizeof m->values[i], "%s", r->element[i]->str ? r->element[i]->str : "");
+        const char *v = r->element[i]->str;
+        snprintf(m->values[i], sizeof m->values[i], "%s", v ? v : "");
     }
 }
 
@@ -368,6 +369,40 @@ static void test_mget_over_a_dead_shard(void)
     fake_stop(&f);
 }
 
+struct freeing {
+    struct cache_client *cc;
+    struct answer *other;
+    int n;
+};
+
+static void free_in_callback(void *ud, const struct redisReply *r, const char *error)
+{
+    struct freeing *f = ud;
+    f->n++;
+    cache_client_free(f->cc);
+}
+
+static void test_free_inside_a_callback(void)
+{
+    struct fake f;
+    fake_start(&f, SRV_ECHO);
+    struct cache_client *cc = client1(f.port, 2.0, 0.5);
+    struct answer b = {0};
+    struct freeing fr = {cc, &b, 0};
+    const char *argv[2] = {"GET", "a"};
+    size_t argl[2] = {3, 1};
+    cache_client_call(cc, "a", 1, 2, argv, argl, free_in_callback, &fr);
+    get(cc, "b", &b);
+    run_until(&fr.n, 5);
+    is_int(fr.n, 1, "a callback that frees its client is answered once");
+    is_int(b.n, 1, "the other pending call is answered by the free");
+    ok(strcmp(b.error, "closed") == 0 || strcmp(b.str, "b") == 0,
+       "with 'closed' or its reply (%s%s)", b.error, b.str);
+    run_for(0.05);
+    is_int(b.n, 1, "and only once");
+    fake_stop(&f);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -377,6 +412,7 @@ int main(void)
     test_timeout_then_down();
     test_dead_and_free();
     test_mget_over_a_dead_shard();
+    test_free_inside_a_callback();
     ev_loop_destroy(loop);
     return tap_done();
 }
