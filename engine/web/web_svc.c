@@ -793,6 +793,40 @@ static void web_metrics(struct service *s, struct buf *out, const char *labels)
                labels, inflight);
 }
 
+/* One line per setting that differs from the running one; the app line
+ * always (its file's contents are what usually changed). */
+static void list_changes(struct web_svc *svc, const struct web_cfg *c, const char *pre,
+                         struct buf *changes)
+{
+    const struct web_cfg *o = &svc->cfg;
+    if (strcmp(o->app, c->app) != 0)
+        buf_printf(changes, "%s app %s -> %s\n", pre, o->app[0] ? o->app : "(none)",
+                   c->app[0] ? c->app : "(none)");
+    else
+        buf_printf(changes, "%s app %s reloaded\n", pre, c->app[0] ? c->app : "(none)");
+    if (o->has_static != c->has_static || strcmp(o->static_root, c->static_root) ||
+        strcmp(o->static_prefix, c->static_prefix) || strcmp(o->static_index, c->static_index) ||
+        o->static_max_age != c->static_max_age ||
+        o->static_precompressed != c->static_precompressed)
+        buf_printf(changes, "%s static settings\n", pre);
+    if (o->timeout != c->timeout)
+        buf_printf(changes, "%s timeout %gs -> %gs\n", pre, o->timeout, c->timeout);
+    if (o->memory != c->memory)
+        buf_printf(changes, "%s memory %lld -> %lld bytes\n", pre, (long long)o->memory,
+                   (long long)c->memory);
+    if (o->max_body != c->max_body)
+        buf_printf(changes, "%s max_body %lld -> %lld bytes\n", pre, (long long)o->max_body,
+                   (long long)c->max_body);
+    if (o->nshards != c->nshards || memcmp(o->shards, c->shards, sizeof o->shards) ||
+        strcmp(o->cache_password, c->cache_password))
+        buf_printf(changes, "%s cache settings (new connections)\n", pre);
+    if (o->has_db != c->has_db || memcmp(&o->primary, &c->primary, sizeof o->primary) ||
+        o->nreplicas != c->nreplicas || memcmp(o->replicas, c->replicas, sizeof o->replicas) ||
+        strcmp(o->db_reads, c->db_reads) || strcmp(o->db_password, c->db_password) ||
+        o->read_your_writes != c->read_your_writes)
+        buf_printf(changes, "%s db settings (new connections)\n", pre);
+}
+
 static int web_reload(struct service *s, lua_State *L, int idx, int dry_run, struct buf *changes,
                       char *err, size_t errlen)
 {
@@ -829,7 +863,7 @@ static int web_reload(struct service *s, lua_State *L, int idx, int dry_run, str
             return -1;
         }
         gen_free(g);
-        buf_printf(changes, "%s app %s reloaded\n", pre, c->app[0] ? c->app : "(none)");
+        list_changes(svc, c, pre, changes);
         explicit_bzero(c, sizeof *c);
         free(c);
         return 0;

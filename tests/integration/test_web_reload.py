@@ -96,6 +96,7 @@ def test_reload_under_load_fails_no_request(strata, tmp_path):
             write_app(tmp_path, f"v{n}")
             r = run_cli("reload", proc.topo_path)
             assert r.returncode == 0, r.stdout + r.stderr
+            assert "web" in r.stdout and "app.lua reloaded" in r.stdout, r.stdout
             wait_for(lambda: h.seen.get(f"v{n}", 0) > 20, what=f"load on v{n}")
             t.join()
             # the request in flight finished on the app it started on
