@@ -381,10 +381,8 @@ static void on_request(void *ud, struct http_req *hr)
         http_respond(hr, 200, "text/plain", "ok\n", 3);
         return;
     }
-    if (g->st && web_static_serve(g->st, hr)) {
-        w->st.responses_2xx++;
-        return;
-    }
+    if (g->st && web_static_serve(g->st, hr))
+        return; /* counted by the static folder's own statistics */
     w->st.not_found++;
     w->st.responses_4xx++;
     respond_json(hr, 404, "not found");
@@ -704,10 +702,10 @@ static void web_describe(struct service *s, struct buf *out)
 
 #define STAT_FIELDS(X)                                                                           \
     X(requests, "counter", "Requests received.")                                                \
-    X(responses_2xx, "counter", "Answers 2xx.")                                                  \
-    X(responses_3xx, "counter", "Answers 3xx.")                                                  \
-    X(responses_4xx, "counter", "Answers 4xx.")                                                  \
-    X(responses_5xx, "counter", "Answers 5xx.")                                                  \
+    X(responses_2xx, "counter", "Answers 2xx (static files are counted apart).")                                                  \
+    X(responses_3xx, "counter", "Answers 3xx (static files are counted apart).")                                                  \
+    X(responses_4xx, "counter", "Answers 4xx (static files are counted apart).")                                                  \
+    X(responses_5xx, "counter", "Answers 5xx (static files are counted apart).")                                                  \
     X(errors, "counter", "Handlers that raised an error (answered 500).")                       \
     X(limits, "counter", "Handlers stopped by a limit: instructions, time, memory (500).")      \
     X(timeouts, "counter", "Requests that ran past the web timeout.")                           \
@@ -762,6 +760,12 @@ static void web_status_json(struct service *s, struct buf *out)
                    (unsigned long long)ds.calls.cancelled,
                    (unsigned long long)ds.reads_primary, (unsigned long long)ds.reads_replica,
                    (unsigned long long)ds.ryw_waits, (unsigned long long)ds.ryw_fallbacks);
+    }
+    if (g->st) {
+        struct web_static_stats ss;
+        web_static_stats(g->st, &ss);
+        buf_printf(out, ",\"static\":{\"served\":%lu,\"not_modified\":%lu,\"partial\":%lu,"
+                   "\"refused\":%lu}", ss.served, ss.not_modified, ss.partial, ss.refused);
     }
     if (g->cache) {
         struct kvc_stats cs;
