@@ -367,3 +367,30 @@ def test_cached_tables_ttl_jitter_and_negative_ttl(strata, tmp_path):
     assert get_json(web, "/t/none")[2] == {"v": False}
     assert db.get("loads:t") == b"11"
     assert 27000 - 1000 <= pttl("t:none") <= 33000
+
+
+def test_full_stack_through_the_balancer(strata, tmp_path):
+    """clients -> balancer -> two web nodes -> cache and db: the article's
+    architecture in one topology; both web nodes serve."""
+    (tmp_path / "app.lua").write_text(APP)
+    w1, w2, c1, c2, d1, d2, admin, lb = ports(8)
+    text = topology(tmp_path, w1, c1, c2, d1, d2, admin)
+    text = text.replace(f'{{ node = "w1", listen = "127.0.0.1:{w1}" }} }}',
+                        f'{{ node = "w1", listen = "127.0.0.1:{w1}" }},\n'
+                        f'  {{ node = "w2", listen = "127.0.0.1:{w2}" }} }}')
+    text = text.replace("strata.web {", "local web = strata.web {")
+    text += (f'strata.balancer {{ node = "lb", listen = "127.0.0.1:{lb}", backends = web,\n'
+             f'  health = {{ path = "/healthz", interval = "100ms", rise = 1 }} }}\n')
+    proc = strata(text, [w1, w2, c1, c2, d1, d2, lb])
+    proc.admin = admin
+    redis.Redis(port=d1).set("user:1", json.dumps({"name": "ann"}))
+    for w in (w1, w2):
+        wait_for(lambda: get(w, "/users/1")[0] == 200, what="web node ready")
+    ids = set()
+    for _ in range(20):
+        st, h, b = get(lb, "/users/1")
+        assert (st, json.loads(b)) == (200, {"name": "ann"})
+        ids.add(h["x-request-id"])
+    assert len(ids) == 20
+    # an id starts with its worker's random seed: both nodes answered
+    assert len({i[:8] for i in ids}) == 2, ids
