@@ -381,10 +381,8 @@ static void on_request(void *ud, struct http_req *hr)
         http_respond(hr, 200, "text/plain", "ok\n", 3);
         return;
     }
-    if (g->st && web_static_serve(g->st, hr)) {
-        w->st.responses_2xx++;
-        return;
-    }
+    if (g->st && web_static_serve(g->st, hr))
+        return; /* counted by the static folder's own statistics */
     w->st.not_found++;
     w->st.responses_4xx++;
     respond_json(hr, 404, "not found");
@@ -704,10 +702,10 @@ static void web_describe(struct service *s, struct buf *out)
 
 #define STAT_FIELDS(X)                                                                           \
     X(requests, "counter", "Requests received.")                                                \
-    X(responses_2xx, "counter", "Answers 2xx.")                                                  \
-    X(responses_3xx, "counter", "Answers 3xx.")                                                  \
-    X(responses_4xx, "counter", "Answers 4xx.")                                                  \
-    X(responses_5xx, "counter", "Answers 5xx.")                                                  \
+    X(responses_2xx, "counter", "Answers 2xx (static files are counted apart).")                                                  \
+    X(responses_3xx, "counter", "Answers 3xx (static files are counted apart).")                                                  \
+    X(responses_4xx, "counter", "Answers 4xx (static files are counted apart).")                                                  \
+    X(responses_5xx, "counter", "Answers 5xx (static files are counted apart).")                                                  \
     X(errors, "counter", "Handlers that raised an error (answered 500).")                       \
     X(limits, "counter", "Handlers stopped by a limit: instructions, time, memory (500).")      \
     X(timeouts, "counter", "Requests that ran past the web timeout.")                           \
@@ -763,6 +761,12 @@ static void web_status_json(struct service *s, struct buf *out)
                    (unsigned long long)ds.reads_primary, (unsigned long long)ds.reads_replica,
                    (unsigned long long)ds.ryw_waits, (unsigned long long)ds.ryw_fallbacks);
     }
+    if (g->st) {
+        struct web_static_stats ss;
+        web_static_stats(g->st, &ss);
+        buf_printf(out, ",\"static\":{\"served\":%lu,\"not_modified\":%lu,\"partial\":%lu,"
+                   "\"refused\":%lu}", ss.served, ss.not_modified, ss.partial, ss.refused);
+    }
     if (g->cache) {
         struct kvc_stats cs;
         cache_client_stats(g->cache, &cs);
@@ -791,6 +795,40 @@ static void web_metrics(struct service *s, struct buf *out, const char *labels)
     buf_printf(out, "# HELP strata_web_in_flight Requests being handled.\n"
                     "# TYPE strata_web_in_flight gauge\nstrata_web_in_flight{%s} %d\n",
                labels, inflight);
+}
+
+/* One line per setting that differs from the running one; the app line
+ * always (its file's contents are what usually changed). */
+static void list_changes(struct web_svc *svc, const struct web_cfg *c, const char *pre,
+                         struct buf *changes)
+{
+    const struct web_cfg *o = &svc->cfg;
+    if (strcmp(o->app, c->app) != 0)
+        buf_printf(changes, "%s app %s -> %s\n", pre, o->app[0] ? o->app : "(none)",
+                   c->app[0] ? c->app : "(none)");
+    else
+        buf_printf(changes, "%s app %s reloaded\n", pre, c->app[0] ? c->app : "(none)");
+    if (o->has_static != c->has_static || strcmp(o->static_root, c->static_root) ||
+        strcmp(o->static_prefix, c->static_prefix) || strcmp(o->static_index, c->static_index) ||
+        o->static_max_age != c->static_max_age ||
+        o->static_precompressed != c->static_precompressed)
+        buf_printf(changes, "%s static settings\n", pre);
+    if (o->timeout != c->timeout)
+        buf_printf(changes, "%s timeout %gs -> %gs\n", pre, o->timeout, c->timeout);
+    if (o->memory != c->memory)
+        buf_printf(changes, "%s memory %lld -> %lld bytes\n", pre, (long long)o->memory,
+                   (long long)c->memory);
+    if (o->max_body != c->max_body)
+        buf_printf(changes, "%s max_body %lld -> %lld bytes\n", pre, (long long)o->max_body,
+                   (long long)c->max_body);
+    if (o->nshards != c->nshards || memcmp(o->shards, c->shards, sizeof o->shards) ||
+        strcmp(o->cache_password, c->cache_password))
+        buf_printf(changes, "%s cache settings (new connections)\n", pre);
+    if (o->has_db != c->has_db || memcmp(&o->primary, &c->primary, sizeof o->primary) ||
+        o->nreplicas != c->nreplicas || memcmp(o->replicas, c->replicas, sizeof o->replicas) ||
+        strcmp(o->db_reads, c->db_reads) || strcmp(o->db_password, c->db_password) ||
+        o->read_your_writes != c->read_your_writes)
+        buf_printf(changes, "%s db settings (new connections)\n", pre);
 }
 
 static int web_reload(struct service *s, lua_State *L, int idx, int dry_run, struct buf *changes,
@@ -829,7 +867,7 @@ static int web_reload(struct service *s, lua_State *L, int idx, int dry_run, str
             return -1;
         }
         gen_free(g);
-        buf_printf(changes, "%s app %s reloaded\n", pre, c->app[0] ? c->app : "(none)");
+        list_changes(svc, c, pre, changes);
         explicit_bzero(c, sizeof *c);
         free(c);
         return 0;

@@ -14,7 +14,7 @@ import threading
 import pytest
 import redis
 
-from conftest import wait_for
+from conftest import port_open, wait_for
 from web_util import call, get, get_json, ports
 
 APP = r'''
@@ -57,6 +57,14 @@ app:get("/kv/:k", function(ctx)
   return 200, v or ""
 end)
 
+app:get("/t/:id", function(ctx)
+  local v = ctx:cached("t:" .. ctx.params.id, 60, function()
+    ctx.db:incr("loads:t")
+    if ctx.params.id == "none" then return nil end
+    return { id = ctx.params.id, list = { 1, 2 } }
+  end, { negative_ttl = 30 })
+  return 200, { v = v or false }
+end)
 app:get("/c/:k", function(ctx)
   local v = ctx.cache:get(ctx.params.k)
   return 200, { v = v or false }
@@ -230,6 +238,13 @@ def test_cache_shard_killed_under_load_gives_no_5xx(strata, tmp_path):
         os.kill(pid, signal.SIGKILL)
         mark = done[0]
         wait_for(lambda: done[0] >= mark + 400, timeout=30, what="load after the kill")
+        # the supervisor restarts the shard; the web node takes it back
+        wait_for(lambda: port_open(cports[1]) and web_status(proc)["cache"]["calls"] > 0,
+                 what="c2 back")
+        wait_for(lambda: re.search(r"client: c2 .* is up again", proc.output()),
+                 what="the web node's link to c2 up again")
+        mark = done[0]
+        wait_for(lambda: done[0] >= mark + 100, timeout=30, what="load with c2 back")
     finally:
         stop.set()
         for t in threads:
@@ -249,8 +264,11 @@ def test_read_your_writes_across_requests_and_nodes(strata, tmp_path):
                         f'  {{ node = "w2", listen = "127.0.0.1:{w2}" }} }}')
     proc = strata(text, [w1, w2, c1, c2, d1, d2])
     proc.admin = admin
-    for w in (w1, w2):
-        wait_for(lambda: get(w, "/kv/ping")[0] == 200, what="db reachable")
+    for w in (w1, w2):  # the primary's link up on both (reads may go elsewhere)
+        wait_for(lambda: call(w, "PUT", "/kv/ping", body=b"x")[0] == 200, what="db writable")
+    # the replica's link from w1 is up once a read (no cookie) is routed to it
+    wait_for(lambda: get(w1, "/kv/ping")[0] == 200 and web_status(proc)["db"]["reads_replica"] > 0,
+             what="w1 reading from the replica")
     rnd = random.Random(7)
     cookie = None
     offsets = []
@@ -325,3 +343,54 @@ def test_cache_and_db_passwords_reach_the_web_node(strata, tmp_path):
     wait_for(lambda: json.loads(call(web, "POST", "/c/x", body=b"y")[2])["ok"],
              what="the cache reachable with its password")
     assert "secret" not in proc.output()
+
+
+def test_cached_tables_ttl_jitter_and_negative_ttl(strata, tmp_path):
+    proc, web, cports, d1, _ = start_all(strata, tmp_path)
+    db = redis.Redis(port=d1)
+    shards = [redis.Redis(port=p) for p in cports]
+
+    def pttl(key):
+        return max(s.pttl(key) for s in shards)
+
+    for i in range(10):
+        assert get_json(web, f"/t/{i}")[2] == {"v": {"id": str(i), "list": [1, 2]}}
+        assert get_json(web, f"/t/{i}")[2] == {"v": {"id": str(i), "list": [1, 2]}}  # a hit
+    assert db.get("loads:t") == b"10"
+    ttls = [pttl(f"t:{i}") for i in range(10)]
+    assert all(54000 - 1000 <= t <= 66000 for t in ttls), ttls
+    assert len(set(t // 100 for t in ttls)) > 1  # jittered, not all the same
+    raw = next(s.get("t:3") for s in shards if s.get("t:3") is not None)
+    assert raw.startswith(b"\x00strata:json:")
+    # not found: stored for negative_ttl, one load
+    assert get_json(web, "/t/none")[2] == {"v": False}
+    assert get_json(web, "/t/none")[2] == {"v": False}
+    assert db.get("loads:t") == b"11"
+    assert 27000 - 1000 <= pttl("t:none") <= 33000
+
+
+def test_full_stack_through_the_balancer(strata, tmp_path):
+    """clients -> balancer -> two web nodes -> cache and db: the article's
+    architecture in one topology; both web nodes serve."""
+    (tmp_path / "app.lua").write_text(APP)
+    w1, w2, c1, c2, d1, d2, admin, lb = ports(8)
+    text = topology(tmp_path, w1, c1, c2, d1, d2, admin)
+    text = text.replace(f'{{ node = "w1", listen = "127.0.0.1:{w1}" }} }}',
+                        f'{{ node = "w1", listen = "127.0.0.1:{w1}" }},\n'
+                        f'  {{ node = "w2", listen = "127.0.0.1:{w2}" }} }}')
+    text = text.replace("strata.web {", "local web = strata.web {")
+    text += (f'strata.balancer {{ node = "lb", listen = "127.0.0.1:{lb}", backends = web,\n'
+             f'  health = {{ path = "/healthz", interval = "100ms", rise = 1 }} }}\n')
+    proc = strata(text, [w1, w2, c1, c2, d1, d2, lb])
+    proc.admin = admin
+    redis.Redis(port=d1).set("user:1", json.dumps({"name": "ann"}))
+    for w in (w1, w2):
+        wait_for(lambda: get(w, "/users/1")[0] == 200, what="web node ready")
+    ids = set()
+    for _ in range(20):
+        st, h, b = get(lb, "/users/1")
+        assert (st, json.loads(b)) == (200, {"name": "ann"})
+        ids.add(h["x-request-id"])
+    assert len(ids) == 20
+    # an id starts with its worker's random seed: both nodes answered
+    assert len({i[:8] for i in ids}) == 2, ids

@@ -4,7 +4,6 @@ refused with file:line and the running one stays. workers = 2 serves from
 both workers and reloads both; a stop drains what is in flight."""
 import signal
 import threading
-import time
 
 from conftest import run_cli, wait_for
 from web_util import call, get, get_json, ports
@@ -14,7 +13,7 @@ local app = strata.app()
 local version = "VERSION"
 app:get("/v", function(ctx) return 200, version end)
 app:get("/slow", function(ctx)
-  ctx:sleep(0.4)
+  ctx:sleep(tonumber(ctx.query.s) or 0.4)
   return 200, "slow-" .. version
 end)
 return app
@@ -97,6 +96,7 @@ def test_reload_under_load_fails_no_request(strata, tmp_path):
             write_app(tmp_path, f"v{n}")
             r = run_cli("reload", proc.topo_path)
             assert r.returncode == 0, r.stdout + r.stderr
+            assert "web" in r.stdout and "app.lua reloaded" in r.stdout, r.stdout
             wait_for(lambda: h.seen.get(f"v{n}", 0) > 20, what=f"load on v{n}")
             t.join()
             # the request in flight finished on the app it started on
@@ -137,15 +137,15 @@ def test_stop_drains_requests_in_flight(strata, tmp_path):
     write_app(tmp_path, "v1")
     proc = strata(topo(web, admin, workers=2), [web])
     results = []
-    threads = [threading.Thread(target=lambda: results.append(call(web, "GET", "/slow")))
+    threads = [threading.Thread(target=lambda: results.append(call(web, "GET", "/slow?s=2")))
                for _ in range(4)]
     for t in threads:
         t.start()
-    wait_for(lambda: get_json(admin, "/status")[2]["services"][0]["in_flight"] >= 1,
-             what="requests in flight")
-    time.sleep(0)  # the others may still be connecting; the drain answers what it got
+    # both workers' requests count: every one is in a handler, asleep
+    wait_for(lambda: get_json(admin, "/status")[2]["services"][0]["in_flight"] == 4,
+             what="four requests in flight")
     proc.stop(signal.SIGTERM)
     for t in threads:
         t.join()
-    ok = [r for r in results if r[0] == 200]
-    assert ok and all(r[2] == b"slow-v1" for r in ok)
+    assert [r[0] for r in results] == [200] * 4
+    assert all(r[2] == b"slow-v1" for r in results)
