@@ -1,0 +1,181 @@
+"""Failover of the db tier with real processes on loopback: the db nodes
+probe each other, elect the most up-to-date replica by majority, and the
+old primary rejoins as a replica (docs/db.md, "Failover"). Partitions made
+by cutting links are in test_failover_netns.py."""
+import os
+import signal
+import time
+
+from conftest import wait_for
+from fo_util import Writer, missing, primaries, wait_primary
+from repl_util import Cluster, digest
+
+FIELDS = ', failover = { down_after = "1s" }'
+NAMES = ["db1", "db2", "db3"]
+
+
+def cluster(strata, tmp_path, fields=FIELDS, **kw):
+    c = Cluster(strata, tmp_path, replicas=2, fields=fields, **kw)
+    c.start_all()
+    return c
+
+
+def test_a_primary_is_agreed_at_start_and_writes_replicate(strata, tmp_path):
+    c = cluster(strata, tmp_path)
+    p = wait_primary(c, NAMES)
+    r = c.client(p)
+    r.set("a", "1")
+    assert r.execute_command("WAIT", 2, 5000) == 2
+    info = r.info("replication")
+    assert info["epoch"] >= 1 and info["failover"] == "on"
+    for n in NAMES:
+        if n != p:
+            assert c.client(n).get("a") == b"1"
+            assert c.client(n).info("replication")["master_node"] == p
+
+
+def test_kill9_elects_the_most_up_to_date_replica_and_nothing_waited_is_lost(strata, tmp_path):
+    c = cluster(strata, tmp_path)
+    old = wait_primary(c, NAMES)
+    others = [n for n in NAMES if n != old]
+    w = Writer(c, NAMES, wait=1)
+    w.start()
+    wait_for(lambda: len(w.waited) > 200, timeout=20, what="writes under way")
+    # one replica falls behind (stopped), the other keeps up
+    behind, ahead = others[1], others[0]
+    os.kill(c.procs[behind].proc.pid, signal.SIGSTOP)
+    n0 = len(w.waited)
+    wait_for(lambda: len(w.waited) > n0 + 100, timeout=20, what="writes while one lags")
+    c.kill9(old)
+    w.cut_at = time.monotonic()
+    os.kill(c.procs[behind].proc.pid, signal.SIGCONT)
+    new = wait_primary(c, others, timeout=30)
+    assert new == ahead, "the replica that was behind must not win"
+    wait_for(lambda: w.resumed_at is not None, timeout=20, what="writes resume")
+    wait_for(lambda: len(w.waited) > n0 + 300, timeout=20, what="writes on the new primary")
+    w.finish()
+    r = c.client(new)
+    assert missing(r, w.waited) == []
+    assert r.info("replication")["epoch"] >= 2
+    # the loser follows the winner and converges
+    wait_for(lambda: c.client(behind).info("replication").get("master_node") == new,
+             timeout=20, what="the other replica follows the new primary")
+    c.wait_converged(behind, upstream=new)
+
+
+def test_old_primary_rejoins_as_a_replica_and_converges(strata, tmp_path):
+    c = cluster(strata, tmp_path)
+    old = wait_primary(c, NAMES)
+    r = c.client(old)
+    for i in range(300):
+        r.set("k%d" % i, i)
+    assert r.execute_command("WAIT", 2, 5000) == 2
+    c.kill9(old)
+    new = wait_primary(c, [n for n in NAMES if n != old], timeout=30)
+    rn = c.client(new)
+    for i in range(300, 400):
+        rn.set("k%d" % i, i)
+    c.start(old)
+    wait_for(lambda: (c.client(old).info("replication").get("master_node") == new and
+                      c.client(old).info("replication").get("master_link_status") == "up"),
+             timeout=20, what="the old primary follows the new one")
+    assert c.client(old).info("replication")["role"] == "slave"
+    assert primaries(c, NAMES) == [new]
+    c.wait_converged(old, upstream=new)
+    assert digest(c.client(old))[0] == 400
+    # it came back by a partial resync (its log is a prefix of the new one's)
+    assert c.client(old).info("replication")["master_sync_full"] == 0
+
+
+def test_a_diverged_old_primary_discards_what_the_new_one_never_had(strata, tmp_path):
+    c = cluster(strata, tmp_path)
+    old = wait_primary(c, NAMES)
+    others = [n for n in NAMES if n != old]
+    r = c.client(old)
+    r.set("base", "1")
+    assert r.execute_command("WAIT", 2, 5000) == 2
+    # the replicas go: these writes reach the old primary only
+    for n in others:
+        c.kill9(n)
+    for i in range(5):
+        r.set("lost%d" % i, i)
+    c.kill9(old)
+    for n in others:
+        c.start(n)
+    new = wait_primary(c, others, timeout=30)
+    c.client(new).set("after", "1")
+    c.start(old)
+    wait_for(lambda: c.client(old).info("replication").get("master_node") == new and
+             c.client(old).info("replication").get("master_link_status") == "up" and
+             not c.client(old).info("replication").get("master_sync_in_progress"),
+             timeout=30, what="the old primary follows the new one")
+    c.wait_converged(old, upstream=new)
+    assert c.client(old).get("lost0") is None
+    log = (tmp_path / (old + ".log")).read_text()
+    assert "discarding 5 write(s)" in log
+
+
+def test_lua_policy_prefers_a_named_replica(strata, tmp_path):
+    pol = tmp_path / "prefer.lua"
+    pol.write_text('local M = { api = 1 }\n'
+                   'function M.elect(c)\n'
+                   '  for _, x in ipairs(c) do if x.node == "db3" then return x.node end end\n'
+                   '  return c[1].node\nend\nreturn M\n')
+    c = cluster(strata, tmp_path, fields=', failover = { down_after = "1s", policy = "%s" }' % pol)
+    old = wait_primary(c, NAMES)
+    c.client(old).set("x", "1")
+    assert c.client(old).execute_command("WAIT", 2, 5000) == 2
+    if old == "db3":
+        # make another node primary first so that db3 is a candidate
+        c.kill9(old)
+        old = wait_primary(c, ["db1", "db2"], timeout=30)
+        c.start("db3")
+        wait_for(lambda: c.client("db3").info("replication").get("master_link_status") == "up",
+                 timeout=20, what="db3 follows")
+    c.kill9(old)
+    new = wait_primary(c, [n for n in NAMES if n != old], timeout=30)
+    assert new == "db3"
+
+
+def test_broken_policy_falls_back_to_the_default(strata, tmp_path):
+    pol = tmp_path / "broken.lua"
+    pol.write_text('local M = { api = 1 }\n'
+                   'function M.elect(c) return c[1].nosuch.field end\nreturn M\n')
+    c = cluster(strata, tmp_path, fields=', failover = { down_after = "1s", policy = "%s" }' % pol)
+    old = wait_primary(c, NAMES)
+    c.client(old).set("x", "1")
+    assert c.client(old).execute_command("WAIT", 2, 5000) == 2
+    c.kill9(old)
+    others = [n for n in NAMES if n != old]
+    new = wait_primary(c, others, timeout=30)
+    assert c.client(new).get("x") == b"1"
+    logs = "".join((tmp_path / (n + ".log")).read_text() for n in others)
+    assert "broken.lua:2:" in logs and "electing by the default rule" in logs
+
+
+def test_manual_promote_and_follow(strata, tmp_path):
+    """A planned switch with plain commands: pause writes on the primary,
+    wait for the target to have everything, promote it, make the old primary
+    follow it. Nothing acknowledged is lost. Without failover declared."""
+    c = Cluster(strata, tmp_path, replicas=2).start_all()
+    p = c.client("db1")
+    for i in range(500):
+        p.set("m%d" % i, i)
+    paused = p.execute_command("FAILOVER", "PAUSE", 10000)
+    end = int(paused.split()[1]) if isinstance(paused, bytes) else int(str(paused).split()[1])
+    wait_for(lambda: c.client("db2").info("replication")["slave_repl_offset"] >= end,
+             timeout=20, what="db2 has everything")
+    try:
+        p.set("during", "1")
+        assert False, "a paused primary must refuse writes"
+    except Exception as e:
+        assert "TRYAGAIN" in str(e)
+    assert c.client("db2").execute_command("FAILOVER", "PROMOTE").startswith(b"OK epoch")
+    assert p.execute_command("FAILOVER", "FOLLOW", "db2") in (b"OK", "OK", True)
+    assert c.client("db3").execute_command("FAILOVER", "FOLLOW", "db2") in (b"OK", "OK", True)
+    n = c.client("db2")
+    n.set("new", "1")
+    assert n.execute_command("WAIT", 2, 5000) == 2
+    assert missing(n, ["m%d" % i for i in range(500)]) == []
+    c.wait_converged("db1", upstream="db2")
+    assert c.client("db1").info("replication")["master_sync_full"] == 0
