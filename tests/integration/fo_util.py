@@ -18,7 +18,7 @@ def quick(cluster, name):
 def role(r):
     try:
         info = r.info("replication")
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
+    except (redis.RedisError, OSError):
         return None
     return info
 
@@ -90,7 +90,7 @@ class Writer(threading.Thread):
                 i += 1
                 if self.resumed_at is None and getattr(self, "cut_at", None):
                     self.resumed_at = time.monotonic()
-            except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError, OSError):
+            except (redis.RedisError, OSError):
                 self.errors += 1
                 self.target = None
                 time.sleep(0.01)
