@@ -179,3 +179,40 @@ def test_manual_promote_and_follow(strata, tmp_path):
     assert missing(n, ["m%d" % i for i in range(500)]) == []
     c.wait_converged("db1", upstream="db2")
     assert c.client("db1").info("replication")["master_sync_full"] == 0
+
+
+def test_strata_failover_under_load_loses_nothing(strata, tmp_path):
+    from conftest import run_cli
+    c = cluster(strata, tmp_path)
+    old = wait_primary(c, NAMES)
+    target = [n for n in NAMES if n != old][1]
+    w = Writer(c, NAMES)  # plain writes: each acknowledged one must survive
+    w.start()
+    wait_for(lambda: len(w.acked) > 300, timeout=20, what="writes under way")
+    r = run_cli("failover", str(c.path), "--to", target)
+    assert r.returncode == 0, r.stderr
+    assert "%s is the primary" % target in r.stdout
+    n0 = len(w.acked)
+    wait_for(lambda: len(w.acked) > n0 + 200 and w.target == target, timeout=20,
+             what="writes resume on " + target)
+    w.finish()
+    assert primaries(c, NAMES) == [target]
+    assert missing(c.client(target), w.acked) == []
+    for n in NAMES:
+        if n != target:
+            c.wait_converged(n, upstream=target)
+    # everyone came across by partial resync
+    for n in NAMES:
+        if n != target:
+            assert c.client(n).info("replication")["master_sync_full"] <= 1
+
+
+def test_strata_failover_refuses_without_a_replica(strata, tmp_path):
+    from conftest import run_cli
+    c = Cluster(strata, tmp_path, replicas=1).start_all()
+    r = run_cli("failover", str(c.path), "--to", "db1")
+    assert r.returncode == 1 and "already the primary" in r.stderr
+    c.kill9("db2")
+    r = run_cli("failover", str(c.path))
+    assert r.returncode == 1 and "nothing changed" in r.stderr
+    c.client("db1").set("still", "writable")
