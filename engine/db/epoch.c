@@ -23,11 +23,6 @@ void epoch_begin(struct epoch_state *e, uint64_t epoch, uint64_t start)
     struct epoch_span *last = &e->hist[e->nhist - 1];
     if (last->epoch == epoch)
         return;
-    if (last->start == start) {
-        /* the previous epoch wrote nothing: it no longer matters */
-        last->epoch = epoch;
-        return;
-    }
     if (e->nhist == EPOCH_HISTORY) {
         memmove(e->hist, e->hist + 1, (EPOCH_HISTORY - 1) * sizeof e->hist[0]);
         e->nhist--;
