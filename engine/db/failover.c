@@ -531,7 +531,10 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     if (best && best->epoch >= f->ep->epoch) {
-        f->primary_seen_ms = now;
+        /* down_after counts from its last answer, not from when it stopped
+         * counting as alive (that would be down_after twice) */
+        if (best->last_ok_ms > f->primary_seen_ms)
+            f->primary_seen_ms = best->last_ok_ms;
         snprintf(f->primary, sizeof f->primary, "%s", best->node);
         f->electing = 0;
         f->last_note[0] = 0;
