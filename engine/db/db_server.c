@@ -1010,9 +1010,10 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     srv->fo_open = 1;
     srv->repl.fo = &srv->fo;
     /* With failover, the topology's primary is only where things start: it
-     * waits, read-only, until the data set agrees who is primary (the
-     * node itself most of the time, in a new epoch), so a primary that
-     * comes back after a failover never takes a write the new one lacks. */
+     * waits, read-only, until the data set agrees who is primary (itself,
+     * when no log is further than its own, in a new epoch), so a primary
+     * that comes back after a failover it did not see — its own files
+     * cannot tell it — never takes a write the new primary lacks. */
     int wait_first = !srv->is_replica && srv->fo.enabled && srv->fo.npeers > 0;
     if (!srv->is_replica && !wait_first) {
         c->store.on_expire = on_key_expired;

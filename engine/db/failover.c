@@ -303,9 +303,10 @@ int failover_default_pick(const struct failover_cand *c, int n)
             continue;
         }
         int cmp = epoch_cmp_pos(c[i].log_epoch, c[i].offset, c[best].log_epoch, c[best].offset);
-        if (cmp > 0 || (cmp == 0 && (c[i].priority < c[best].priority ||
-                                     (c[i].priority == c[best].priority &&
-                                      strcmp(c[i].node, c[best].node) < 0))))
+        int tie = cmp == 0 && c[i].priority == c[best].priority;
+        if (cmp > 0 || (cmp == 0 && c[i].priority < c[best].priority) ||
+            (tie && c[i].waiting > c[best].waiting) ||
+            (tie && c[i].waiting == c[best].waiting && strcmp(c[i].node, c[best].node) < 0))
             best = i;
     }
     return best;
@@ -321,7 +322,7 @@ static int policy_pick(struct failover *f, const struct failover_cand *c, int n)
     lua_remove(L, -2);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 6);
         lua_pushstring(L, c[i].node);
         lua_setfield(L, -2, "node");
         lua_pushinteger(L, (lua_Integer)c[i].offset);
@@ -332,6 +333,8 @@ static int policy_pick(struct failover *f, const struct failover_cand *c, int n)
         lua_setfield(L, -2, "priority");
         lua_pushboolean(L, c[i].self);
         lua_setfield(L, -2, "self");
+        lua_pushboolean(L, c[i].waiting);
+        lua_setfield(L, -2, "waiting");
         lua_rawseti(L, -2, i + 1);
     }
     char err[600];
@@ -434,6 +437,7 @@ static void consider_election(struct failover *f, const struct failover_self *me
         c[n].offset = me->offset;
         c[n].priority = f->priority;
         c[n].self = 1;
+        c[n].waiting = me->following[0] == 0;
         n++;
     }
     for (int i = 0; i < f->npeers; i++) {
@@ -448,6 +452,7 @@ static void consider_election(struct failover *f, const struct failover_self *me
         c[n].offset = p->offset;
         c[n].priority = p->priority;
         c[n].self = 0;
+        c[n].waiting = p->following[0] == 0;
         n++;
     }
     if (reachable < failover_majority(f)) {

@@ -14,6 +14,7 @@
  *  - The candidates are the healthy replicas among them (priority 0:
  *    never). The default choice is the one whose log is furthest (the
  *    epoch it ends in, then its offset), then the lowest priority number,
+ *    then one that follows nobody (the topology's primary at a start),
  *    then the name; or the Lua policy's elect(candidates) (run in the
  *    policy host, budgeted), whose answer must name a candidate as far as
  *    any other, or the default is used and the reason logged.
@@ -147,6 +148,7 @@ struct failover_cand {
     uint64_t log_epoch, offset;
     int priority;
     int self;
+    int waiting;              /* follows nobody (a declared primary at its start) */
 };
 int failover_default_pick(const struct failover_cand *c, int n);
 /* INFO / status fields (no trailing separator for status). */

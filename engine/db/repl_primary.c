@@ -472,6 +472,16 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
         link_free(l);
         return NULL;
     }
+    if (has_epoch && rp->ep && r_log > epoch_log(rp->ep)) {
+        /* its log holds a later epoch's writes than ours: it must not take
+         * our copy (it would discard them) */
+        resp_errorf(out, "STALE this node's log ends in epoch %llu, the replica's in %llu",
+                    (unsigned long long)epoch_log(rp->ep), (unsigned long long)r_log);
+        if (rp->fo)
+            failover_saw_epoch(rp->fo, r_epoch);
+        link_free(l);
+        return NULL;
+    }
     if (has_epoch && rp->ep && ours && off >= 0) {
         uint64_t end;
         if (epoch_end_of(rp->ep, r_log, &end) < 0)

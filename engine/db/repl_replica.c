@@ -330,6 +330,13 @@ static int handshake_line(struct repl_replica *rr, struct net_conn *c)
             return -1;
         }
         up.epoch = uep;
+        if (epoch_log(&up) < epoch_log(rr->ep)) {
+            link_fail(rr, "the upstream %s has a log from epoch %llu, before this node's %llu: "
+                          "not taking its copy", rr->upstream,
+                      (unsigned long long)epoch_log(&up),
+                      (unsigned long long)epoch_log(rr->ep));
+            return -1;
+        }
         if (uep < rr->ep->epoch) {
             link_fail(rr, "the upstream %s is at epoch %llu, before this node's %llu: not "
                           "following it", rr->upstream, uep,

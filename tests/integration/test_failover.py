@@ -6,6 +6,9 @@ import os
 import signal
 import time
 
+import pytest
+import redis
+
 from conftest import wait_for
 from fo_util import Writer, missing, primaries, wait_primary
 from repl_util import Cluster, digest
@@ -20,6 +23,24 @@ def cluster(strata, tmp_path, fields=FIELDS, **kw):
     return c
 
 
+def test_after_an_election_a_restarted_cluster_agrees_again(strata, tmp_path):
+    c = cluster(strata, tmp_path)
+    wait_primary(c, NAMES)
+    c.kill9("db1")
+    new = wait_primary(c, ["db2", "db3"], timeout=30)
+    c.client(new).set("k", "v")
+    for n in ["db2", "db3"]:
+        c.procs[n].stop()
+    for n in NAMES:
+        c.start(n)
+    # db1, declared primary, waits (read-only) instead of taking writes
+    with pytest.raises(redis.ReadOnlyError):
+        c.client("db1").set("x", "1")
+    p = wait_primary(c, NAMES, timeout=30)
+    assert c.client(p).get("k") == b"v"
+    assert c.client(p).info("replication")["epoch"] >= 2
+
+
 def test_a_primary_is_agreed_at_start_and_writes_replicate(strata, tmp_path):
     c = cluster(strata, tmp_path)
     p = wait_primary(c, NAMES)
@@ -27,7 +48,9 @@ def test_a_primary_is_agreed_at_start_and_writes_replicate(strata, tmp_path):
     r.set("a", "1")
     assert r.execute_command("WAIT", 2, 5000) == 2
     info = r.info("replication")
-    assert info["epoch"] >= 1 and info["failover"] == "on"
+    # the topology's primary, agreed in epoch 1 (equal logs: the one that
+    # follows nobody)
+    assert p == "db1" and info["epoch"] == 1 and info["failover"] == "on"
     for n in NAMES:
         if n != p:
             assert c.client(n).get("a") == b"1"
@@ -56,7 +79,7 @@ def test_kill9_elects_the_most_up_to_date_replica_and_nothing_waited_is_lost(str
     w.finish()
     r = c.client(new)
     assert missing(r, w.waited) == []
-    assert r.info("replication")["epoch"] >= 2
+    assert r.info("replication")["epoch"] >= 1
     # the loser follows the winner and converges
     wait_for(lambda: c.client(behind).info("replication").get("master_node") == new,
              timeout=20, what="the other replica follows the new primary")
@@ -116,25 +139,22 @@ def test_a_diverged_old_primary_discards_what_the_new_one_never_had(strata, tmp_
 
 
 def test_lua_policy_prefers_a_named_replica(strata, tmp_path):
+    """The policy ranks db3, then db2: it chooses the first primary (the
+    default would take db1, the topology's) and, db3 killed, db2 (the
+    default would take db1 by name)."""
     pol = tmp_path / "prefer.lua"
     pol.write_text('local M = { api = 1 }\n'
+                   'local rank = { db3 = 1, db2 = 2, db1 = 3 }\n'
                    'function M.elect(c)\n'
-                   '  for _, x in ipairs(c) do if x.node == "db3" then return x.node end end\n'
-                   '  return c[1].node\nend\nreturn M\n')
+                   '  table.sort(c, function(a, b) return rank[a.node] < rank[b.node] end)\n'
+                   '  return c[1]\nend\nreturn M\n')
     c = cluster(strata, tmp_path, fields=', failover = { down_after = "1s", policy = "%s" }' % pol)
-    old = wait_primary(c, NAMES)
-    c.client(old).set("x", "1")
-    assert c.client(old).execute_command("WAIT", 2, 5000) == 2
-    if old == "db3":
-        # make another node primary first so that db3 is a candidate
-        c.kill9(old)
-        old = wait_primary(c, ["db1", "db2"], timeout=30)
-        c.start("db3")
-        wait_for(lambda: c.client("db3").info("replication").get("master_link_status") == "up",
-                 timeout=20, what="db3 follows")
-    c.kill9(old)
-    new = wait_primary(c, [n for n in NAMES if n != old], timeout=30)
-    assert new == "db3"
+    assert wait_primary(c, NAMES) == "db3"
+    c.client("db3").set("x", "1")
+    assert c.client("db3").execute_command("WAIT", 2, 5000) == 2
+    c.kill9("db3")
+    assert wait_primary(c, ["db1", "db2"], timeout=30) == "db2"
+    assert c.client("db2").get("x") == b"1"
 
 
 def test_broken_policy_falls_back_to_the_default(strata, tmp_path):

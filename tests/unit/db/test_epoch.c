@@ -75,13 +75,15 @@ static void test_file(void)
 static void test_default_pick(void)
 {
     struct failover_cand c[3] = {
-        {"db2", 1, 500, 100, 0},
-        {"db3", 1, 900, 100, 0},
-        {"db4", 1, 900, 10, 1},
+        {"db2", 1, 500, 100, 0, 0},
+        {"db3", 1, 900, 100, 0, 0},
+        {"db4", 1, 900, 10, 1, 0},
     };
     is_str(c[failover_default_pick(c, 3)].node, "db4", "furthest, then the lower priority number");
     c[2].priority = 100;
     is_str(c[failover_default_pick(c, 3)].node, "db3", "then the name");
+    c[2].waiting = 1;
+    is_str(c[failover_default_pick(c, 3)].node, "db4", "one that follows nobody before the name");
     c[0].log_epoch = 2;
     is_str(c[failover_default_pick(c, 3)].node, "db2", "a later epoch wins over a larger offset");
 }
