@@ -626,7 +626,7 @@ void failover_saw_epoch(struct failover *f, uint64_t epoch)
 
 void failover_info(const struct failover *f, struct buf *b)
 {
-    char hist[512];
+    char hist[EPOCH_HISTORY * 44];
     epoch_hist_format(f->ep, hist, sizeof hist);
     buf_printf(b,
                "epoch:%llu\r\nlog_epoch:%llu\r\nepoch_history:%s\r\nfailover:%s\r\n"

@@ -489,7 +489,7 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
         else if ((uint64_t)off > end)
             diverged = end;
     }
-    char hist[600];
+    char hist[EPOCH_HISTORY * 44]; /* "epoch:start," with 20-digit numbers */
     hist[0] = 0;
     if (rp->ep)
         epoch_hist_format(rp->ep, hist, sizeof hist);

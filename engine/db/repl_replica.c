@@ -298,7 +298,7 @@ static void send_ack(struct repl_replica *rr)
 /* One line of the handshake: 1 done with it, 0 need more, -1 failed. */
 static int handshake_line(struct repl_replica *rr, struct net_conn *c)
 {
-    char line[256];
+    char line[STREAM_HANDSHAKE_LINE_MAX + 1]; /* the epoch history is in it */
     int got = stream_handshake_line(&c->rbuf, line, sizeof line);
     if (got < 0)
         link_fail(rr, "the upstream's answer is not a replication handshake");
@@ -312,10 +312,11 @@ static int handshake_line(struct repl_replica *rr, struct net_conn *c)
         }
         return 1;
     }
-    char kind[16], idtxt[32], histtxt[600], dv[32];
+    char kind[16], idtxt[32], histtxt[1024], dv[32];
     unsigned long long off, uep = 0;
     uint64_t id;
-    int nf = sscanf(line, "+%15s %31s %llu %llu %599s %31s", kind, idtxt, &off, &uep, histtxt, dv);
+    int nf = sscanf(line, "+%15s %31s %llu %llu %1023s %31s", kind, idtxt, &off, &uep, histtxt,
+                    dv);
     if (nf < 3 || stream_id_parse(idtxt, strlen(idtxt), &id) < 0) {
         link_fail(rr, "PSYNC refused by %s: %s", rr->upstream, line);
         return -1;

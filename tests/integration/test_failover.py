@@ -236,3 +236,26 @@ def test_strata_failover_refuses_without_a_replica(strata, tmp_path):
     r = run_cli("failover", str(c.path))
     assert r.returncode == 1 and "nothing changed" in r.stderr
     c.client("db1").set("still", "writable")
+
+
+def test_status_shows_roles_and_epoch(strata, tmp_path):
+    import json
+    import urllib.request
+    from conftest import run_cli
+    c = cluster(strata, tmp_path, admin=True)
+    p = wait_primary(c, NAMES)
+    wait_for(lambda: all(c.client(n).info("replication").get("master_link_status") == "up"
+                         for n in NAMES if n != p), timeout=20, what="replicas follow")
+    r = run_cli("status", str(c.path))
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:] if line.strip()}
+    assert rows[p][-1] == "primary/e1", r.stdout
+    for n in NAMES:
+        if n != p:
+            assert rows[n][-1] == "replica/e1", r.stdout
+    with urllib.request.urlopen("http://127.0.0.1:%d/status" % c.admins[p], timeout=5) as f:
+        doc = json.load(f)
+    db = [s for s in doc["services"] if s["kind"] == "db"][0]
+    assert db["role"] == "primary" and db["epoch"] == 1 and db["failover"] is True
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % c.admins[p], timeout=5) as f:
+        text = f.read().decode()
+    assert "strata_db_is_primary{" in text and "strata_db_epoch{" in text
