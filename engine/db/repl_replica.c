@@ -325,11 +325,14 @@ static int handshake_line(struct repl_replica *rr, struct net_conn *c)
     struct epoch_state up;
     epoch_init(&up);
     if (rr->ep) {
-        if (nf < 5 || epoch_hist_parse(&up, histtxt) < 0) {
-            link_fail(rr, "the upstream %s does not say its epoch (an older version?)",
-                      rr->upstream);
+        /* An upstream that says no epoch (a version before failover) is
+         * at epoch 0: followed only by a node whose log is of epoch 0. */
+        if (nf >= 5 && epoch_hist_parse(&up, histtxt) < 0) {
+            link_fail(rr, "the upstream %s sends a bad epoch history", rr->upstream);
             return -1;
         }
+        if (nf < 5)
+            uep = 0;
         up.epoch = uep;
         if (epoch_log(&up) < epoch_log(rr->ep)) {
             link_fail(rr, "the upstream %s has a log from epoch %llu, before this node's %llu: "
