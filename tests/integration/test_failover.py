@@ -69,6 +69,14 @@ def test_kill9_elects_the_most_up_to_date_replica_and_nothing_waited_is_lost(str
     os.kill(c.procs[behind].proc.pid, signal.SIGSTOP)
     n0 = len(w.waited)
     wait_for(lambda: len(w.waited) > n0 + 100, timeout=20, what="writes while one lags")
+    # more than the stopped replica's socket buffers and its link's output
+    # bound hold, so it is really behind when the primary dies
+    big = c.client(old)
+    for i in range(48):
+        big.set("big:%d" % i, b"x" * (512 * 1024))
+    assert big.execute_command("WAIT", 1, 10000) == 1
+    assert (c.client(ahead).info("replication")["slave_repl_offset"] >
+            c.client(old).info("replication")["master_repl_offset"] - 1024 * 1024)
     c.kill9(old)
     w.cut_at = time.monotonic()
     os.kill(c.procs[behind].proc.pid, signal.SIGCONT)
@@ -80,10 +88,12 @@ def test_kill9_elects_the_most_up_to_date_replica_and_nothing_waited_is_lost(str
     r = c.client(new)
     assert missing(r, w.waited) == []
     assert r.info("replication")["epoch"] >= 1
-    # the loser follows the winner and converges
+    # the loser follows the winner and converges, by partial resync: its
+    # log was a prefix of the winner's
     wait_for(lambda: c.client(behind).info("replication").get("master_node") == new,
              timeout=20, what="the other replica follows the new primary")
     c.wait_converged(behind, upstream=new)
+    assert c.client(behind).info("replication")["master_sync_full"] == 0  # since it moved
 
 
 def test_old_primary_rejoins_as_a_replica_and_converges(strata, tmp_path):
