@@ -100,6 +100,9 @@ class NetCluster:
         subprocess.run([NETNS, "restore", self.set, str(self.index(name))], check=True)
 
     def close(self):
+        """Stops every node; returns the nodes that did not exit cleanly
+        (a sanitizer report, a crash)."""
+        bad = []
         for n, p in self.procs.items():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -108,8 +111,12 @@ class NetCluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+                    bad.append(n + " (did not stop)")
+            if p.returncode != 0 and n + " (did not stop)" not in bad:
+                bad.append("%s (exit %s)" % (n, p.returncode))
             p.logf.close()
         subprocess.run([NETNS, "down", self.set, str(len(NAMES))])
+        return bad
 
 
 @pytest.fixture
@@ -121,8 +128,10 @@ def net(tmp_path):
         made.append(c)
         return c.start_all()
     yield make
+    bad = []
     for c in made:
-        c.close()
+        bad += c.close()
+    assert not bad, "nodes that did not exit cleanly: %s" % bad
 
 
 FENCED = (', failover = { down_after = "1s" }, min_replicas = 1, max_lag = "1s", '
