@@ -29,6 +29,7 @@ static const char *main_usage =
     "  run TOPOLOGY.lua [--node N]   start the topology (or one node of it)\n"
     "  reload TOPOLOGY.lua           apply a changed topology or policy to a running one\n"
     "  status TOPOLOGY.lua [--watch] live state of every node\n"
+    "  failover TOPOLOGY.lua [--to NODE]  planned switch of the db primary\n"
     "  version                       print the version\n"
     "  help [COMMAND]                show help\n"
     "\n"
@@ -358,6 +359,83 @@ static int cmd_ctl(const char *what, const char *usage, int argc, char **argv)
     return rc;
 }
 
+static const char *failover_usage =
+    "usage: strata failover TOPOLOGY.lua [--to NODE] [--timeout DURATION]\n"
+    "\n"
+    "Switches a db data set's primary to another node without losing a write:\n"
+    "the primary stops taking writes (they are refused with -TRYAGAIN), the\n"
+    "target catches up to the primary's last write, is promoted in a new epoch,\n"
+    "and the old primary and the other replicas follow it. Without --to, the\n"
+    "replica furthest along. If the target does not catch up within the timeout\n"
+    "(default 10s), writes resume on the primary and nothing changes.\n";
+
+static int cmd_failover(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"to", required_argument, NULL, 't'},
+        {"timeout", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *to = NULL;
+    double timeout = 10;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "t:T:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            to = optarg;
+            break;
+        case 'T':
+            if (util_parse_duration(optarg, &timeout) < 0 || timeout <= 0)
+                return usage_error(failover_usage, "bad timeout '%s'", optarg);
+            break;
+        case 'h':
+            fputs(failover_usage, stdout);
+            return 0;
+        default:
+            return usage_error(failover_usage, "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return usage_error(failover_usage, "%s", "failover needs exactly one topology file");
+    lua_State *L = load_topology(argv[optind]);
+    if (!L)
+        return 1;
+    int topo = lua_gettop(L);
+    char err[1024];
+    int rc = 1;
+    if (ctl_host_open(L, err, sizeof err) < 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        luahost_close(L);
+        return 1;
+    }
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "strata.failover_ctl");
+    if (luahost_pcall(L, 1, 1, err, sizeof err) < 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        luahost_close(L);
+        return 1;
+    }
+    lua_getfield(L, -1, "run");
+    lua_pushvalue(L, topo);
+    lua_newtable(L);
+    if (to) {
+        lua_pushstring(L, to);
+        lua_setfield(L, -2, "to");
+    }
+    lua_pushnumber(L, timeout);
+    lua_setfield(L, -2, "timeout");
+    if (luahost_pcall(L, 2, 1, err, sizeof err) < 0)
+        fprintf(stderr, "strata: %s\n", err);
+    else
+        rc = (int)lua_tointeger(L, -1);
+    fflush(stdout);
+    luahost_close(L);
+    return rc;
+}
+
 /* A node's connection count is bounded by its descriptors: take the hard
  * limit the operator allows (as HAProxy does) rather than the shell's soft
  * default of 1,024. Nodes inherit it from the supervisor. */
@@ -387,6 +465,8 @@ int main(int argc, char **argv)
         return cmd_ctl("reload", reload_usage, argc - 1, argv + 1);
     if (strcmp(cmd, "status") == 0)
         return cmd_ctl("status", status_usage, argc - 1, argv + 1);
+    if (strcmp(cmd, "failover") == 0)
+        return cmd_failover(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2 && wants_help(argc - 1, argv + 1)) {
             puts("usage: strata version\n\nPrints the version of strata and of its Lua and libev.");

@@ -5,6 +5,7 @@
 #include "db_server.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,8 @@
 
 #include "db_ops.h"
 #include "db_role.h"
+#include "epoch.h"
+#include "failover.h"
 #include "kv_cmd.h"
 #include "log.h"
 #include "persist.h"
@@ -54,7 +57,14 @@ struct db_server {
     int repl_open;
     int is_replica;
     struct repl_replica replica;
+    int has_upstream;      /* a replica with a link to follow (0: waiting for a primary) */
     struct buf expired;    /* scratch for an expired key's deletion record */
+    /* Failover (failover.h): the epoch file, the peers, elections. */
+    struct epoch_state epoch;
+    struct failover fo;
+    int fo_open;
+    double repl_timeout;
+    int64_t paused_until_ms; /* FAILOVER PAUSE: writes refused until then */
 };
 
 /* ---- the log: flushing and releasing held replies ------------------------ */
@@ -205,7 +215,7 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
 
 static int start_bgsave(struct db_server *srv, char *err, size_t errlen)
 {
-    if (srv->is_replica && repl_replica_busy(&srv->replica)) {
+    if (srv->is_replica && srv->has_upstream && repl_replica_busy(&srv->replica)) {
         snprintf(err, errlen, "a full resync from the primary is in progress; try again after it");
         return -1;
     }
@@ -224,7 +234,7 @@ static void cmd_save(struct kv_req *r)
 {
     struct db_server *srv = r->ks->shell;
     char err[512];
-    if (srv->is_replica && repl_replica_busy(&srv->replica))
+    if (srv->is_replica && srv->has_upstream && repl_replica_busy(&srv->replica))
         return resp_error(r->out, "ERR a full resync from the primary is in progress; try again "
                                   "after it");
     if (persist_save(&srv->persist, err, sizeof err) < 0) {
@@ -290,6 +300,214 @@ static void db_debug(struct kv_req *r)
     resp_error(r->out, "ERR DEBUG subcommands: DISK-ERROR <count|ON|OFF> [WRITE|FSYNC]");
 }
 
+/* ---- roles at run time (failover.h) ------------------------------------ */
+
+/* WAITs end when the node stops being a primary: each answers the count
+ * it has (replicas that acknowledged the old primary's writes). */
+static void end_waits(struct db_server *srv)
+{
+    for (struct resp_client *cl = srv->rs.clients, *next; cl; cl = next) {
+        next = cl->next;
+        if (!cl->blocked)
+            continue;
+        char reply[32];
+        int len = snprintf(reply, sizeof reply, ":%d\r\n",
+                           repl_primary_count_acked(&srv->repl, cl->wait_offset));
+        resp_client_unblock(cl, reply, (size_t)len);
+    }
+}
+
+/* Stops following (if it did) and is read-only, following nobody. */
+static void become_waiting(struct db_server *srv)
+{
+    if (srv->is_replica && srv->has_upstream)
+        repl_replica_free(&srv->replica);
+    if (!srv->is_replica)
+        end_waits(srv);
+    srv->is_replica = 1;
+    srv->has_upstream = 0;
+    srv->ks.read_only = 1;
+    srv->ks.store.keep_expired = 1;
+    srv->ks.store.on_expire = NULL;
+    srv->ks.store.on_expire_arg = NULL;
+}
+
+static int db_promote(struct db_server *srv, uint64_t epoch, const char *why)
+{
+    if (!srv->is_replica)
+        return 0;
+    if (srv->has_upstream && repl_replica_busy(&srv->replica)) {
+        log_error("db %s: cannot be promoted during a full resync", srv->base.node);
+        return -1;
+    }
+    struct epoch_state next = srv->epoch;
+    epoch_begin(&next, epoch, srv->persist.wal.end);
+    char err[600];
+    if (epoch_save(&next, srv->dir, err, sizeof err) < 0) {
+        log_error("db %s: promotion refused: cannot write the epoch file: %s", srv->base.node,
+                  err);
+        return -1;
+    }
+    srv->epoch = next;
+    become_waiting(srv);
+    srv->is_replica = 0;
+    srv->ks.read_only = 0;
+    srv->ks.store.keep_expired = 0;
+    srv->ks.store.on_expire = on_key_expired;
+    srv->ks.store.on_expire_arg = srv;
+    /* replicas of its own re-handshake and learn the new history */
+    repl_primary_drop_all(&srv->repl, "promoted");
+    log_warn("db %s: promoted to primary in epoch %llu at offset %llu (%s)", srv->base.node,
+             (unsigned long long)epoch, (unsigned long long)srv->persist.wal.end, why);
+    return 0;
+}
+
+static int db_follow(struct db_server *srv, const char *node, const char *addr, const char *why,
+                     char *err, size_t errlen)
+{
+    if (srv->is_replica && srv->has_upstream && strcmp(srv->replica.upstream_node, node) == 0 &&
+        strcmp(srv->replica.upstream, addr) == 0)
+        return 0;
+    int was_primary = !srv->is_replica;
+    become_waiting(srv);
+    if (was_primary)
+        repl_primary_drop_all(&srv->repl, "no longer the primary");
+    const struct keyspace *c = &srv->ks;
+    if (repl_replica_init(&srv->replica, srv->loop, srv->base.node, srv->base.listen, addr, node,
+                          c->has_password ? c->password : "", srv->repl_timeout, &srv->ks,
+                          &srv->persist, &srv->repl, srv->policy, err, errlen) < 0) {
+        log_error("db %s: cannot follow %s at %s: %s", srv->base.node, node, addr, err);
+        return -1;
+    }
+    srv->replica.ep = &srv->epoch;
+    srv->replica.fo = srv->fo_open ? &srv->fo : NULL;
+    srv->has_upstream = 1;
+    repl_replica_start(&srv->replica);
+    log_warn("db %s: %s; now follows %s at %s", srv->base.node, was_primary ?
+             "steps down from primary" : "changes upstream", node, addr);
+    log_info("db %s: (%s)", srv->base.node, why);
+    return 0;
+}
+
+static void fo_self(void *arg, struct failover_self *out)
+{
+    struct db_server *srv = arg;
+    memset(out, 0, sizeof *out);
+    out->role = srv->is_replica ? FO_ROLE_REPLICA : FO_ROLE_PRIMARY;
+    out->healthy = !(srv->is_replica && srv->has_upstream && repl_replica_busy(&srv->replica));
+    out->offset = srv->persist.wal.end;
+    if (srv->is_replica && srv->has_upstream)
+        snprintf(out->following, sizeof out->following, "%s", srv->replica.upstream_node);
+}
+
+static int fo_promote(void *arg, uint64_t epoch, const char *why)
+{
+    return db_promote(arg, epoch, why);
+}
+
+static void fo_follow(void *arg, const char *node, const char *addr, const char *why)
+{
+    char err[256];
+    db_follow(arg, node, addr, why, err, sizeof err);
+}
+
+static void fo_step_down(void *arg, const char *why)
+{
+    struct db_server *srv = arg;
+    if (!srv->is_replica) {
+        log_warn("db %s: steps down from primary (%s); read-only until a primary is elected",
+                 srv->base.node, why);
+        repl_primary_drop_all(&srv->repl, "stepped down");
+        become_waiting(srv);
+    } else if (srv->has_upstream) {
+        log_info("db %s: stops following %s (%s)", srv->base.node, srv->replica.upstream_node,
+                 why);
+        become_waiting(srv);
+    }
+}
+
+static const struct failover_ops db_fo_ops = {fo_self, fo_promote, fo_follow, fo_step_down};
+
+/* FAILOVER PROBE | VOTE e node log_epoch offset | PROMOTE | FOLLOW node [addr]
+ *        | PAUSE ms | POSITION: the failover protocol between db nodes and
+ * the operator's manual controls (strata failover). */
+static void simplef(struct buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void simplef(struct buf *out, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    buf_printf(out, "+%s\r\n", line);
+}
+
+static void cmd_failover(struct kv_req *r)
+{
+    struct db_server *srv = r->ks->shell;
+    char a[5][128];
+    for (size_t i = 2; i < r->argc && i < 7; i++)
+        snprintf(a[i - 2], sizeof a[0], "%.*s", (int)(r->argl[i] < 127 ? r->argl[i] : 127),
+                 r->argv[i]);
+    if (kv_arg_is(r, 1, "probe")) {
+        failover_probe_line(&srv->fo, r->out);
+        return;
+    }
+    if (kv_arg_is(r, 1, "position")) {
+        /* the end of its log and the epoch it ends in, for a planned switch */
+        return simplef(r->out, "%s %s %llu %llu %llu", srv->base.node,
+                            srv->is_replica ? "replica" : "primary",
+                            (unsigned long long)srv->epoch.epoch,
+                            (unsigned long long)epoch_log(&srv->epoch),
+                            (unsigned long long)srv->persist.wal.end);
+    }
+    if (kv_arg_is(r, 1, "vote") && r->argc == 6) {
+        char why[300];
+        unsigned long long e = strtoull(a[0], NULL, 10), le = strtoull(a[2], NULL, 10),
+                           off = strtoull(a[3], NULL, 10);
+        if (failover_vote(&srv->fo, e, a[1], le, off, why, sizeof why))
+            return resp_simple(r->out, "YES");
+        return resp_errorf(r->out, "NOVOTE %s", why);
+    }
+    if (kv_arg_is(r, 1, "promote") && r->argc <= 3) {
+        uint64_t e = srv->epoch.epoch + 1;
+        if (r->argc == 3)
+            e = strtoull(a[0], NULL, 10);
+        if (!srv->is_replica)
+            return resp_errorf(r->out, "ERR %s is already the primary (epoch %llu)",
+                               srv->base.node, (unsigned long long)srv->epoch.epoch);
+        if (e <= srv->epoch.epoch && !(e == srv->epoch.epoch && srv->epoch.voted_for[0] == 0))
+            return resp_errorf(r->out, "ERR epoch %llu is not after this node's %llu",
+                               (unsigned long long)e, (unsigned long long)srv->epoch.epoch);
+        if (db_promote(srv, e, "FAILOVER PROMOTE") < 0)
+            return resp_error(r->out, "ERR promotion failed (see the node's log)");
+        srv->fo.promotions++;
+        return simplef(r->out, "OK epoch %llu", (unsigned long long)e);
+    }
+    if (kv_arg_is(r, 1, "follow") && (r->argc == 3 || r->argc == 4)) {
+        const struct failover_peer *p = failover_peer(&srv->fo, a[0]);
+        const char *addr = r->argc == 4 ? a[1] : p ? p->addr : NULL;
+        if (!addr)
+            return resp_errorf(r->out, "ERR %s is not a db node of this data set", a[0]);
+        if (strcmp(a[0], srv->base.node) == 0)
+            return resp_error(r->out, "ERR a node cannot follow itself");
+        char err[256];
+        srv->paused_until_ms = 0;
+        if (db_follow(srv, a[0], addr, "FAILOVER FOLLOW", err, sizeof err) < 0)
+            return resp_errorf(r->out, "ERR %s", err);
+        return resp_ok(r->out);
+    }
+    if (kv_arg_is(r, 1, "pause") && r->argc == 3) {
+        long long ms = strtoll(a[0], NULL, 10);
+        if (ms < 0 || ms > 600000)
+            return resp_error(r->out, "ERR FAILOVER PAUSE takes 0..600000 ms");
+        srv->paused_until_ms = ms ? r->now + ms : 0;
+        return simplef(r->out, "OK %llu", (unsigned long long)srv->persist.wal.end);
+    }
+    resp_error(r->out, "ERR FAILOVER PROBE | POSITION | PROMOTE [epoch] | FOLLOW node [addr] | "
+                       "PAUSE ms | VOTE epoch node log_epoch offset");
+}
+
 /* PSYNC, REPLCONF and WAIT need the client itself: db_exec runs them. */
 static void cmd_by_exec(struct kv_req *r) { resp_error(r->out, "ERR not here"); }
 
@@ -311,6 +529,7 @@ static const struct kv_command db_commands[] = {
     {"bgrewriteaof", cmd_bgrewriteaof, -1, KV_CMD_ADMIN, 0, 0, 0},
     {"lastsave", cmd_lastsave, -1, 0, 0, 0, 0},
     {"role", cmd_role, 1, 0, 0, 0, 0},
+    {"failover", cmd_failover, -2, KV_CMD_ADMIN, 0, 0, 0},
 };
 
 /* ---- INFO and CONFIG ---------------------------------------------------- */
@@ -352,8 +571,14 @@ static void info_replication(struct db_server *srv, struct buf *b)
 {
     int64_t now = util_now_ms();
     buf_printf(b, "# Replication\r\nrole:%s\r\n", srv->is_replica ? "slave" : "master");
-    if (srv->is_replica)
+    if (srv->is_replica && srv->has_upstream)
         repl_replica_info(&srv->replica, b, now);
+    else if (srv->is_replica)
+        buf_printf(b, "master_host:\r\nmaster_port:\r\nmaster_node:-\r\nmaster_link_status:down\r\n"
+                      "slave_repl_offset:%llu\r\nslave_read_only:1\r\n",
+                   (unsigned long long)srv->persist.wal.end);
+    if (srv->fo_open)
+        failover_info(&srv->fo, b);
     if (srv->repl_open)
         repl_primary_info(&srv->repl, b, now);
     buf_printf(b, "\r\n");
@@ -501,6 +726,11 @@ static void db_exec(struct resp_client *cl, struct kv_req *r)
                     srv->persist.wal.errmsg);
         return;
     }
+    if (srv->paused_until_ms && r->now < srv->paused_until_ms) {
+        srv->refused_writes++;
+        resp_error(r->out, "TRYAGAIN writes are paused for a planned failover");
+        return;
+    }
     if (repl_primary_refuses(&srv->repl, r->now)) {
         srv->refused_writes++;
         resp_error(r->out, "NOREPLICAS Not enough good replicas to write.");
@@ -600,6 +830,10 @@ struct db_cfg {
     char replica_of[64], upstream[64];  /* a replica: the node it follows, and where */
     int64_t backlog, min_replicas;
     double repl_timeout, max_lag;
+    char peers[2048];         /* the data set's other db nodes: node@addr@priority,... */
+    int64_t priority;
+    double down_after;        /* failover: 0 off */
+    char fo_policy[1024];
 };
 
 #define DB_DEFAULT_BACKLOG (16 * 1024 * 1024)
@@ -640,6 +874,11 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
         cfg_int(L, idx, "min_replicas", 0, &cfg->min_replicas, err, errlen) < 0 ||
         cfg_number(L, idx, "repl_timeout", 10, &cfg->repl_timeout, err, errlen) < 0 ||
         cfg_number(L, idx, "max_lag", 0, &cfg->max_lag, err, errlen) < 0 ||
+        cfg_string(L, idx, "peers", "", cfg->peers, sizeof cfg->peers, err, errlen) < 0 ||
+        cfg_int(L, idx, "priority", 100, &cfg->priority, err, errlen) < 0 ||
+        cfg_number(L, idx, "failover_down_after", 0, &cfg->down_after, err, errlen) < 0 ||
+        cfg_string(L, idx, "failover_policy", "", cfg->fo_policy, sizeof cfg->fo_policy, err,
+                   errlen) < 0 ||
         read_access(L, idx, cfg, err, errlen) < 0)
         return -1;
     if (!cfg->dir[0])
@@ -672,6 +911,12 @@ static int read_cfg(lua_State *L, int idx, struct db_cfg *cfg, char *err, size_t
     if (cfg->repl_timeout <= 0 || cfg->repl_timeout > 3600 || cfg->max_lag < 0) {
         snprintf(err, errlen,
                  "db %s: repl_timeout must be over 0 and at most 1h, max_lag not negative",
+                 cfg->node);
+        return -1;
+    }
+    if (cfg->priority < 0 || cfg->priority > 1000000 || cfg->down_after < 0 ||
+        cfg->down_after > 3600) {
+        snprintf(err, errlen, "db %s: priority must be in 0..1000000 and down_after in 0..1h",
                  cfg->node);
         return -1;
     }
@@ -732,7 +977,7 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
 
     srv->recover_now = util_now_ms();
     char why[1536];
-    if (srv->is_replica && repl_replica_clean_dir(cfg.dir, why, sizeof why) < 0) {
+    if (repl_replica_clean_dir(cfg.dir, why, sizeof why) < 0) {
         snprintf(err, errlen, "db %s: %s", cfg.node, why);
         db_srv_free(&srv->base);
         return NULL;
@@ -747,6 +992,12 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     if (cfg.compact_min > 0)
         srv->persist.compact_min = (uint64_t)cfg.compact_min;
     struct persist *p = &srv->persist;
+    if (epoch_load(&srv->epoch, cfg.dir, why, sizeof why) < 0) {
+        snprintf(err, errlen, "db %s: %s", cfg.node, why);
+        db_srv_free(&srv->base);
+        return NULL;
+    }
+    srv->repl_timeout = cfg.repl_timeout;
     if (repl_primary_init(&srv->repl, env->loop, cfg.node, &c->store, (size_t)cfg.backlog,
                           cfg.repl_timeout, p->id, p->wal.end) < 0) {
         snprintf(err, errlen, "db %s: out of memory for the replication backlog", cfg.node);
@@ -757,7 +1008,24 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     srv->repl.wal = &p->wal;
     srv->repl.min_replicas = (int)cfg.min_replicas;
     srv->repl.max_lag_ms = (int64_t)(cfg.max_lag * 1000);
-    if (!srv->is_replica) {
+    srv->repl.ep = &srv->epoch;
+    if (failover_init(&srv->fo, env->loop, cfg.node, cfg.peers, (int)cfg.priority,
+                      (int64_t)(cfg.down_after * 1000), cfg.fo_policy,
+                      c->has_password ? c->password : "", &srv->epoch, srv->dir, &db_fo_ops, srv,
+                      why, sizeof why) < 0) {
+        snprintf(err, errlen, "db %s: failover: %s", cfg.node, why);
+        db_srv_free(&srv->base);
+        return NULL;
+    }
+    srv->fo_open = 1;
+    srv->repl.fo = &srv->fo;
+    /* With failover, the topology's primary is only where things start: it
+     * waits, read-only, until the data set agrees who is primary (itself,
+     * when no log is further than its own, in a new epoch), so a primary
+     * that comes back after a failover it did not see — its own files
+     * cannot tell it — never takes a write the new primary lacks. */
+    int wait_first = !srv->is_replica && srv->fo.enabled && srv->fo.npeers > 0;
+    if (!srv->is_replica && !wait_first) {
         c->store.on_expire = on_key_expired;
         c->store.on_expire_arg = srv;
     }
@@ -776,7 +1044,13 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     srv->last_tick_ms = util_now_ms();
     ev_timer_start(env->loop, &srv->cron);
     ev_prepare_start(env->loop, &srv->flush);
-    if (srv->is_replica) {
+    if (wait_first) {
+        srv->is_replica = 1;
+        srv->ks.read_only = 1;
+        srv->ks.store.keep_expired = 1;
+        log_info("db %s: failover is on: waiting to learn who is primary before taking writes",
+                 cfg.node);
+    } else if (srv->is_replica) {
         if (repl_replica_init(&srv->replica, env->loop, cfg.node, srv->base.listen, cfg.upstream,
                               /* the db's one secret, kept by its keyspace */
                               cfg.replica_of, c->has_password ? c->password : "",
@@ -786,11 +1060,15 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
             db_srv_free(&srv->base);
             return NULL;
         }
+        srv->replica.ep = &srv->epoch;
+        srv->replica.fo = &srv->fo;
+        srv->has_upstream = 1;
         repl_replica_start(&srv->replica);
     }
+    failover_start(&srv->fo);
     log_info("node %s: db listening on %s (dir %s, fsync %s%s%s)", cfg.node, srv->rs.listener->addr,
-             cfg.dir, cfg.fsync, srv->is_replica ? ", replica of " : "",
-             srv->is_replica ? cfg.upstream : "");
+             cfg.dir, cfg.fsync, srv->has_upstream ? ", replica of " : "",
+             srv->has_upstream ? cfg.upstream : "");
     return &srv->base;
 }
 
@@ -821,8 +1099,10 @@ static void db_srv_free(struct service *s)
     ev_idle_stop(srv->loop, &srv->kick);
     if (ev_is_active(&srv->child))
         ev_child_stop(srv->loop, &srv->child);
-    if (srv->is_replica)
+    if (srv->is_replica && srv->has_upstream)
         repl_replica_free(&srv->replica);
+    if (srv->fo_open)
+        failover_free(&srv->fo);
     if (srv->repl_open)
         repl_primary_free(&srv->repl);
     resp_server_free(&srv->rs);
@@ -841,9 +1121,12 @@ static void db_srv_describe(struct service *s, struct buf *out)
     buf_printf(out, "keys=%zu fsync=%s log_offset=%llu disk=%s clients=%zu", srv->ks.store.count,
                wal_fsync_name(srv->policy), (unsigned long long)w->end,
                wal_ok(w) ? "ok" : "error", srv->ks.nclients);
-    if (srv->is_replica)
+    if (srv->is_replica && srv->has_upstream)
         buf_printf(out, " replica_of=%s link=%s", srv->replica.upstream,
                    repl_replica_link_up(&srv->replica) ? "up" : "down");
+    else if (srv->is_replica)
+        buf_printf(out, " waiting_for_primary");
+    buf_printf(out, " epoch=%llu", (unsigned long long)srv->epoch.epoch);
     if (srv->repl_open && srv->repl.nlinks)
         buf_printf(out, " replicas=%d", srv->repl.nlinks);
 }
@@ -854,7 +1137,11 @@ static void db_srv_status(struct service *s, struct buf *out)
     struct persist *p = &srv->persist;
     int64_t now = util_now_ms();
     buf_printf(out, "\"role\":\"%s\",", srv->is_replica ? "replica" : "primary");
-    if (srv->is_replica) {
+    if (srv->fo_open) {
+        failover_status(&srv->fo, out);
+        buf_printf(out, ",");
+    }
+    if (srv->is_replica && srv->has_upstream) {
         repl_replica_status(&srv->replica, out, now);
         buf_printf(out, ",");
     } else if (srv->repl.nlinks) {
@@ -925,9 +1212,19 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
         {"strata_db_good_replicas", "gauge", "Replicas attached and within max_lag.",
          (unsigned long long)repl_primary_good(&srv->repl, now)},
         {"strata_db_repl_lag_bytes", "gauge", "Bytes of the stream a replica has yet to apply.",
-         srv->is_replica ? repl_replica_lag_bytes(&srv->replica) : 0},
+         srv->is_replica && srv->has_upstream ? repl_replica_lag_bytes(&srv->replica) : 0},
         {"strata_db_repl_link_up", "gauge", "1 while a replica's link to its upstream is up.",
-         (unsigned long long)(srv->is_replica ? repl_replica_link_up(&srv->replica) : 1)},
+         (unsigned long long)(srv->is_replica
+                                  ? srv->has_upstream && repl_replica_link_up(&srv->replica)
+                                  : 1)},
+        {"strata_db_epoch", "gauge", "The highest failover epoch this node has seen.",
+         srv->epoch.epoch},
+        {"strata_db_is_primary", "gauge", "1 while this node is the primary.",
+         (unsigned long long)!srv->is_replica},
+        {"strata_db_failover_elections_total", "counter", "Elections this node started.",
+         srv->fo.elections},
+        {"strata_db_failover_promotions_total", "counter", "Times this node was promoted.",
+         srv->fo.promotions},
         {"strata_db_sync_full_total", "counter", "Full resyncs served.", srv->repl.sync_full},
         {"strata_db_sync_partial_ok_total", "counter", "Partial resyncs served.",
          srv->repl.sync_partial_ok},
@@ -937,7 +1234,8 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %llu\n", m[i].name, m[i].help,
                    m[i].name, m[i].type, m[i].name, labels, m[i].v);
-    int64_t lag_ms = srv->is_replica ? repl_replica_lag_ms(&srv->replica, now)
+    int64_t lag_ms = srv->is_replica && srv->has_upstream ? repl_replica_lag_ms(&srv->replica, now)
+                   : srv->is_replica ? 0
                                      : repl_primary_max_lag_ms(&srv->repl, now);
     buf_printf(out,
                "# HELP strata_db_repl_lag_seconds Replication lag: of the furthest replica on a "

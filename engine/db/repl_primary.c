@@ -11,6 +11,8 @@
 #include <strings.h>
 
 #include "datadir.h"
+#include "epoch.h"
+#include "failover.h"
 #include "keyspace.h"
 #include "log.h"
 #include "stream_follower.h" /* the replication id as text */
@@ -449,12 +451,59 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
     int ours = stream_id_parse(argv[1], argl[1], &id) == 0 && id == rp->replid;
     char rid[24];
     stream_id_format(rp->replid, rid, sizeof rid);
-    int in_memory = ours && off >= 0 && backlog_covers(&rp->backlog, (uint64_t)off);
-    if (in_memory || (ours && off >= 0 && disk_covers(rp, (uint64_t)off))) {
+    /* A replica presents its epoch and the epoch its log ends in (argv 7
+     * and 8): a later epoch than ours means this node is stale; a log that
+     * went on past where its epoch ends in our history has writes we never
+     * had (it followed a primary that was replaced). */
+    uint64_t r_epoch = 0, r_log = 0, diverged = UINT64_MAX;
+    int has_epoch = argc > 8 && kv_parse_ll(argv[7], argl[7], &ver) == 0 && ver >= 0;
+    if (has_epoch) {
+        r_epoch = (uint64_t)ver;
+        has_epoch = kv_parse_ll(argv[8], argl[8], &ver) == 0 && ver >= 0;
+        r_log = (uint64_t)ver;
+    }
+    uint64_t my_epoch = rp->ep ? rp->ep->epoch : 0;
+    if (has_epoch && r_epoch > my_epoch) {
+        resp_errorf(out, "STALE this node is at epoch %llu, the replica at %llu: it is not the "
+                         "primary any more", (unsigned long long)my_epoch,
+                    (unsigned long long)r_epoch);
+        if (rp->fo)
+            failover_saw_epoch(rp->fo, r_epoch);
+        link_free(l);
+        return NULL;
+    }
+    if (has_epoch && rp->ep && r_log > epoch_log(rp->ep)) {
+        /* its log holds a later epoch's writes than ours: it must not take
+         * our copy (it would discard them) */
+        resp_errorf(out, "STALE this node's log ends in epoch %llu, the replica's in %llu",
+                    (unsigned long long)epoch_log(rp->ep), (unsigned long long)r_log);
+        if (rp->fo)
+            failover_saw_epoch(rp->fo, r_epoch);
+        link_free(l);
+        return NULL;
+    }
+    if (has_epoch && rp->ep && ours && off >= 0) {
+        uint64_t end;
+        if (epoch_end_of(rp->ep, r_log, &end) < 0)
+            ours = 0; /* an epoch our history does not hold: nothing is known in common */
+        else if ((uint64_t)off > end)
+            diverged = end;
+    }
+    char hist[EPOCH_HISTORY * 44]; /* "epoch:start," with 20-digit numbers */
+    hist[0] = 0;
+    if (rp->ep)
+        epoch_hist_format(rp->ep, hist, sizeof hist);
+    else
+        snprintf(hist, sizeof hist, "0:0");
+    int in_memory = ours && off >= 0 && diverged == UINT64_MAX &&
+                    backlog_covers(&rp->backlog, (uint64_t)off);
+    if (in_memory ||
+        (ours && off >= 0 && diverged == UINT64_MAX && disk_covers(rp, (uint64_t)off))) {
         rp->sync_partial_ok++;
         l->state = REPL_LINK_STREAM;
         l->sent = l->acked = (uint64_t)off;
-        buf_printf(out, "+CONTINUE %s %llu\r\n", rid, (unsigned long long)off);
+        buf_printf(out, "+CONTINUE %s %llu %llu %s\r\n", rid, (unsigned long long)off,
+                   (unsigned long long)my_epoch, hist);
         log_info("db %s: replica %s (%s) resumes at offset %llu (partial resync from the %s, "
                  "%llu bytes behind)",
                  rp->node, l->name, peer, (unsigned long long)off,
@@ -468,12 +517,17 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
     l->state = REPL_LINK_SNAPSHOT;
     l->snap_offset = rp->backlog.end;
     l->snap_start_ms = util_now_ms();
-    buf_printf(out, "+FULLRESYNC %s %llu\r\n", rid, (unsigned long long)l->snap_offset);
+    char dv[24] = "-";
+    if (diverged != UINT64_MAX)
+        snprintf(dv, sizeof dv, "%llu", (unsigned long long)diverged);
+    buf_printf(out, "+FULLRESYNC %s %llu %llu %s %s\r\n", rid, (unsigned long long)l->snap_offset,
+               (unsigned long long)my_epoch, hist, dv);
     log_info("db %s: %s %s (%s) needs a full resync (%s): sending %zu keys, then the log "
              "from offset %llu",
              rp->node, l->follower ? "follower" : "replica", l->name, peer,
-             !ours ? "another data set"
+             !ours ? "another data set or history"
              : off < 0 ? "no offset"
+             : diverged != UINT64_MAX ? "its log has writes of an old epoch this node never had"
                        : "neither the backlog nor the log on disk holds its offset",
              l->follower ? (size_t)0 : rp->store->count, (unsigned long long)l->snap_offset);
     return l;

@@ -55,6 +55,8 @@
 enum { REPL_LINK_SNAPSHOT, REPL_LINK_STREAM };
 
 struct repl_primary;
+struct epoch_state;
+struct failover;
 
 struct repl_link {
     struct repl_link *prev, *next;
@@ -101,6 +103,8 @@ struct repl_primary {
     uint64_t sync_full, sync_partial_ok, sync_partial_err;
     uint64_t links_dropped;
     int acks_pending;          /* an ack came: the owner re-checks its WAITs */
+    const struct epoch_state *ep; /* this node's epoch and log history (epoch.h) */
+    struct failover *fo;       /* told of later epochs replicas present; may be NULL */
     /* (offset, time) samples for lag in ms */
     struct {
         uint64_t off;

@@ -14,6 +14,7 @@
 
 #include "datadir.h"
 #include "db_ops.h"
+#include "failover.h"
 #include "log.h"
 #include "stream_follower.h" /* the replication id as text */
 #include "repl_proto.h"
@@ -66,6 +67,52 @@ int repl_replica_clean_dir(const char *dir, char *err, size_t errlen)
     unlink(path);
     datadir_fsync_dir(dir);
     return 0;
+}
+
+/* Log records in [from, to) of the segments in dir (what a node that
+ * rejoins discards), for the log line; 0 when they cannot be read. */
+uint64_t repl_count_records(const char *dir, uint64_t from, uint64_t to)
+{
+    struct wal_seg *segs;
+    size_t n;
+    char err[256];
+    if (from >= to || wal_list(dir, &segs, &n, err, sizeof err) < 0)
+        return 0;
+    uint64_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t s0 = segs[i].start, s1 = i + 1 < n ? segs[i + 1].start : UINT64_MAX;
+        if (s1 <= from || s0 >= to)
+            continue;
+        char path[1100];
+        datadir_join(path, sizeof path, dir, segs[i].name);
+        FILE *fp = fopen(path, "rb");
+        if (!fp)
+            continue;
+        struct buf b;
+        buf_init(&b);
+        char chunk[65536];
+        size_t k;
+        while ((k = fread(chunk, 1, sizeof chunk, fp)) > 0)
+            if (buf_append(&b, chunk, k) < 0)
+                break;
+        fclose(fp);
+        const unsigned char *d = (const unsigned char *)buf_head(&b);
+        size_t len = buf_size(&b), at = WAL_FILE_HDR;
+        while (at < len) {
+            const unsigned char *pl;
+            size_t plen;
+            ssize_t r = wal_frame_parse(d + at, len - at, &pl, &plen);
+            if (r <= 0)
+                break;
+            uint64_t off = s0 + (at - WAL_FILE_HDR);
+            if (off >= from && off < to)
+                count++;
+            at += (size_t)r;
+        }
+        buf_free(&b);
+    }
+    free(segs);
+    return count;
 }
 
 /* ---- a full resync ---------------------------------------------------- */
@@ -168,6 +215,22 @@ static int full_end(struct repl_replica *rr, uint64_t upto, char *err, size_t er
                   why);
         abort();
     }
+    if (rr->ep) {
+        /* the copy's history is the upstream's: written before the marker
+         * goes, so a crash in between starts empty rather than with a
+         * history that does not match the files */
+        struct epoch_state e = *rr->ep;
+        memcpy(e.hist, rr->full_hist.hist, sizeof e.hist);
+        e.nhist = rr->full_hist.nhist;
+        if (epoch_log(&e) > e.epoch)
+            e.epoch = epoch_log(&e);
+        if (epoch_save(&e, dir, why, sizeof why) < 0) {
+            log_error("db %s: could not write the epoch file in %s: %s; stopping", rr->node, dir,
+                      why);
+            abort();
+        }
+        *rr->ep = e;
+    }
     char path[1100];
     datadir_join(path, sizeof path, dir, REPL_SYNC_MARKER);
     unlink(path);
@@ -235,7 +298,7 @@ static void send_ack(struct repl_replica *rr)
 /* One line of the handshake: 1 done with it, 0 need more, -1 failed. */
 static int handshake_line(struct repl_replica *rr, struct net_conn *c)
 {
-    char line[256];
+    char line[STREAM_HANDSHAKE_LINE_MAX + 1]; /* the epoch history is in it */
     int got = stream_handshake_line(&c->rbuf, line, sizeof line);
     if (got < 0)
         link_fail(rr, "the upstream's answer is not a replication handshake");
@@ -249,25 +312,91 @@ static int handshake_line(struct repl_replica *rr, struct net_conn *c)
         }
         return 1;
     }
-    char kind[16], idtxt[32];
-    unsigned long long off;
+    char kind[16], idtxt[32], histtxt[1024], dv[32];
+    unsigned long long off, uep = 0;
     uint64_t id;
-    if (sscanf(line, "+%15s %31s %llu", kind, idtxt, &off) != 3 ||
-        stream_id_parse(idtxt, strlen(idtxt), &id) < 0) {
+    int nf = sscanf(line, "+%15s %31s %llu %llu %1023s %31s", kind, idtxt, &off, &uep, histtxt,
+                    dv);
+    if (nf < 3 || stream_id_parse(idtxt, strlen(idtxt), &id) < 0) {
         link_fail(rr, "PSYNC refused by %s: %s", rr->upstream, line);
         return -1;
     }
     char err[600];
+    struct epoch_state up;
+    epoch_init(&up);
+    if (rr->ep) {
+        /* An upstream that says no epoch (a version before failover) is
+         * at epoch 0: followed only by a node whose log is of epoch 0. */
+        if (nf >= 5 && epoch_hist_parse(&up, histtxt) < 0) {
+            link_fail(rr, "the upstream %s sends a bad epoch history", rr->upstream);
+            return -1;
+        }
+        if (nf < 5)
+            uep = 0;
+        up.epoch = uep;
+        if (epoch_log(&up) < epoch_log(rr->ep)) {
+            link_fail(rr, "the upstream %s has a log from epoch %llu, before this node's %llu: "
+                          "not taking its copy", rr->upstream,
+                      (unsigned long long)epoch_log(&up),
+                      (unsigned long long)epoch_log(rr->ep));
+            return -1;
+        }
+        if (uep < rr->ep->epoch) {
+            link_fail(rr, "the upstream %s is at epoch %llu, before this node's %llu: not "
+                          "following it", rr->upstream, uep,
+                      (unsigned long long)rr->ep->epoch);
+            return -1;
+        }
+    }
     if (strcmp(kind, "CONTINUE") == 0) {
         if (id != rr->p->id || off != rr->p->wal.end) {
             link_fail(rr, "the upstream continues at %s/%llu, not where this log ends", idtxt, off);
             return -1;
+        }
+        if (rr->ep && (uep > rr->ep->epoch || up.nhist != rr->ep->nhist ||
+                       memcmp(up.hist, rr->ep->hist, (size_t)up.nhist * sizeof up.hist[0]))) {
+            /* our log is a prefix of the upstream's: its history is ours */
+            struct epoch_state e = *rr->ep;
+            if (uep > e.epoch) {
+                e.epoch = uep;
+                e.voted_for[0] = 0;
+            }
+            memcpy(e.hist, up.hist, sizeof e.hist);
+            e.nhist = up.nhist;
+            if (epoch_save(&e, rr->p->dd.path, err, sizeof err) < 0) {
+                link_fail(rr, "cannot write the epoch file: %s", err);
+                return -1;
+            }
+            *rr->ep = e;
+            /* replicas of ours learn it from us: they handshake again */
+            repl_primary_drop_all(rr->rp, "the upstream's history changed");
         }
         rr->state = REPL_R_STREAM;
         rr->partial_syncs++;
         log_info("db %s: following %s from offset %llu (partial resync)", rr->node, rr->upstream,
                  off);
     } else if (strcmp(kind, "FULLRESYNC") == 0) {
+        if (rr->ep && nf >= 6 && strcmp(dv, "-") != 0) {
+            unsigned long long at = strtoull(dv, NULL, 10);
+            uint64_t end = rr->p->wal.end;
+            rr->discarded_bytes = end > at ? end - at : 0;
+            rr->discarded_writes = repl_count_records(rr->p->dd.path, at, end);
+            log_warn("db %s: discarding %llu write(s) (%llu bytes of log from offset %llu) that "
+                     "the primary of epoch %llu (%s) never had; taking its copy",
+                     rr->node, (unsigned long long)rr->discarded_writes,
+                     (unsigned long long)rr->discarded_bytes, at, uep, rr->upstream_node);
+        }
+        if (rr->ep && uep > rr->ep->epoch) {
+            struct epoch_state e = *rr->ep;
+            e.epoch = uep;
+            e.voted_for[0] = 0;
+            if (epoch_save(&e, rr->p->dd.path, err, sizeof err) < 0) {
+                link_fail(rr, "cannot write the epoch file: %s", err);
+                return -1;
+            }
+            *rr->ep = e;
+        }
+        rr->full_hist = up;
         if (full_begin(rr, id, off, err, sizeof err) < 0) {
             link_fail(rr, "%s", err);
             return -1;
@@ -364,13 +493,16 @@ static void link_on_connect(struct net_conn *c, int err)
         buf_printf(&b, "*2\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n", strlen(rr->password), rr->password);
         rr->auth_pending = 1;
     }
-    char id[24], off[32], ver[8];
+    char id[24], off[32], ver[8], ep[24], lep[24];
     stream_id_format(rr->p->id, id, sizeof id);
     snprintf(off, sizeof off, "%llu", (unsigned long long)rr->p->wal.end);
     snprintf(ver, sizeof ver, "%d", REPL_PROTO_VERSION);
-    const char *args[] = {"PSYNC", id, off, ver, rr->node, rr->listen};
-    buf_printf(&b, "*6\r\n");
-    for (size_t i = 0; i < 6; i++)
+    snprintf(ep, sizeof ep, "%llu", (unsigned long long)(rr->ep ? rr->ep->epoch : 0));
+    snprintf(lep, sizeof lep, "%llu", (unsigned long long)(rr->ep ? epoch_log(rr->ep) : 0));
+    const char *args[] = {"PSYNC", id, off, ver, rr->node, rr->listen, "replica", ep, lep};
+    size_t nargs = rr->ep ? 9 : 6;
+    buf_printf(&b, "*%zu\r\n", nargs);
+    for (size_t i = 0; i < nargs; i++)
         buf_printf(&b, "$%zu\r\n%s\r\n", strlen(args[i]), args[i]);
     rr->state = REPL_R_HANDSHAKE;
     net_conn_write(c, buf_head(&b), buf_size(&b));

@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "epoch.h"
 #include "keyspace.h"
 #include "net.h"
 #include "persist.h"
@@ -85,6 +86,13 @@ struct repl_replica {
     int64_t link_up_since_ms;
     uint64_t acked;              /* last offset acknowledged */
     uint64_t full_syncs, partial_syncs, bad_frames, link_drops;
+    /* Failover (epoch.h): this node's epoch state, set by the owner after
+     * init (NULL: no epochs in the handshake); the upstream's history,
+     * taken on at the end of a full resync. */
+    struct epoch_state *ep;
+    struct failover *fo;
+    struct epoch_state full_hist;
+    uint64_t discarded_bytes, discarded_writes;
     char last_error[200];
 };
 
@@ -99,6 +107,9 @@ void repl_replica_free(struct repl_replica *rr);
 /* Before persist_open: a directory left half-replaced by a full resync
  * (the SYNCING marker) is emptied. 0, or -1 with err. */
 int repl_replica_clean_dir(const char *dir, char *err, size_t errlen);
+
+/* Log records in [from, to) of the log segments in dir. */
+uint64_t repl_count_records(const char *dir, uint64_t from, uint64_t to);
 
 /* This node's offset: the end of its log. */
 static inline uint64_t repl_replica_offset(const struct repl_replica *rr) { return rr->p->wal.end; }

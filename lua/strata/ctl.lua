@@ -266,6 +266,10 @@ local function service_row(node, st, s, rate)
     end
     health = string.format("%d/%d", up, #s.backends)
   end
+  -- A db node: its role and failover epoch (primary/e3, replica/e3).
+  if s.kind == "db" and type(s.role) == "string" then
+    health = s.role .. (type(s.epoch) == "number" and ("/e" .. math.floor(s.epoch)) or "")
+  end
   local lag = "-"
   if type(s.lag_ms) == "number" then lag = string.format("%.1fms", s.lag_ms) end
   -- A db replica (or a primary, its slowest replica): how far behind in

@@ -496,15 +496,33 @@ local function build_dsl(ctx)
   function strata.db(spec)
     local where = ctx.where()
     local fields = { primary = true, replicas = true, reads = true, read_your_writes = true,
-                     compact_min = true,
-                     backlog = true, repl_timeout = true, min_replicas = true, max_lag = true }
+                     compact_min = true, backlog = true, repl_timeout = true, min_replicas = true,
+                     max_lag = true, failover = true }
     for _, f in ipairs(ACCESS_FIELDS) do fields[f] = true end
     ctx.check_fields(where, "strata.db", spec, fields)
     if type(spec.primary) ~= "table" then
       fail(where, "strata.db needs primary = { node = ..., listen = ..., dir = ... }")
     end
     local db_fields = { node = true, listen = true, dir = true, fsync = true, replica_of = true,
-                        via = true }
+                        via = true, priority = true }
+    -- failover = { down_after = "1s", policy = "policies/failover.lua" }:
+    -- the db nodes probe each other and elect a new primary (docs/db.md)
+    local fo_down, fo_policy
+    if spec.failover ~= nil then
+      if type(spec.failover) ~= "table" then
+        fail(where, "failover must be a table: failover = { down_after = \"1s\", policy = ... }")
+      end
+      ctx.check_fields(where, "failover", spec.failover, { down_after = true, policy = true })
+      fo_down = ctx.duration(where, "failover down_after", spec.failover.down_after or "1s")
+      if fo_down <= 0 then fail(where, "failover down_after must be over 0") end
+      if spec.failover.policy ~= nil then
+        if not is_policy_path(spec.failover.policy) then
+          fail(where, "failover policy must be a .lua file, not '%s'", tostring(spec.failover.policy))
+        end
+        fo_policy = ctx.policy(where, "failover policy", spec.failover.policy, { "elect" })
+      end
+    end
+    local members = {}
     local function one(t, what, role)
       ctx.check_fields(where, what, t, db_fields)
       local node = ctx.node_name(where, what .. " node", t.node)
@@ -519,8 +537,12 @@ local function build_dsl(ctx)
         repl_timeout = ctx.duration(where, "repl_timeout", spec.repl_timeout),
         min_replicas = ctx.int(where, "min_replicas", spec.min_replicas),
         max_lag = ctx.duration(where, "max_lag", spec.max_lag),
+        priority = ctx.int(where, what .. " priority", t.priority),
+        failover_down_after = fo_down,
+        failover_policy = fo_policy,
       }))
       warn_open(ctx, cfg)
+      members[#members + 1] = cfg
       return cfg
     end
     local primary = one(spec.primary, "db primary", "primary")
@@ -542,6 +564,16 @@ local function build_dsl(ctx)
       ctx.refs[#ctx.refs + 1] = { name = cfg.replica_of, kind = "db", where = where,
                                   what = "replica_of", fill = cfg, via = via or nil }
       obj.replicas[i] = { node = cfg.node, addr = cfg.listen }
+    end
+    -- every db node knows the others (probes, votes, FAILOVER FOLLOW <node>)
+    for _, m in ipairs(members) do
+      local peers = {}
+      for _, o in ipairs(members) do
+        if o ~= m then
+          peers[#peers + 1] = string.format("%s@%s@%d", o.node, o.listen, o.priority or 100)
+        end
+      end
+      m.peers = table.concat(peers, ",")
     end
     local reads = spec.reads or "primary"
     if reads ~= "primary" and reads ~= "replicas" then

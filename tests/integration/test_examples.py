@@ -140,7 +140,9 @@ def test_example_starts_and_answers(strata, tmp_path, path):
                 # own key, so the db's write cannot delete it under us.
                 key = "example:key" if kind == "db" else "example:cached"
                 r = redis.Redis(port=port)
-                assert r.set(key, "value")
+                # (a db with failover takes writes once its nodes agree
+                # who is primary: READONLY until then)
+                wait_for(lambda: r.set(key, "value"), what="a write accepted")
                 assert r.get(key) == b"value"
             elif kind == "balancer" and backends:
                 status, body = wait_for(lambda: get(port), what="balancer answers")

@@ -63,12 +63,13 @@ class FakeUpstream:
 
     def read_psync(self, c):
         buf = b""
-        # *6 PSYNC replid offset version node listen: 13 lines from '*6'
+        # PSYNC replid offset version node listen [replica epoch log_epoch]:
+        # the replid and offset are the 4th and 6th lines from "$5 PSYNC"
         while True:
-            i = buf.find(b"*6\r\n")
-            if i >= 0 and buf[i:].count(b"\r\n") >= 13:
+            i = buf.find(b"$5\r\nPSYNC\r\n")
+            if i >= 0 and buf[i:].count(b"\r\n") >= 6:
                 lines = buf[i:].split(b"\r\n")
-                return lines[4], int(lines[6])
+                return lines[3], int(lines[5])
             buf += c.recv(4096)
 
     def run(self):
