@@ -1,4 +1,4 @@
--- Stage 5: a cache tier. Two shards split the keyspace: the web tier places
+-- Stage 6: a cache tier. Two shards split the keyspace: the web tier places
 -- each key on a shard by consistent hashing, so adding a shard moves only
 -- its share of the keys, and a shard that dies costs misses, not errors.
 -- Each shard keeps its memory under max_memory by evicting the least

@@ -1,4 +1,4 @@
--- Stage 6: static content, ready for a CDN. The web nodes serve the files of
+-- Stage 7: static content, ready for a CDN. The web nodes serve the files of
 -- public/ with the headers a CDN (or a browser) caches by: ETag and
 -- Last-Modified (conditional requests answer 304), Cache-Control (a year
 -- and `immutable` for fingerprinted names like app.3f9a1c2e.js), ranges,
