@@ -376,6 +376,21 @@ static void child_done(struct web_task *t, int nres)
         web_task_wake(p);
 }
 
+/* An allocation that failed has no line of its own: the line the failed
+ * coroutine was running, for the message. */
+static void memory_position(lua_State *co, int64_t limit, char *err, size_t errlen)
+{
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(co, level, &ar); level++) {
+        if (lua_getinfo(co, "Sl", &ar) && ar.currentline > 0) {
+            const char *src = ar.source && ar.source[0] == '@' ? ar.source + 1 : ar.short_src;
+            snprintf(err, errlen, "%s:%d: the handler exceeded the app's memory limit (%lld MB)",
+                     src, ar.currentline, (long long)(limit >> 20));
+            return;
+        }
+    }
+}
+
 static void task_resume(struct web_task *t, int nargs)
 {
     struct web_req *r = t->r;
@@ -398,6 +413,8 @@ static void task_resume(struct web_task *t, int nargs)
     r->ins_left = b && b->left > 0 ? b->left : 1;
     if (st < 0) {
         enum budget_why lim = policy_host_last_limit(a->h);
+        if (lim == BUDGET_MEMORY)
+            memory_position(t->co, r->gen->cfg.memory, err, sizeof err);
         /* the traceback of the failed coroutine, with the request's id */
         luaL_traceback(a->L, t->co, NULL, 0);
         req_fail(r, err, lua_tostring(a->L, -1), lim != BUDGET_OK);
