@@ -78,6 +78,8 @@ struct web_app {
     int ref_cached; /* ... and its other functions */
     int ref_json;
     struct web_flights *flights; /* web_cached.c */
+    int pool[64];                /* finished coroutines, kept to run the next requests */
+    int npool;
 };
 
 /* One generation of a worker: what a request is served with. */
@@ -157,6 +159,7 @@ struct web_task {
     int nchildren, pending;
     enum web_wait wait;
     int done, running;
+    int finished;                 /* returned normally: its coroutine may be reused */
     int queued;                   /* in the worker's wake queue */
     struct web_task *wake_next;
     /* WEB_WAIT_CALL */

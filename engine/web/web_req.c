@@ -135,8 +135,16 @@ static struct web_task *task_new(struct web_req *r, lua_State *L)
     if (!t)
         return NULL;
     t->r = r;
-    t->co = lua_newthread(L);
-    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    struct web_app *a = r->gen->app;
+    if (a->npool > 0) { /* a coroutine that ended well: an empty stack, ready */
+        t->co_ref = a->pool[--a->npool];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->co_ref);
+        t->co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+    } else {
+        t->co = lua_newthread(L);
+        t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     t->results_ref = LUA_NOREF;
     t->wake_ref = LUA_NOREF;
     ev_timer_init(&t->sleep, NULL, 0, 0);
@@ -353,6 +361,7 @@ static void child_done(struct web_task *t, int nres)
 {
     struct web_task *p = t->parent;
     t->done = 1;
+    t->finished = 1;
     if (!p || p->done)
         return;
     lua_State *co = t->co;
@@ -365,6 +374,21 @@ static void child_done(struct web_task *t, int nres)
     lua_pop(co, nres);
     if (--p->pending == 0 && p->wait == WEB_WAIT_ALL)
         web_task_wake(p);
+}
+
+/* An allocation that failed has no line of its own: the line the failed
+ * coroutine was running, for the message. */
+static void memory_position(lua_State *co, int64_t limit, char *err, size_t errlen)
+{
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(co, level, &ar); level++) {
+        if (lua_getinfo(co, "Sl", &ar) && ar.currentline > 0) {
+            const char *src = ar.source && ar.source[0] == '@' ? ar.source + 1 : ar.short_src;
+            snprintf(err, errlen, "%s:%d: the handler exceeded the app's memory limit (%lld MB)",
+                     src, ar.currentline, (long long)(limit >> 20));
+            return;
+        }
+    }
 }
 
 static void task_resume(struct web_task *t, int nargs)
@@ -389,6 +413,8 @@ static void task_resume(struct web_task *t, int nargs)
     r->ins_left = b && b->left > 0 ? b->left : 1;
     if (st < 0) {
         enum budget_why lim = policy_host_last_limit(a->h);
+        if (lim == BUDGET_MEMORY)
+            memory_position(t->co, r->gen->cfg.memory, err, sizeof err);
         /* the traceback of the failed coroutine, with the request's id */
         luaL_traceback(a->L, t->co, NULL, 0);
         req_fail(r, err, lua_tostring(a->L, -1), lim != BUDGET_OK);
@@ -400,6 +426,7 @@ static void task_resume(struct web_task *t, int nargs)
                      "is for coroutines of its own)", NULL, 0);
     } else if (t == r->main) {
         t->done = 1;
+        t->finished = 1;
         if (!r->ended && nres == 4)
             answer(r, t->co, lua_gettop(t->co) - 3);
         else if (!r->ended)
@@ -519,10 +546,17 @@ static void req_free(struct web_req *r)
         lua_pop(L, 1);
         luaL_unref(L, LUA_REGISTRYINDEX, r->ctx_ref);
     }
+    struct web_app *a = r->gen->app;
     while (r->tasks) {
         struct web_task *t = r->tasks;
         r->tasks = t->next;
-        luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        if (t->finished && lua_status(t->co) == LUA_OK &&
+            a->npool < (int)(sizeof a->pool / sizeof a->pool[0])) {
+            lua_settop(t->co, 0);
+            a->pool[a->npool++] = t->co_ref;
+        } else {
+            luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+        }
         luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, t->wake_ref);
         free(t->reply); /* one block (web_data.c) */

@@ -142,8 +142,9 @@ def test_containment(strata, tmp_path):
     """Each bad handler answers 500 with its request id while an ordinary
     request sent during it is answered 200."""
     proc, port = start(strata, tmp_path, web_extra=', timeout = "3s", memory = "32mb"')
+    hog = "app.lua:39: the handler exceeded the app's memory limit (32 MB)"  # its loop's line
     for path, logged in (("/err", "boom in the handler"), ("/loop", "instruction budget"),
-                         ("/hog", "memory limit"), ("/badstatus", "status 100-999")):
+                         ("/hog", hog), ("/badstatus", "status 100-999")):
         result = {}
 
         def bad():
