@@ -307,9 +307,9 @@ struct wal_syncer {
     uint64_t done_target;
     /* A rotation: the old segment is synced up to old_target and closed,
      * then the new one (seal_fd) is marked sealed and the directory synced.
-     * old_fd stays set until that worked. */
+     * old_fd is -1 once it is closed; seal_fd until every step worked. */
     int old_fd, seal_fd;
-    uint64_t old_target, seal_start;
+    uint64_t old_target;
     int old_done, old_errno;
     /* Compacted segments to remove. */
     char *unlink_paths[WAL_UNLINK_MAX];
@@ -375,22 +375,35 @@ static void make_spare(struct wal_syncer *s)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* The old segment of a rotation: synced, closed, and the new one sealed
- * (its header says its predecessor is durable) with the directory synced.
- * Returns 0 or an errno; on failure nothing is closed and it runs again. */
-static int finish_rotation(struct wal_syncer *s, int old_fd, int seal_fd, uint64_t seal_start)
+/* The old segment of a rotation: synced and closed, then the new one
+ * (seal_fd) sealed -- its header says its predecessor is durable -- with
+ * the directory synced. Runs on the thread, or on the loop while the
+ * thread is idle. Returns 0 or an errno; a failed step runs again next
+ * time (a closed old segment is not synced twice: old_fd is -1 then), and
+ * the rotation stays pending (seal_fd set) until every step worked. */
+static int finish_rotation(struct wal_syncer *s)
 {
-    if (fdatasync(old_fd) < 0)
-        return errno ? errno : EIO;
-    close(old_fd);
+    pthread_mutex_lock(&s->mu);
+    int old_fd = s->old_fd, seal_fd = s->seal_fd;
+    pthread_mutex_unlock(&s->mu);
+    if (old_fd >= 0) {
+        if (fdatasync(old_fd) < 0)
+            return errno ? errno : EIO;
+        close(old_fd);
+        pthread_mutex_lock(&s->mu);
+        s->old_fd = -1;
+        pthread_mutex_unlock(&s->mu);
+    }
     unsigned char flag[4];
     util_put_le32(flag, 0);
     if (pwrite(seal_fd, flag, sizeof flag, 28) != (ssize_t)sizeof flag)
         return errno ? errno : EIO;
     prealloc_ahead(s, seal_fd, (off_t)WAL_FILE_HDR, 0);
-    (void)seal_start;
     if (fdatasync(seal_fd) < 0 || (s->dir_fd >= 0 && fsync(s->dir_fd) < 0))
         return errno ? errno : EIO;
+    pthread_mutex_lock(&s->mu);
+    s->seal_fd = -1;
+    pthread_mutex_unlock(&s->mu);
     return 0;
 }
 
@@ -405,8 +418,7 @@ static void *syncer_main(void *arg)
             break;
         s->kick = 0;
         s->busy = 1;
-        int old_fd = s->old_fd, seal_fd = s->seal_fd, fd = s->job_fd;
-        uint64_t seal_start = s->seal_start;
+        int old_fd = s->old_fd, rotating = s->seal_fd >= 0, fd = s->job_fd;
         uint64_t target = s->job_target, seg_start = s->job_seg_start;
         char *paths[WAL_UNLINK_MAX];
         int np = s->nunlink;
@@ -417,7 +429,7 @@ static void *syncer_main(void *arg)
 
         if (fd == old_fd)
             fd = -1; /* the rotation's sync covers it (and closes that fd) */
-        int old_e = old_fd >= 0 ? finish_rotation(s, old_fd, seal_fd, seal_start) : 0;
+        int old_e = rotating ? finish_rotation(s) : 0;
         int e = 0;
         if (fd >= 0) {
             if (old_e)
@@ -436,13 +448,9 @@ static void *syncer_main(void *arg)
             fsync(s->dir_fd);
 
         pthread_mutex_lock(&s->mu);
-        if (old_fd >= 0) {
+        if (rotating) {
             s->old_done = 1;
             s->old_errno = old_e;
-            if (!old_e) {
-                s->old_fd = -1;
-                s->seal_fd = -1;
-            }
         }
         if (fd >= 0) {
             s->done = 1;
@@ -479,7 +487,7 @@ static int syncer_start(struct wal *w)
 }
 
 /* Waits until the thread has nothing left to do (a rotation whose sync
- * failed stays pending: the caller looks at old_fd). */
+ * failed stays pending: the caller looks at seal_fd). */
 static void syncer_wait_idle(struct wal_syncer *s)
 {
     pthread_mutex_lock(&s->mu);
@@ -806,7 +814,7 @@ void wal_sync_tick(struct wal *w, int64_t now_ms)
         return;
     wal_sync_poll(w);
     pthread_mutex_lock(&s->mu);
-    int busy = s->busy || s->kick, old_pending = s->old_fd >= 0;
+    int busy = s->busy || s->kick, old_pending = s->seal_fd >= 0;
     pthread_mutex_unlock(&s->mu);
     if (w->synced >= w->written && !w->sync_err && !old_pending)
         return;
@@ -828,16 +836,15 @@ int wal_sync_now(struct wal *w)
     if (s) {
         syncer_wait_idle(s);
         wal_sync_poll(w);
-        if (s->old_fd >= 0) {
+        if (s->seal_fd >= 0) {
             /* A rotation whose sync failed in the thread: once more, here
              * (the thread is idle and stays so: only the loop posts). */
-            int e = finish_rotation(s, s->old_fd, s->seal_fd, s->seal_start);
+            int e = finish_rotation(s);
             if (e) {
                 w->sync_errors++;
                 set_err(w, &w->sync_err, e, "fsync");
                 return -1;
             }
-            s->old_fd = s->seal_fd = -1;
         }
     }
     if (w->written < w->end && write_batch(w) < 0)
@@ -912,14 +919,14 @@ int wal_rotate(struct wal *w, char *err, size_t errlen)
         return -1;
     }
     pthread_mutex_lock(&s->mu);
-    int pending = s->old_fd >= 0;
+    int pending = s->seal_fd >= 0;
     pthread_mutex_unlock(&s->mu);
     if (pending) {
         /* The previous rotation is not durable yet (one per sync at most):
          * at most one segment is ever unsealed. */
         syncer_wait_idle(s);
         wal_sync_poll(w);
-        if (s->old_fd >= 0)
+        if (s->seal_fd >= 0)
             return rotate_now(w, err, errlen);
     }
     int fd = take_spare(w, err, errlen);
@@ -933,7 +940,6 @@ int wal_rotate(struct wal *w, char *err, size_t errlen)
     s->old_fd = w->fd;
     s->old_target = w->written;
     s->seal_fd = fd;
-    s->seal_start = w->end;
     s->kick = 1;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
