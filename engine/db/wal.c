@@ -390,6 +390,8 @@ static int finish_rotation(struct wal_syncer *s)
         if (fdatasync(old_fd) < 0)
             return errno ? errno : EIO;
         close(old_fd);
+        if (s->pre_fd == old_fd)
+            s->pre_fd = -1; /* the number may come back for another file */
         pthread_mutex_lock(&s->mu);
         s->old_fd = -1;
         pthread_mutex_unlock(&s->mu);
@@ -866,6 +868,8 @@ static int rotate_now(struct wal *w, char *err, size_t errlen)
     if (fd < 0)
         return -1;
     close(w->fd);
+    if (w->syncer && w->syncer->pre_fd == w->fd)
+        w->syncer->pre_fd = -1; /* idle here (wal_sync_now waited) */
     w->fd = fd;
     w->seg_start = w->end;
     return 0;
