@@ -430,10 +430,13 @@ static void client_forward_body(struct bal_client *cl, int with_head)
 {
     struct bal_proxy *bal = cl->bal;
     struct bal_server *srv = cl->srv;
-    struct buf *out = &bal->out;
-    buf_reset(out);
-    if (with_head)
-        buf_append(out, buf_head(&cl->head), buf_size(&cl->head));
+    /* The head and the body bytes go out in one writev, the body straight
+     * from the client's read buffer: consumed first, it stays where it is
+     * until this callback returns. */
+    struct iovec iov[2];
+    int niov = 0;
+    if (with_head && buf_size(&cl->head) > 0)
+        iov[niov++] = (struct iovec){(void *)buf_head(&cl->head), buf_size(&cl->head)};
     struct buf *rb = &cl->c->rbuf;
     size_t avail = buf_size(rb);
     if (!cl->req_done && avail > 0) {
@@ -456,14 +459,20 @@ static void client_forward_body(struct bal_client *cl, int with_head)
         }
         if (take) {
             cl->body_touched = 1;
-            buf_append(out, buf_head(rb), take);
+            iov[niov++] = (struct iovec){(void *)buf_head(rb), take};
             buf_consume(rb, take);
         }
         net_conn_set_timeout(cl->c, cl->req_done ? 0 : bal->cfg.client_timeout);
+        /* a large upload: read it in big steps (see BAL_STREAM_READ) */
+        cl->c->read_want = 0;
+        if (!cl->req_done && cl->req_body == HTTP_BODY_LENGTH && cl->req_left > BAL_HOLD_MAX / 4)
+            cl->c->read_want = buf_size(rb) + (cl->req_left < BAL_STREAM_READ
+                                                   ? (size_t)cl->req_left
+                                                   : BAL_STREAM_READ);
     }
-    if (buf_size(out) == 0)
+    if (niov == 0)
         return;
-    net_conn_write(srv->c, buf_head(out), buf_size(out));
+    net_conn_writev(srv->c, iov, niov);
     if (cl->dead || cl->srv != srv)
         return; /* the write failed and the failure was handled */
     if (!cl->req_done && buf_size(&srv->c->wbuf) > BAL_HIGH && !cl->paused_by_srv) {
@@ -628,6 +637,8 @@ static void server_detach(struct bal_client *cl, int reusable)
     struct bal_backend *be = srv->be;
     cl->srv = NULL;
     srv->cl = NULL;
+    srv->c->read_want = 0;
+    cl->c->read_want = 0;
     attempt_end(cl);
     if (cl->paused_by_srv) {
         /* the client is in a callback or between requests: resuming runs
@@ -811,7 +822,8 @@ static int held_release(struct bal_client *cl)
     if (buf_size(&cl->held) == 0)
         return 0;
     cl->rec.bytes += buf_size(&cl->held);
-    net_conn_write(cl->c, buf_head(&cl->held), buf_size(&cl->held));
+    struct iovec iov = {(void *)buf_head(&cl->held), buf_size(&cl->held)};
+    net_conn_writev(cl->c, &iov, 1); /* copied only if the socket does not take it */
     if (cl->dead)
         return -1;
     buf_reset(&cl->held);
@@ -920,10 +932,11 @@ static void tunnel_pipe(struct bal_client *cl, struct net_conn *from, struct net
     size_t n = buf_size(rb);
     if (n == 0)
         return;
-    net_conn_write(to, buf_head(rb), n);
+    struct iovec iov = {(void *)buf_head(rb), n};
+    buf_consume(rb, n); /* the bytes stay put until the callback returns */
+    net_conn_writev(to, &iov, 1);
     if (cl->dead || cl->srv != srv)
         return; /* the write failed and closed the tunnel */
-    buf_consume(rb, n);
     net_conn_set_timeout(cl->c, bal->cfg.tunnel_timeout);
     net_conn_set_timeout(srv->c, bal->cfg.tunnel_timeout);
     if (buf_size(&to->wbuf) > BAL_HIGH) {
@@ -982,6 +995,11 @@ static void server_on_read(struct net_conn *c)
     struct buf *pass = &bal->out;
     buf_reset(pass);
     struct buf *out = cl->holding ? &cl->held : pass;
+    /* Body bytes of a streaming response are not copied: `direct` points
+     * into rb (consumed, so untouched until this callback returns) and goes
+     * out behind `pass` in one writev. */
+    const char *direct = NULL;
+    size_t direct_len = 0;
     int done = 0;
     while (!cl->resp_head_done) {
         struct http_msg *m = &bal->msg;
@@ -1055,7 +1073,12 @@ static void server_on_read(struct net_conn *c)
     if (!done && avail > 0) {
         if (cl->resp_body == HTTP_BODY_LENGTH) {
             size_t take = avail < cl->resp_left ? avail : (size_t)cl->resp_left;
-            buf_append(out, buf_head(rb), take);
+            if (out == pass) {
+                direct = buf_head(rb);
+                direct_len = take;
+            } else {
+                buf_append(out, buf_head(rb), take);
+            }
             buf_consume(rb, take);
             cl->resp_left -= take;
             done = cl->resp_left == 0;
@@ -1073,27 +1096,49 @@ static void server_on_read(struct net_conn *c)
                     net_conn_abort(cl->c, "bad chunked response");
                 return;
             }
-            if (!cl->dechunk)
+            if (!cl->dechunk && out == pass && k > 0) {
+                direct = buf_head(rb);
+                direct_len = (size_t)k;
+            } else if (!cl->dechunk) {
                 buf_append(out, buf_head(rb), (size_t)k);
+            }
             buf_consume(rb, (size_t)k);
         } else { /* until close */
-            buf_append(out, buf_head(rb), avail);
+            if (out == pass) {
+                direct = buf_head(rb);
+                direct_len = avail;
+            } else {
+                buf_append(out, buf_head(rb), avail);
+            }
             buf_consume(rb, avail);
         }
     }
 flush:
-    if (buf_size(pass) > 0) {
-        cl->rec.bytes += buf_size(pass);
-        net_conn_write(cl->c, buf_head(pass), buf_size(pass));
+    if (buf_size(pass) > 0 || direct_len > 0) {
+        struct iovec iov[2];
+        int niov = 0;
+        if (buf_size(pass) > 0)
+            iov[niov++] = (struct iovec){(void *)buf_head(pass), buf_size(pass)};
+        if (direct_len > 0)
+            iov[niov++] = (struct iovec){(void *)direct, direct_len};
+        cl->rec.bytes += buf_size(pass) + direct_len;
+        net_conn_writev(cl->c, iov, niov);
         if (cl->dead || srv->cl != cl)
             return;
     }
     if (cl->holding && (done || buf_size(&cl->held) > BAL_HOLD_MAX) && held_release(cl) < 0)
         return;
     if (done) {
+        c->read_want = 0;
         response_done(cl);
         return;
     }
+    /* A large streaming body: read it in big steps (see BAL_STREAM_READ). */
+    if (!cl->holding && cl->resp_body == HTTP_BODY_LENGTH && cl->resp_left > BAL_HOLD_MAX / 4)
+        c->read_want = buf_size(rb) + (cl->resp_left < BAL_STREAM_READ ? (size_t)cl->resp_left
+                                                                         : BAL_STREAM_READ);
+    else if (!cl->holding && cl->resp_body == HTTP_BODY_CLOSE)
+        c->read_want = buf_size(rb) + BAL_STREAM_READ;
     net_conn_set_timeout(c, bal->cfg.server_timeout);
     if (buf_size(&cl->c->wbuf) > BAL_HIGH && !srv->paused_by_client) {
         /* the client reads slower than the backend writes */

@@ -26,6 +26,11 @@
  * the request is no longer retryable (see docs/balancer.md, Retries). */
 #define BAL_HOLD_MAX (64 * 1024)
 #define BAL_MAX_TRIES 16
+/* While a large body streams, reads from its sender take up to this much
+ * at once (the read buffer is sized for it, and given back when the bytes
+ * have gone out), instead of the default 16 KiB: a 1 MB body is then a few
+ * reads and writes instead of 64 of each. */
+#define BAL_STREAM_READ (256 * 1024)
 /* Defaults of pool_idle_timeout and pool_max_idle: a pooled backend
  * connection closes after this long unused, and a backend keeps at most
  * this many. */

@@ -3,6 +3,7 @@
 #include "persist.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "log.h"
 #include "util.h"
 
@@ -52,6 +54,39 @@ static void seg_path(const struct persist *p, uint64_t start, char *out, size_t 
     datadir_join(out, n, p->dd.path, name);
 }
 
+/* 1 when the segment starting at `start` says its predecessor may not be
+ * durable (WAL_SEG_UNSEALED in its header). */
+static int next_unsealed(const struct persist *p, uint64_t start)
+{
+    char path[1100];
+    unsigned char h[WAL_FILE_HDR];
+    seg_path(p, start, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t k = pread(fd, h, sizeof h, 0);
+    close(fd);
+    return k == (ssize_t)sizeof h && memcmp(h, "STRATLOG", 8) == 0 &&
+           util_get_le32(h + 24) == crc32c_mask(crc32c(0, h, 24)) &&
+           util_get_le32(h + 28) == WAL_SEG_UNSEALED;
+}
+
+/* Moves segments recovery will not use out of the log's way (renamed to
+ * NAME.unsynced, kept for a human to look at). */
+static void set_aside(const struct persist *p, const struct wal_seg *segs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char path[1100], to[1200];
+        seg_path(p, segs[i].start, path, sizeof path);
+        snprintf(to, sizeof to, "%s.unsynced", path);
+        log_warn("db: %s was created just before a power cut, before the segment ahead of it "
+                 "was synced: set aside as %s (the last second of writes under everysec)",
+                 path, to);
+        rename(path, to);
+    }
+    datadir_fsync_dir(p->dd.path);
+}
+
 /* Replays the segments from `from` on and opens the last for appending. */
 static int recover_log(struct persist *p, struct wal_seg *segs, size_t nseg, int policy,
                        char *err, size_t errlen)
@@ -86,6 +121,16 @@ static int recover_log(struct persist *p, struct wal_seg *segs, size_t nseg, int
         struct wal_seg_read r;
         if (wal_read_segment(path, replay_fn, &rp, &r, err, errlen) < 0)
             return -1;
+        if (!last && (r.short_header || r.scan.status == WAL_SCAN_TORN) &&
+            next_unsealed(p, segs[i + 1].start)) {
+            /* A power cut inside the everysec window of a rotation: this
+             * segment's tail was not synced yet and the next one was
+             * created before it was. What follows is newer still: the
+             * lost last second, not damage. */
+            set_aside(p, segs + i + 1, nseg - i - 1);
+            nseg = i + 1;
+            last = 1;
+        }
         if (r.short_header) {
             if (!last) {
                 snprintf(err, errlen, "'%s' is cut inside its header but is not the last segment",
@@ -224,14 +269,13 @@ static void drop_compacted(struct persist *p)
             continue;
         char path[1100];
         seg_path(p, segs[i].start, path, sizeof path);
-        if (unlink(path) == 0)
+        /* Unlinking a large file takes tens of ms: the log's thread does it. */
+        if (wal_remove_later(&p->wal, path) == 0)
             removed++;
     }
     free(segs);
-    if (removed) {
-        datadir_fsync_dir(p->dd.path);
+    if (removed)
         p->compactions++;
-    }
 }
 
 static void snapshot_done(struct persist *p, uint64_t offset)

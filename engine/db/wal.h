@@ -17,11 +17,17 @@
  * named after the offset of its first record ("log-<16 hex>.wal") and
  * starting with a 32-byte file header:
  *
- *     "STRATLOG" | u64 dataset id | u64 start offset | u32 mask(crc32c(24 bytes)) | u32 0
+ *     "STRATLOG" | u64 dataset id | u64 start offset | u32 mask(crc32c(24 bytes)) | u32 flags
  *
  * A new segment starts whenever a snapshot is taken, so a snapshot at offset
  * P is followed by the segment "log-P.wal", and the segments before it can
  * be deleted once the snapshot is durable (that is the log compaction).
+ *
+ * flags is 0, or WAL_SEG_UNSEALED (1) while the segment before it may not
+ * be durable yet: under everysec a rotation creates the new segment at once
+ * and lets the fsync thread sync the old one, then clear the flag (see
+ * "rotation" below). Recovery reads a torn segment followed by an unsealed
+ * one as a power cut inside the everysec window, not as damage.
  *
  * Writing: records are appended to an in-memory batch; wal_flush writes the
  * batch in one pwrite and, under fsync=always, one fdatasync (group commit:
@@ -30,6 +36,17 @@
  * fdatasync once a second so that the loop never waits on the disk. A reply
  * may be released once wal_acked() has reached its record's end offset:
  * the synced offset under always, the written offset otherwise.
+ *
+ * Under everysec the thread also does every other slow disk call, so that
+ * no append waits on one: it preallocates the segment ahead of the write
+ * position (with delayed allocation, a sync's writeback allocating blocks
+ * holds a lock an append to the same file needs: appends waited 13-45 ms
+ * behind fdatasync without it), syncs and closes a rotated-out segment and
+ * removes compacted ones (wal_remove_later). Rotation: the loop writes the
+ * old segment to its end and creates the new one unsealed, without a
+ * sync; the thread syncs and closes the old one, then seals the new one
+ * and syncs the directory. At most one segment is unsealed: a rotation
+ * while the previous one's sync is still pending waits for it.
  *
  * Errors: a failed write or fsync leaves the unwritten (or, under always,
  * the unsynced) bytes in the batch and sets w->err; the next wal_flush
@@ -50,6 +67,7 @@
 
 #define WAL_REC_HDR 12
 #define WAL_FILE_HDR 32
+#define WAL_SEG_UNSEALED 1
 /* A record holds one command's effects; values are at most 512 MB. */
 #define WAL_MAX_RECORD (1100u * 1024 * 1024)
 
@@ -111,6 +129,7 @@ struct wal_seg_read {
     uint64_t id;          /* dataset id from the file header */
     uint64_t start;
     int short_header;     /* the file ends inside its header (a torn creation) */
+    int unsealed;         /* created before its predecessor was synced (WAL_SEG_UNSEALED) */
     size_t file_size;
     struct wal_scan scan; /* positions in scan are relative to the first record */
 };
@@ -176,10 +195,16 @@ void wal_sync_tick(struct wal *w, int64_t now_ms);
 void wal_sync_poll(struct wal *w);
 /* Writes and fdatasyncs everything now, waiting for the helper thread. */
 int wal_sync_now(struct wal *w);
-/* Starts a new segment at the current end (everything before it written and
- * synced first); an empty current segment is kept as it is. Returns 0 or -1
- * with err; on failure the old segment stays. */
+/* Starts a new segment at the current end; an empty current segment is
+ * kept as it is. Under always and no everything is written and synced
+ * first, on the caller's thread; under everysec the old segment is written
+ * to its end and the fsync thread syncs it (see the header comment).
+ * Returns 0 or -1 with err; on failure the old segment stays. */
 int wal_rotate(struct wal *w, char *err, size_t errlen);
+/* Removes a file of the data dir (a compacted segment): by the fsync thread
+ * under everysec (unlinking a large file takes tens of ms), at once
+ * otherwise; the directory is synced after. 0, or -1 with errno. */
+int wal_remove_later(struct wal *w, const char *path);
 
 /* Offset up to which replies may be released (see the policy rules). */
 static inline uint64_t wal_acked(const struct wal *w)

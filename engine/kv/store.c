@@ -323,7 +323,7 @@ void store_maybe_resize(struct store *s)
         return;
     if (s->reserved && s->count >= s->reserved)
         s->reserved = 0; /* filled: normal sizing from here on */
-    if (s->count >= size)
+    if (s->count >= store_grow_at(size))
         start_rehash(s, size * 2);
     else if (size > STORE_MIN_SIZE && s->count * 8 < size && !s->reserved)
         start_rehash(s, next_pow2(s->count));
@@ -334,8 +334,12 @@ int store_reserve(struct store *s, size_t n)
     s->reserved = n;
     if (n == 0)
         return 0;
-    /* A resize starts when count reaches size; never below what is in. */
-    size_t want = next_pow2((n > s->count ? n : s->count) + 1);
+    /* A resize starts when count reaches store_grow_at(size); never below
+     * what is in. */
+    size_t keys = n > s->count ? n : s->count;
+    size_t want = STORE_MIN_SIZE;
+    while (store_grow_at(want) <= keys)
+        want *= 2;
     if (s->t[0].size >= want && s->rehash < 0)
         return 0;
     struct store_table nt;

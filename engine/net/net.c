@@ -284,6 +284,41 @@ int net_conn_write(struct net_conn *c, const void *p, size_t n)
     return 0;
 }
 
+int net_conn_writev(struct net_conn *c, const struct iovec *iov, int iovcnt)
+{
+    if (c->flags & NET_F_DEAD)
+        return -1;
+    size_t sent = 0;
+    if (buf_size(&c->wbuf) == 0 && !(c->flags & NET_F_CONNECTING)) {
+        /* Nothing queued ahead: straight from the caller's memory. A
+         * failure other than EAGAIN is left to the flush below, which
+         * meets it again and tears down as every write does. */
+        ssize_t k;
+        do
+            k = writev(c->fd, iov, iovcnt);
+        while (k < 0 && errno == EINTR);
+        if (k > 0) {
+            sent = (size_t)k;
+            c->flags |= NET_F_DRAIN_PENDING;
+        }
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        size_t len = iov[i].iov_len;
+        if (sent >= len) {
+            sent -= len;
+            continue;
+        }
+        if (buf_append(&c->wbuf, (const char *)iov[i].iov_base + sent, len - sent) < 0) {
+            net_conn_abort(c, "out of memory");
+            return -1;
+        }
+        sent = 0;
+    }
+    if (c->depth == 0)
+        net_conn_flush(c);
+    return 0;
+}
+
 void net_conn_close(struct net_conn *c, const char *why)
 {
     if (c->flags & NET_F_DEAD)

@@ -18,6 +18,7 @@
 #include <ev.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "buf.h"
 #include "log.h"
@@ -124,6 +125,11 @@ struct net_conn *net_connect(struct ev_loop *loop, const struct sockaddr *sa, so
                              const struct net_conn_ops *ops, void *data);
 
 int net_conn_write(struct net_conn *c, const void *p, size_t n);
+/* Like net_conn_write for several pieces, without copying what the socket
+ * takes at once: when nothing is queued before them the pieces go out in
+ * one writev straight from the caller's memory, and only what the socket
+ * did not take is copied into wbuf. For relaying large bodies. */
+int net_conn_writev(struct net_conn *c, const struct iovec *iov, int iovcnt);
 /* Writes what is buffered now (normally done after each callback). */
 void net_conn_flush(struct net_conn *c);
 /* Graceful close: stop reading, send what is buffered, then close. */

@@ -432,6 +432,102 @@ static void test_snapshot_presizes(void)
     store_free(&src);
 }
 
+
+static void set_flag(uint64_t start, uint32_t v)
+{
+    char path[400];
+    seg_file(start, path, sizeof path);
+    unsigned char b[4];
+    util_put_le32(b, v);
+    int fd = open(path, O_WRONLY);
+    if (pwrite(fd, b, 4, 28) != 4)
+        printf("# short write\n");
+    close(fd);
+}
+
+static uint32_t get_flag(uint64_t start)
+{
+    char path[400];
+    seg_file(start, path, sizeof path);
+    unsigned char b[4] = {0xff, 0xff, 0xff, 0xff};
+    int fd = open(path, O_RDONLY);
+    if (pread(fd, b, 4, 28) != 4)
+        printf("# short read\n");
+    close(fd);
+    return util_get_le32(b);
+}
+
+/* everysec rotation: the new segment is created unsealed and the thread
+ * syncs the old one. A power cut in between leaves the old segment torn
+ * and the new one unsealed: recovery reads that as the lost last second
+ * (the new segment set aside), never as damage. A torn segment followed by
+ * a sealed one stays damage. */
+static void test_power_cut_at_rotation(void)
+{
+    rm_rf();
+    struct persist p;
+    struct toy t = {0};
+    char err[512] = "";
+    ok(persist_open(&p, dir, WAL_FSYNC_EVERYSEC, &toy_ops, &t, err, sizeof err) == 0,
+       "everysec opens: %s", err);
+    put_records(&p, &t, 100);
+    uint64_t first_end = p.wal.end;
+    ok(wal_rotate(&p.wal, err, sizeof err) == 0 && p.wal.seg_start == first_end,
+       "rotation returns at once with the new segment current");
+    put_records(&p, &t, 20);
+    ok(wal_sync_now(&p.wal) == 0 && p.wal.synced == p.wal.end, "everything synced");
+    is_int(get_flag(first_end), 0, "once its predecessor is synced the new segment is sealed");
+    persist_close(&p);
+
+    /* The kill -9 case: the page cache kept the old segment whole; the new
+     * one may still say unsealed. It is adopted, and sealed on resume. */
+    set_flag(first_end, WAL_SEG_UNSEALED);
+    t.n = 0;
+    ok(persist_open(&p, dir, WAL_FSYNC_EVERYSEC, &toy_ops, &t, err, sizeof err) == 0 &&
+           t.n == 120, "whole predecessor + unsealed newest: all 120 records (%s)", err);
+    is_int(get_flag(first_end), 0, "sealed once recovery accepted it");
+    persist_close(&p);
+
+    /* The power cut: the old segment lost its tail, the new one is unsealed. */
+    char path[400], aside[500];
+    seg_file(0, path, sizeof path);
+    size_t n;
+    unsigned char *b = slurp(path, &n);
+    spit(path, b, n - 7);
+    free(b);
+    set_flag(first_end, WAL_SEG_UNSEALED);
+    t.n = 0;
+    ok(persist_open(&p, dir, WAL_FSYNC_EVERYSEC, &toy_ops, &t, err, sizeof err) == 0,
+       "torn segment + unsealed next: starts (%s)", err);
+    is_int(t.n, 99, "the whole records of the torn segment, nothing after");
+    seg_file(first_end, path, sizeof path);
+    snprintf(aside, sizeof aside, "%s.unsynced", path);
+    ok(access(path, F_OK) != 0 && access(aside, F_OK) == 0, "the unsealed segment set aside");
+    ok(p.truncated_bytes > 0 && p.wal.seg_start == 0, "the torn tail is cut and appended to");
+    put_records(&p, &t, 5);
+    persist_close(&p);
+    t.n = 0;
+    ok(persist_open(&p, dir, WAL_FSYNC_EVERYSEC, &toy_ops, &t, err, sizeof err) == 0 && t.n == 104,
+       "reopens with the records appended after the cut");
+    persist_close(&p);
+
+    /* Damage: a torn segment before a sealed one refuses the start. */
+    t.n = 0;
+    ok(persist_open(&p, dir, WAL_FSYNC_EVERYSEC, &toy_ops, &t, err, sizeof err) == 0, "open");
+    uint64_t second = p.wal.end;
+    ok(wal_rotate(&p.wal, err, sizeof err) == 0, "rotate again");
+    put_records(&p, &t, 3);
+    persist_close(&p);
+    seg_file(0, path, sizeof path);
+    b = slurp(path, &n);
+    spit(path, b, n - 7);
+    free(b);
+    is_int(get_flag(second), 0, "the newest is sealed");
+    t.n = 0;
+    ok(persist_open(&p, dir, WAL_FSYNC_EVERYSEC, &toy_ops, &t, err, sizeof err) < 0 &&
+           strstr(err, "cut short"), "torn segment + sealed next: refused (%s)", err);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR); /* recovery warns about every cut; expected here */
@@ -445,6 +541,7 @@ int main(void)
     test_snapshots();
     test_compaction_trigger();
     test_snapshot_presizes();
+    test_power_cut_at_rotation();
     rm_rf();
     return tap_done();
 }

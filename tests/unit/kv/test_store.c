@@ -56,8 +56,8 @@ static void test_grow_shrink(void)
     is_int(found, n, "every key is found");
     while (store_rehash_step(&s, 100))
         ;
-    ok(s.t[0].size >= (size_t)n && s.t[0].size <= 2 * (size_t)n, "load factor near 1 (%zu buckets)",
-       s.t[0].size);
+    ok(s.count < store_grow_at(s.t[0].size) && 4 * s.count >= 3 * s.t[0].size,
+       "load factor between 3/4 and 3/2 (%zu buckets)", s.t[0].size);
     ok(store_consistent(&s), "structures agree after growth");
     for (int i = 10; i < n; i++) {
         int kl = key_of(k, i);
@@ -255,6 +255,62 @@ static void test_accounting(void)
     store_free(&s);
 }
 
+/* The bucket array's cost per key stays flat as the table grows: at every
+ * count (rehash finished) the load is within [3/4, 3/2), so the array costs
+ * at most 8 / 0.75 = 10.7 bytes a key, never the 16 of a table that just
+ * doubled at load 1; the table doubles exactly when the count reaches 3/2
+ * of its size; and a reservation for n keys takes the same size growth
+ * would, so loading n keys after it never rehashes. */
+static void test_bucket_bytes_per_key(void)
+{
+    struct store s;
+    store_init(&s, 9, 0);
+    char k[32];
+    int n = 390000, bad = 0, doublings = 0;
+    double worst = 0;
+    size_t size = 0;
+    for (int i = 0; i < n; i++) {
+        int kl = key_of(k, i);
+        store_insert(&s, k, (size_t)kl, "v", 1, 0, 0);
+        if (s.rehash >= 0) {
+            /* the doubling starts with the insert that reaches 3/2 */
+            if (s.t[1].size != 2 * s.t[0].size || s.count != store_grow_at(s.t[0].size))
+                bad++;
+            doublings++;
+            while (store_rehash_step(&s, 1000))
+                ;
+        }
+        if (s.t[0].size != size)
+            size = s.t[0].size;
+        if (s.count >= 1000) {
+            double per = (double)(s.t[0].size * sizeof(void *)) / (double)s.count;
+            if (per > worst)
+                worst = per;
+        }
+    }
+    is_int(bad, 0, "every doubling starts at load 3/2 (%d doublings)", doublings);
+    ok(worst <= 8.0 / 0.75 + 0.01, "bucket array at most 10.7 bytes a key from 1k to 390k keys (%.2f)",
+       worst);
+    ok(size == 262144, "390k keys stay in 262,144 buckets (load 1.49: %zu)", size);
+    store_free(&s);
+
+    /* A reservation sizes the table as growth would: no rehash while n load. */
+    for (size_t want = 1000; want <= 1000000; want *= 10) {
+        store_init(&s, 11, 0);
+        store_reserve(&s, want);
+        uint64_t resizes = s.resizes;
+        for (size_t i = 0; i < want; i++) {
+            int kl = key_of(k, (int)i);
+            store_insert(&s, k, (size_t)kl, "v", 1, 0, 0);
+        }
+        store_reserve(&s, 0);
+        ok(s.resizes == resizes && s.rehash < 0 && s.count < store_grow_at(s.t[0].size) &&
+               4 * s.count >= 3 * s.t[0].size / 2,
+           "%zu reserved keys load with no rehash into %zu buckets", want, s.t[0].size);
+        store_free(&s);
+    }
+}
+
 int main(void)
 {
     test_grow_shrink();
@@ -263,5 +319,6 @@ int main(void)
     test_layout();
     test_lazy_expire();
     test_accounting();
+    test_bucket_bytes_per_key();
     return tap_done();
 }
