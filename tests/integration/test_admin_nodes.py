@@ -37,8 +37,11 @@ class Cluster:
         """nodes: list of (name, max_memory_mb)."""
         lines = [f'strata.supervisor {{ admin = "127.0.0.1:{self.sup}", drain_timeout = "5s" }}']
         for name, mb in nodes:
-            if name not in self.ports:
-                self.ports[name] = free_port()
+            while name not in self.ports:
+                # never one of the admin ports derived from the supervisor's
+                p = free_port()
+                if not self.sup <= p <= self.sup + 16:
+                    self.ports[name] = p
             lines.append(f'strata.cache {{ shards = {{ {{ node = "{name}", '
                          f'listen = "127.0.0.1:{self.ports[name]}" }} }}, '
                          f'max_memory = "{mb}mb" }}')
