@@ -969,6 +969,7 @@ end
 -- policy and app files a config names count with their contents: editing a
 -- policy is a change even when the topology stays the same.
 local FILE_FIELDS = { eviction_path = true, policy_path = true, app = true, password_file = true,
+                      failover_policy = true,
                       invalidate_keys = true, invalidate_password_file = true }
 
 function M.fingerprint(cfg)
