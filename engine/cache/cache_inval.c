@@ -187,11 +187,14 @@ int cache_inval_init(struct cache_inval *ci, struct cache *c, struct ev_loop *lo
         return -1;
     if (stream_follower_init(&ci->sf, loop, "cache", node, listen, cfg->upstream,
                              cfg->upstream_node, cfg->password, cfg->timeout_s, &inval_ops, ci,
-                             err, errlen) < 0) {
+                             err, errlen) < 0 ||
+        (cfg->nodes[0] && stream_follower_set_nodes(&ci->sf, cfg->nodes, err, errlen) < 0)) {
         policy_host_free(ci->keys);
         ci->keys = NULL;
         return -1;
     }
+    snprintf(ci->from, sizeof ci->from, "%s", cfg->upstream);
+    snprintf(ci->nodes, sizeof ci->nodes, "%s", cfg->nodes);
     return 0;
 }
 
@@ -221,7 +224,9 @@ void cache_inval_info(const struct cache_inval *ci, struct buf *b, int64_t now_m
                "invalidations:%llu\r\ninvalidate_flushes:%llu\r\n"
                "invalidate_full_resyncs:%llu\r\ninvalidate_partial_resyncs:%llu\r\n"
                "invalidate_link_drops:%llu\r\ninvalidate_bad_frames:%llu\r\n"
-               "invalidate_keys:%s\r\ninvalidate_keys_errors:%llu\r\n",
+               "invalidate_keys:%s\r\ninvalidate_keys_errors:%llu\r\n"
+               "invalidate_db_nodes:%d\r\ninvalidate_epoch:%llu\r\n"
+               "invalidate_primary_switches:%llu\r\n",
                sf->upstream, sf->upstream_node, stream_follower_state_name(sf),
                sf->last_io_ms ? (long long)((now_ms - sf->last_io_ms) / 1000) : -1LL, rid,
                (unsigned long long)sf->offset,
@@ -230,7 +235,9 @@ void cache_inval_info(const struct cache_inval *ci, struct buf *b, int64_t now_m
                (unsigned long long)ci->invalidations, (unsigned long long)ci->flushes,
                (unsigned long long)sf->full_syncs, (unsigned long long)sf->partial_syncs,
                (unsigned long long)sf->link_drops, (unsigned long long)sf->bad_frames,
-               ci->keys ? ci->keys_path : "identity", (unsigned long long)ci->keys_errors);
+               ci->keys ? ci->keys_path : "identity", (unsigned long long)ci->keys_errors,
+               sf->nnodes ? sf->nnodes : 1, (unsigned long long)sf->up_epoch,
+               (unsigned long long)sf->switches);
 }
 
 void cache_inval_status(const struct cache_inval *ci, struct buf *b)
@@ -244,12 +251,14 @@ void cache_inval_status(const struct cache_inval *ci, struct buf *b)
                ",\"invalidate_link\":\"%s\",\"invalidate_offset\":%llu,"
                "\"invalidate_lag_bytes\":%llu,\"invalidations\":%llu,\"invalidate_flushes\":%llu,"
                "\"invalidate_full_resyncs\":%llu,\"invalidate_partial_resyncs\":%llu,"
-               "\"invalidate_keys_errors\":%llu",
+               "\"invalidate_keys_errors\":%llu,\"invalidate_epoch\":%llu,"
+               "\"invalidate_primary_switches\":%llu",
                stream_follower_state_name(sf), (unsigned long long)sf->offset,
                (unsigned long long)stream_follower_lag_bytes(sf),
                (unsigned long long)ci->invalidations, (unsigned long long)ci->flushes,
                (unsigned long long)sf->full_syncs, (unsigned long long)sf->partial_syncs,
-               (unsigned long long)ci->keys_errors);
+               (unsigned long long)ci->keys_errors, (unsigned long long)sf->up_epoch,
+               (unsigned long long)sf->switches);
 }
 
 void cache_inval_metrics(const struct cache_inval *ci, struct buf *out, const char *labels)
@@ -275,6 +284,8 @@ void cache_inval_metrics(const struct cache_inval *ci, struct buf *out, const ch
          "Full resyncs of the change stream.", sf->full_syncs},
         {"strata_cache_invalidate_partial_resyncs_total", "counter",
          "Partial resyncs of the change stream.", sf->partial_syncs},
+        {"strata_cache_invalidate_primary_switches_total", "counter",
+         "Moves of the change-stream link to a new db primary (failovers).", sf->switches},
         {"strata_cache_invalidate_keys_errors_total", "counter",
          "keys() failures (the db key itself was deleted instead).", ci->keys_errors},
     };

@@ -12,7 +12,10 @@
  * resync of the link (the backlog no longer held the follower's offset):
  * what the cache holds can no longer be proven fresh, and the cache is only
  * a cache. A partial resync after a lost link deletes exactly the keys the
- * missed writes touched. docs/cache.md, "Invalidation from a db". */
+ * missed writes touched. Given every db node of the data set, the follower
+ * moves to the new primary after a failover (stream_follower.h) and resumes
+ * from its offset there, or flushes when the new primary cannot continue
+ * it. docs/cache.md, "Invalidation from a db". */
 #ifndef STRATA_CACHE_INVAL_H
 #define STRATA_CACHE_INVAL_H
 
@@ -28,6 +31,7 @@ struct policy_host;
 struct cache_inval_cfg {
     char upstream[64];        /* the db primary's "host:port" */
     char upstream_node[64];
+    char nodes[2240];         /* every db node, "name@host:port,...", or "" */
     char password[256];       /* the db's, resolved */
     double timeout_s;         /* the db's repl_timeout */
     char keys_path[1024];     /* a resolved Lua module with keys(), or "" */
@@ -36,6 +40,8 @@ struct cache_inval_cfg {
 struct cache_inval {
     struct cache *c;
     struct stream_follower sf;
+    char from[64];            /* the configured upstream (sf's moves with failovers) */
+    char nodes[2240];         /* the configured db nodes */
     struct policy_host *keys; /* NULL: the identity */
     int keys_ref;
     char keys_path[1024];

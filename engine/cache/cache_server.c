@@ -62,7 +62,9 @@ struct cache_cfg {
 
 /* invalidate_from: the db primary this cache follows (the topology passes
  * its address, node, timeout and password fields, resolved like the db's
- * own), and the keys() module mapping a db key to cache keys. */
+ * own), invalidate_nodes: every db node of the data set, "name@addr,..."
+ * (the follower moves to the new primary after a failover), and the keys()
+ * module mapping a db key to cache keys. */
 static int read_inval(lua_State *L, int idx, struct cache_cfg *cfg, char *err, size_t errlen)
 {
     struct cache_inval_cfg *ic = &cfg->inval;
@@ -71,6 +73,7 @@ static int read_inval(lua_State *L, int idx, struct cache_cfg *cfg, char *err, s
                    errlen) < 0 ||
         cfg_string(L, idx, "invalidate_from_node", "", ic->upstream_node,
                    sizeof ic->upstream_node, err, errlen) < 0 ||
+        cfg_string(L, idx, "invalidate_nodes", "", ic->nodes, sizeof ic->nodes, err, errlen) < 0 ||
         cfg_number(L, idx, "invalidate_timeout", 10, &ic->timeout_s, err, errlen) < 0 ||
         cfg_string(L, idx, "invalidate_keys", "", ic->keys_path, sizeof ic->keys_path, err,
                    errlen) < 0 ||
@@ -417,7 +420,8 @@ static int cache_srv_reload(struct service *s, lua_State *L, int idx, int dry_ru
     const struct cache_inval_cfg *ic = &cfg.inval;
     int reload_keys = 0;
     if (cfg.has_inval != srv->has_inval ||
-        (srv->has_inval && strcmp(ic->upstream, srv->inval.sf.upstream) != 0)) {
+        (srv->has_inval && (strcmp(ic->upstream, srv->inval.from) != 0 ||
+                            strcmp(ic->nodes, srv->inval.nodes) != 0))) {
         buf_printf(changes, "node %s: cache invalidate_from changes with a restart of the node\n",
                    cfg.node);
     } else if (srv->has_inval && (ic->keys_path[0] || srv->inval.keys_path[0])) {

@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <sys/wait.h>
 
+#include "crc32c.h"
 #include "db_ops.h"
 #include "db_role.h"
 #include "epoch.h"
@@ -29,6 +30,8 @@
 /* After a failed log write, how long before the next attempt (the cron
  * also retries): a failing disk is not hammered once per iteration. */
 #define DB_RETRY_MS 100
+
+struct db_cfg;
 
 struct db_server {
     struct service base;
@@ -63,6 +66,8 @@ struct db_server {
     struct epoch_state epoch;
     struct failover fo;
     int fo_open;
+    struct db_cfg *start_cfg;    /* the running config (no secret), for a reload */
+    uint32_t start_access;       /* a digest of its password and client limits */
     double repl_timeout;
     int64_t paused_until_ms; /* FAILOVER PAUSE: writes refused until then */
 };
@@ -965,6 +970,8 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
     keyspace_set_hooks(c, &db_hooks, srv);
     snprintf(c->node, sizeof c->node, "%s", cfg.node);
     kv_access_apply(c, &cfg.access);
+    /* what a reload compares with, without keeping the secret */
+    srv->start_access = crc32c(0, &cfg.access, sizeof cfg.access);
     explicit_bzero(&cfg.access, sizeof cfg.access);
     ev_timer_init(&srv->cron, cron_cb, DB_CRON_SECONDS, DB_CRON_SECONDS);
     srv->cron.data = srv;
@@ -1066,6 +1073,9 @@ static struct service *db_srv_start(const struct service_env *env, lua_State *L,
         repl_replica_start(&srv->replica);
     }
     failover_start(&srv->fo);
+    srv->start_cfg = malloc(sizeof *srv->start_cfg);
+    if (srv->start_cfg)
+        *srv->start_cfg = cfg;
     log_info("node %s: db listening on %s (dir %s, fsync %s%s%s)", cfg.node, srv->rs.listener->addr,
              cfg.dir, cfg.fsync, srv->has_upstream ? ", replica of " : "",
              srv->has_upstream ? cfg.upstream : "");
@@ -1103,6 +1113,8 @@ static void db_srv_free(struct service *s)
         repl_replica_free(&srv->replica);
     if (srv->fo_open)
         failover_free(&srv->fo);
+    free(srv->start_cfg);
+    srv->start_cfg = NULL;
     if (srv->repl_open)
         repl_primary_free(&srv->repl);
     resp_server_free(&srv->rs);
@@ -1244,6 +1256,67 @@ static void db_srv_metrics(struct service *s, struct buf *out, const char *label
                labels, (double)lag_ms / 1000.0);
 }
 
+/* A reload changes the failover settings (down_after, the priorities,
+ * the policy, loaded again); anything else in a db's config changes with a
+ * restart of the node, and a reload that changes it is refused whole. */
+static int db_srv_reload(struct service *s, lua_State *L, int idx, int dry_run,
+                         struct buf *changes, char *err, size_t errlen)
+{
+    struct db_server *srv = (struct db_server *)s;
+    struct db_cfg cfg;
+    if (read_cfg(L, idx, &cfg, err, errlen) < 0) {
+        explicit_bzero(&cfg.access, sizeof cfg.access);
+        return -1;
+    }
+    uint32_t access = crc32c(0, &cfg.access, sizeof cfg.access);
+    explicit_bzero(&cfg.access, sizeof cfg.access);
+    const struct db_cfg *was = srv->start_cfg;
+    const char *what = NULL;
+    if (!was)
+        what = "its config";
+    else if (strcmp(cfg.role, was->role) != 0)
+        what = "role";
+    else if (strcmp(cfg.dir, was->dir) != 0)
+        what = "dir";
+    else if (strcmp(cfg.fsync, was->fsync) != 0)
+        what = "fsync";
+    else if (cfg.compact_min != was->compact_min)
+        what = "compact_min";
+    else if (strcmp(cfg.replica_of, was->replica_of) != 0 ||
+             strcmp(cfg.upstream, was->upstream) != 0)
+        what = "replica_of";
+    else if (cfg.backlog != was->backlog)
+        what = "backlog";
+    else if (cfg.min_replicas != was->min_replicas)
+        what = "min_replicas";
+    else if (cfg.repl_timeout != was->repl_timeout)
+        what = "repl_timeout";
+    else if (cfg.max_lag != was->max_lag)
+        what = "max_lag";
+    else if (access != srv->start_access)
+        what = "the password or client limits";
+    /* refusals name the declaration (file:line), as the topology's own do */
+    char where[1100], why[1200];
+    if (cfg_string(L, idx, "where", "", where, sizeof where, why, sizeof why) < 0 || !where[0])
+        snprintf(where, sizeof where, "%s", s->env ? s->env->topology_path : "db");
+    if (what) {
+        snprintf(err, errlen, "%s: db %s: %s changes with a restart of the node, not a reload",
+                 where, cfg.node, what);
+        return -1;
+    }
+    size_t before = buf_size(changes);
+    if (failover_reload(&srv->fo, (int64_t)(cfg.down_after * 1000), (int)cfg.priority, cfg.peers,
+                        cfg.fo_policy, dry_run, changes, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: %s", where, why);
+        return -1;
+    }
+    if (buf_size(changes) == before)
+        buf_printf(changes, "node %s: db settings changed\n", cfg.node);
+    if (!dry_run)
+        *srv->start_cfg = cfg;
+    return 0;
+}
+
 const struct service_kind db_service_kind = {
     .name = "db",
     .validate = db_srv_validate,
@@ -1254,4 +1327,5 @@ const struct service_kind db_service_kind = {
     .describe = db_srv_describe,
     .status_json = db_srv_status,
     .metrics = db_srv_metrics,
+    .reload = db_srv_reload,
 };

@@ -58,6 +58,7 @@ static int parse_peers(struct failover *f, const char *s, char *err, size_t errl
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void set_timing(struct failover *f, int64_t down_after_ms);
 
 int failover_init(struct failover *f, struct ev_loop *loop, const char *node, const char *peers,
                   int priority, int64_t down_after_ms, const char *policy, const char *password,
@@ -79,12 +80,7 @@ int failover_init(struct failover *f, struct ev_loop *loop, const char *node, co
     if (parse_peers(f, peers, err, errlen) < 0)
         return -1;
     f->enabled = down_after_ms > 0;
-    f->down_after_ms = down_after_ms;
-    f->probe_ms = down_after_ms / 5;
-    if (f->probe_ms < 20)
-        f->probe_ms = 20;
-    if (f->probe_ms > 1000)
-        f->probe_ms = 1000;
+    set_timing(f, down_after_ms);
     if (policy && policy[0]) {
         snprintf(f->policy_path, sizeof f->policy_path, "%s", policy);
         char why[600];
@@ -100,6 +96,98 @@ int failover_init(struct failover *f, struct ev_loop *loop, const char *node, co
     srand((unsigned)(getpid() ^ f->started_ms));
     ev_timer_init(&f->timer, tick_cb, (double)f->probe_ms / 1000, (double)f->probe_ms / 1000);
     f->timer.data = f;
+    return 0;
+}
+
+static void set_timing(struct failover *f, int64_t down_after_ms)
+{
+    f->down_after_ms = down_after_ms;
+    f->probe_ms = down_after_ms / 5;
+    if (f->probe_ms < 20)
+        f->probe_ms = 20;
+    if (f->probe_ms > 1000)
+        f->probe_ms = 1000;
+}
+
+int failover_reload(struct failover *f, int64_t down_after_ms, int priority, const char *peers,
+                    const char *policy, int dry_run, struct buf *changes, char *err,
+                    size_t errlen)
+{
+    if ((down_after_ms > 0) != f->enabled) {
+        snprintf(err, errlen, "db %s: failover is turned %s with a restart of the node, not a "
+                 "reload", f->node, f->enabled ? "off" : "on");
+        return -1;
+    }
+    /* the same nodes at the same addresses: only their priorities change */
+    struct failover *nf = malloc(sizeof *nf);
+    if (!nf) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    nf->npeers = 0;
+    if (parse_peers(nf, peers, err, errlen) < 0) {
+        free(nf);
+        return -1;
+    }
+    int same = nf->npeers == f->npeers;
+    for (int i = 0; same && i < f->npeers; i++)
+        same = strcmp(nf->peers[i].node, f->peers[i].node) == 0 &&
+               strcmp(nf->peers[i].addr, f->peers[i].addr) == 0;
+    if (!same) {
+        snprintf(err, errlen, "db %s: the data set's db nodes change with a restart of its "
+                 "nodes, not a reload", f->node);
+        free(nf);
+        return -1;
+    }
+    struct policy_host *h = NULL;
+    if (policy[0]) {
+        char why[600];
+        h = policy_host_open(policy, elect_needs, POLICY_MEM_DEFAULT, why, sizeof why);
+        if (!h) {
+            snprintf(err, errlen, "db %s: failover policy: %s", f->node, why);
+            free(nf);
+            return -1;
+        }
+    }
+    if (down_after_ms != f->down_after_ms)
+        buf_printf(changes, "node %s: db failover down_after %.3gs -> %.3gs\n", f->node,
+                   (double)f->down_after_ms / 1000, (double)down_after_ms / 1000);
+    if (priority != f->priority)
+        buf_printf(changes, "node %s: db priority %d -> %d\n", f->node, f->priority, priority);
+    for (int i = 0; i < f->npeers; i++)
+        if (nf->peers[i].priority != f->peers[i].priority)
+            buf_printf(changes, "node %s: db priority of %s %d -> %d\n", f->node,
+                       f->peers[i].node, f->peers[i].priority, nf->peers[i].priority);
+    if (policy[0] || f->policy_path[0])
+        buf_printf(changes, "node %s: db failover policy %s\n", f->node,
+                   policy[0] ? policy : "(the default rule)");
+    if (dry_run) {
+        policy_host_free(h);
+        free(nf);
+        return 0;
+    }
+    if (down_after_ms != f->down_after_ms) {
+        set_timing(f, down_after_ms);
+        if (ev_is_active(&f->timer)) {
+            ev_timer_stop(f->loop, &f->timer);
+            ev_timer_set(&f->timer, (double)f->probe_ms / 1000, (double)f->probe_ms / 1000);
+            ev_timer_start(f->loop, &f->timer);
+        } else {
+            ev_timer_set(&f->timer, (double)f->probe_ms / 1000, (double)f->probe_ms / 1000);
+        }
+    }
+    f->priority = priority;
+    for (int i = 0; i < f->npeers; i++)
+        f->peers[i].priority = nf->peers[i].priority;
+    free(nf);
+    /* an election under way finishes with the policy it began with: the
+     * next one uses the new */
+    policy_host_free(f->policy);
+    f->policy = h;
+    snprintf(f->policy_path, sizeof f->policy_path, "%s", policy);
+    log_info("db %s: failover settings reloaded: down_after %.3gs, priority %d, policy %s",
+             f->node, (double)f->down_after_ms / 1000, f->priority,
+             policy[0] ? policy : "(the default rule)");
     return 0;
 }
 
@@ -631,11 +719,14 @@ void failover_info(const struct failover *f, struct buf *b)
     buf_printf(b,
                "epoch:%llu\r\nlog_epoch:%llu\r\nepoch_history:%s\r\nfailover:%s\r\n"
                "failover_primary:%s\r\nfailover_elections:%llu\r\nfailover_promotions:%llu\r\n"
-               "failover_votes_granted:%llu\r\nfailover_policy_fallbacks:%llu\r\n",
+               "failover_votes_granted:%llu\r\nfailover_policy_fallbacks:%llu\r\n"
+               "failover_down_after_ms:%lld\r\nfailover_priority:%d\r\nfailover_policy:%s\r\n",
                (unsigned long long)f->ep->epoch, (unsigned long long)epoch_log(f->ep), hist,
                f->enabled ? "on" : "off", f->primary[0] ? f->primary : "-",
                (unsigned long long)f->elections, (unsigned long long)f->promotions,
-               (unsigned long long)f->votes_granted, (unsigned long long)f->policy_fallbacks);
+               (unsigned long long)f->votes_granted, (unsigned long long)f->policy_fallbacks,
+               f->enabled ? (long long)f->down_after_ms : 0LL, f->priority,
+               f->policy ? f->policy_path : "-");
 }
 
 void failover_status(const struct failover *f, struct buf *b)

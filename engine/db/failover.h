@@ -125,6 +125,16 @@ int failover_init(struct failover *f, struct ev_loop *loop, const char *node, co
                   int priority, int64_t down_after_ms, const char *policy, const char *password,
                   struct epoch_state *ep, const char *dir, const struct failover_ops *ops,
                   void *arg, char *err, size_t errlen);
+/* A reload: down_after (0 only when it was 0: turning failover on or off
+ * needs a restart), this node's priority, the peers ("node@addr@priority"
+ * naming the same nodes at the same addresses: only priorities change)
+ * and the policy ("" for the default rule, loaded again even when the path
+ * is the same: its file may have changed). Checked whole first; on error
+ * nothing changes. Appends one line per change to `changes`; dry_run only
+ * checks. 0, or -1 with err. */
+int failover_reload(struct failover *f, int64_t down_after_ms, int priority, const char *peers,
+                    const char *policy, int dry_run, struct buf *changes, char *err,
+                    size_t errlen);
 void failover_start(struct failover *f);
 void failover_free(struct failover *f);
 

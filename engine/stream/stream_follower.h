@@ -24,7 +24,22 @@
  * itself (every 0.5 s), asking again from its offset: a link lost for
  * less than the primary's backlog (or log on disk) holds resumes with no
  * resync. The offset is memory only: a restarted follower starts with a
- * full resync, which is what an empty cache needs anyway. */
+ * full resync, which is what an empty cache needs anyway.
+ *
+ * Following a failover: given every db node of the data set
+ * (stream_follower_set_nodes), the follower asks each `FAILOVER POSITION`
+ * (role and epoch, one line) every 0.25 s while its link is down and every
+ * second while it is up, connects only to a node that answers `primary`,
+ * and moves to the primary of the highest epoch when that is not the node
+ * it follows (the followed node died, stepped down or was cut off). It
+ * resumes there with PSYNC from its offset, presenting the epoch of the
+ * primary it followed and the epoch its offset ends in (from that
+ * primary's history): the new primary continues it (a partial resync) when
+ * its log holds the follower's offset on the same history, and answers a
+ * full resync otherwise (the old primary had writes the new one never got)
+ * — ops->on_resync, so a cache flushes what it cannot prove fresh. With one
+ * node or none given, nothing is asked: the follower dials its upstream as
+ * before. */
 #ifndef STRATA_STREAM_FOLLOWER_H
 #define STRATA_STREAM_FOLLOWER_H
 
@@ -48,6 +63,21 @@ struct stream_follower_ops {
     void (*on_record)(void *arg, const unsigned char *payload, size_t plen);
     /* A full resync began: nothing before it can be followed. */
     void (*on_resync)(void *arg);
+};
+
+/* One db node of the data set, and what it last said of itself. */
+#define STREAM_MAX_NODES 16
+#define STREAM_MAX_HIST 16
+struct stream_node {
+    struct stream_follower *sf;
+    char name[64], addr[64];
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    struct net_conn *probe;      /* a FAILOVER POSITION in flight */
+    int auth_pending;
+    int is_primary;              /* its last answer said primary */
+    uint64_t epoch, offset;
+    int64_t seen_ms;             /* when it last answered (0: not yet, or failed) */
 };
 
 struct stream_follower {
@@ -78,6 +108,18 @@ struct stream_follower {
     int64_t last_io_ms, link_up_since_ms;
     uint64_t records, full_syncs, partial_syncs, bad_frames, link_drops, skipped_keys_bytes;
     char last_error[200];
+    /* following a failover (stream_follower_set_nodes) */
+    struct stream_node nodes[STREAM_MAX_NODES];
+    int nnodes;                  /* 0: the single upstream, nothing asked */
+    int cur;                     /* the node followed, an index of nodes */
+    ev_timer probe_timer;
+    int64_t next_probe_ms;
+    int has_hist;                /* the followed primary's epoch and history */
+    uint64_t up_epoch;
+    uint64_t hist_epoch[STREAM_MAX_HIST], hist_start[STREAM_MAX_HIST];
+    int nhist;
+    uint64_t switches;           /* moves to another primary */
+    int said_no_primary;
 };
 
 /* Prepares (no connection yet: stream_follower_start). 0 or -1 with err. */
@@ -86,6 +128,11 @@ int stream_follower_init(struct stream_follower *sf, struct ev_loop *loop, const
                          const char *upstream_node, const char *password, double timeout_s,
                          const struct stream_follower_ops *ops, void *arg, char *err,
                          size_t errlen);
+/* Every db node of the data set, "name@host:port,..." (the upstream among
+ * them): the follower then follows whichever answers as the primary of the
+ * highest epoch. Call after init, before start. 0 or -1 with err. */
+int stream_follower_set_nodes(struct stream_follower *sf, const char *list, char *err,
+                              size_t errlen);
 void stream_follower_start(struct stream_follower *sf);
 void stream_follower_free(struct stream_follower *sf);
 

@@ -450,7 +450,8 @@ local function build_dsl(ctx)
     local fallback = ctx.string(where, "eviction_fallback", spec.eviction_fallback)
     fallback = fallback and (EVICTION_ALIASES[fallback] or fallback)
     -- invalidate_from: a db (the value strata.db returned); every shard
-    -- follows its primary's change stream with the db's own password.
+    -- follows its primary's change stream with the db's own password, and
+    -- knows every db node to find the new primary after a failover.
     local from = spec.invalidate_from
     if from ~= nil and (type(from) ~= "table" or ctx.objects[from] ~= "db") then
       fail(where, "invalidate_from must be the value returned by strata.db{...}")
@@ -480,6 +481,7 @@ local function build_dsl(ctx)
         eviction_samples = ctx.int(where, "eviction_samples", spec.eviction_samples),
         invalidate_from = stream and stream.addr,
         invalidate_from_node = stream and stream.node,
+        invalidate_nodes = stream and stream.nodes,
         invalidate_timeout = stream and stream.repl_timeout,
         invalidate_password = stream and stream.password,
         invalidate_password_env = stream and stream.password_env,
@@ -565,6 +567,11 @@ local function build_dsl(ctx)
                                   what = "replica_of", fill = cfg, via = via or nil }
       obj.replicas[i] = { node = cfg.node, addr = cfg.listen }
     end
+    -- a cache follows whichever of these is the primary (after a failover
+    -- too): every db node, "name@listen,..."
+    local all = {}
+    for _, m in ipairs(members) do all[#all + 1] = m.node .. "@" .. m.listen end
+    obj.stream.nodes = table.concat(all, ",")
     -- every db node knows the others (probes, votes, FAILOVER FOLLOW <node>)
     for _, m in ipairs(members) do
       local peers = {}
@@ -962,6 +969,7 @@ end
 -- policy and app files a config names count with their contents: editing a
 -- policy is a change even when the topology stays the same.
 local FILE_FIELDS = { eviction_path = true, policy_path = true, app = true, password_file = true,
+                      failover_policy = true,
                       invalidate_keys = true, invalidate_password_file = true }
 
 function M.fingerprint(cfg)
