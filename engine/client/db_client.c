@@ -43,6 +43,11 @@ struct db_node {
     struct kvc_link link;
     uint64_t offset;     /* applied (replica) or log (primary) offset, from its last ROLE */
     int has_offset;
+    /* A replica serves reads only while its last ROLE said its link to its
+     * upstream is up ("connected"): one still connecting, or loading a full
+     * resync, holds an old copy (or none) and would answer "no such key". */
+    int in_sync;
+    struct kvc_wire *probe; /* its ROLE probe in flight */
 };
 
 struct db_disc;
@@ -58,6 +63,7 @@ struct db_client {
     double ryw_wait;
     uint64_t reads_primary, reads_replica, ryw_waits, ryw_fallbacks;
     struct db_disc *disc;      /* a discovery of the primary in progress */
+    ev_timer probe_timer;      /* ROLE probes of the replicas */
     struct db_call *waiting;   /* writes waiting for it */
 };
 
@@ -153,13 +159,59 @@ static int node_usable(const struct db_client *dc, int i)
     return kvc_link_usable(&dc->nodes[i].link);
 }
 
+/* A replica reads may go to: reachable, and following its upstream. */
+static int replica_serves(const struct db_client *dc, int i)
+{
+    return node_usable(dc, i) && dc->nodes[i].in_sync;
+}
+
+/* ---- replica probes ------------------------------------------------------- */
+
+/* Seconds between ROLE probes of each replica. */
+#define DB_PROBE_EVERY 0.5
+
+static void probe_reply(void *arg, const struct redisReply *r, const char *error)
+{
+    struct db_node *nd = arg;
+    (void)error;
+    nd->probe = NULL;
+    char role;
+    uint64_t off;
+    int ok = 0;
+    if (r && role_parse(r, &role, &off) && role == 's') {
+        node_note_offset(nd, off);
+        const struct redisReply *st = r->element[3];
+        ok = st->type == REDIS_REPLY_STRING && st->len == 9 && memcmp(st->str, "connected", 9) == 0;
+    }
+    nd->in_sync = ok;
+}
+
+static void probe_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct db_client *dc = w->data;
+    static const char *const argv[1] = {"ROLE"};
+    static const size_t argl[1] = {4};
+    for (int i = 0; i < dc->n; i++) {
+        struct db_node *nd = &dc->nodes[i];
+        if (i == dc->primary || nd->probe)
+            continue;
+        if (!node_usable(dc, i)) {
+            nd->in_sync = 0;
+            continue;
+        }
+        nd->probe = kvc_link_send(&nd->link, 1, argv, argl, probe_reply, nd);
+    }
+}
+
 /* The least busy usable replica; with a session, one known to have its
  * offset first. -1 when none is usable. */
 static int pick_replica(const struct db_client *dc, const struct db_session *sess)
 {
     int best = -1, best_ok = 0;
     for (int i = 0; i < dc->n; i++) {
-        if (i == dc->primary || !node_usable(dc, i))
+        if (i == dc->primary || !replica_serves(dc, i))
             continue;
         const struct db_node *nd = &dc->nodes[i];
         int ok = !sess || (nd->has_offset && nd->offset >= sess->min_offset);
@@ -215,7 +267,7 @@ static int route_entry(lua_State *L)
         lua_setfield(L, -2, "name");
         lua_pushstring(L, nd->link.addr);
         lua_setfield(L, -2, "addr");
-        lua_pushboolean(L, node_usable(dc, i));
+        lua_pushboolean(L, i == dc->primary ? node_usable(dc, i) : replica_serves(dc, i));
         lua_setfield(L, -2, "up");
         lua_pushinteger(L, nd->has_offset ? (lua_Integer)nd->offset : 0);
         lua_setfield(L, -2, "offset");
@@ -270,7 +322,7 @@ static int policy_route(struct db_client *dc, const char *cmd, size_t cmdl, cons
     }
     lua_settop(L, top);
     /* A replica the policy picked that is down: the primary. */
-    if (pick != dc->primary && !node_usable(dc, pick))
+    if (pick != dc->primary && !replica_serves(dc, pick))
         pick = dc->primary;
     return pick;
 }
@@ -316,6 +368,7 @@ void db_client_test_node(struct db_client *dc, const char *name, int up, uint64_
             continue;
         nd->link.state = up ? KVC_LINK_UP : KVC_LINK_DOWN;
         nd->link.was_up = 1;
+        nd->in_sync = up; /* an up replica here follows its upstream */
         nd->offset = offset;
         nd->has_offset = 1;
         nd->link.inflight = inflight;
@@ -823,6 +876,12 @@ struct db_client *db_client_new(struct ev_loop *loop, const struct db_client_cfg
         dc->nodes[i].link.on_up = node_on_up;
         kvc_link_connect(&dc->nodes[i].link);
     }
+    /* The first probes at once (queued behind the connects), then steadily:
+     * until a replica says it follows its upstream, reads go elsewhere. */
+    ev_timer_init(&dc->probe_timer, probe_timer_cb, 0., DB_PROBE_EVERY);
+    dc->probe_timer.data = dc;
+    if (dc->n > 1)
+        ev_timer_start(loop, &dc->probe_timer);
     return dc;
 }
 
@@ -830,6 +889,11 @@ void db_client_free(struct db_client *dc)
 {
     if (!dc)
         return;
+    ev_timer_stop(dc->base.loop, &dc->probe_timer);
+    for (int i = 0; i < dc->n; i++) {
+        kvc_wire_detach(dc->nodes[i].probe);
+        dc->nodes[i].probe = NULL;
+    }
     kvc_base_fail_all(&dc->base, "closed");
     if (dc->disc) {
         for (int i = 0; i < dc->n; i++)

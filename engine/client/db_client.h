@@ -87,7 +87,8 @@ const char *db_client_route(struct db_client *dc, const struct db_session *sess,
  * followed). */
 const char *db_client_primary(const struct db_client *dc);
 /* For unit tests only: sets what the client believes of a node (link up
- * or down, applied offset, calls in flight) without any traffic. */
+ * or down -- an up replica is taken as following its upstream --, applied
+ * offset, calls in flight) without any traffic. */
 void db_client_test_node(struct db_client *dc, const char *name, int up, uint64_t offset,
                          int inflight);
 

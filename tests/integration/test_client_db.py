@@ -6,11 +6,13 @@ reply shapes seen by redis-py."""
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 from client_util import Probe
-from conftest import wait_for
+from conftest import ROOT, free_port, wait_for
 from repl_util import Cluster
 
 
@@ -27,6 +29,13 @@ def db_probe(c, tmp_path, *args, name="probe"):
     for n in c.names[1:]:
         reps += ["--replica", addr(c, n)]
     return Probe(tmp_path, "db", *args, "--primary", addr(c, "db1"), *reps, name=name)
+
+
+def wait_replicas_serve(probe):
+    """Reads go to a replica only once the client's ROLE probe saw it follow
+    its upstream: wait for that before counting where reads went."""
+    wait_for(lambda: probe.ask("route GET k0")["route"] != probe.ask("primary")["primary"],
+             what="the client sees a replica in sync")
 
 
 def seed_keys(c, n=10):
@@ -46,6 +55,7 @@ def test_reads_go_where_reads_says(strata, tmp_path):
 
     probe = db_probe(c, tmp_path, "--reads", "replicas", name="replicas")
     try:
+        wait_replicas_serve(probe)
         before = {n: hits(c, n) for n in c.names}
         for i in range(10):
             assert probe.ask("call GET k%d" % i)["reply"] == "v%d" % i
@@ -86,7 +96,7 @@ def test_reads_go_where_reads_says(strata, tmp_path):
         "return M\n")
     probe = db_probe(c, tmp_path, "--reads", "policy", "--policy", policy, name="policy")
     try:
-        assert probe.ask("route GET k1") == {"route": "db3"}
+        wait_for(lambda: probe.ask("route GET k1") == {"route": "db3"}, what="route() sees db3 up")
         before = {n: hits(c, n) for n in c.names}
         for i in range(9):
             assert probe.ask("call GET k%d" % i)["reply"] == "v%d" % i
@@ -107,6 +117,7 @@ def test_read_your_writes_randomized_with_a_stalling_replica(strata, tmp_path):
     c = Cluster(strata, tmp_path, replicas=1).start_all()
     c.wait_online("db2")
     probe = db_probe(c, tmp_path, "--reads", "replicas", "--timeout", 2, "--ryw-wait", 0.05)
+    wait_replicas_serve(probe)
     pid = c.procs["db2"].proc.pid
     done = threading.Event()
     rnd = random.Random(1234)
@@ -219,3 +230,38 @@ def test_a_dead_primary_fails_writes_fast_and_reads_go_on(strata, tmp_path):
         assert c.client("db1").get("a") == b"3"
     finally:
         probe.close()
+
+
+def test_a_replica_that_does_not_follow_its_upstream_gets_no_reads(strata, tmp_path):
+    """A replica whose link to the primary is not up (here: it dials the
+    primary through a proxy that is not there yet) holds no data: reads go
+    to the primary until the replica says it follows, then to the replica."""
+    proxy_port = free_port()
+    c = Cluster(strata, tmp_path, replicas=1, via={"db2": "127.0.0.1:%d" % proxy_port})
+    c.start_all()
+    seed_keys_primary_only = c.client("db1")
+    for i in range(10):
+        seed_keys_primary_only.set("k%d" % i, "v%d" % i)
+    assert c.client("db2").get("k0") is None  # the replica has nothing
+    probe = db_probe(c, tmp_path, "--reads", "replicas")
+    proxy = None
+    try:
+        for _ in range(3):
+            for i in range(10):
+                assert probe.ask("call GET k%d" % i)["reply"] == "v%d" % i
+        st = probe.ask("stats")
+        assert st["reads_replica"] == 0 and st["reads_primary"] == 30, st
+        proxy = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "faultproxy"),
+                                  "--listen", "127.0.0.1:%d" % proxy_port,
+                                  "--to", "127.0.0.1:%d" % c.ports["db1"]],
+                                 stdout=subprocess.PIPE, text=True)
+        assert proxy.stdout.readline().strip() == "listening"
+        c.wait_online("db2")
+        wait_replicas_serve(probe)
+        assert probe.ask("call GET k3")["reply"] == "v3"
+        assert probe.ask("stats")["reads_replica"] >= 1
+    finally:
+        probe.close()
+        if proxy:
+            proxy.terminate()
+            proxy.wait()

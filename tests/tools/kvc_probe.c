@@ -385,6 +385,7 @@ int main(int argc, char **argv)
             ev_run(loop, EVRUN_NOWAIT);
             printf("{\"up\":%d}\n", cache_client_shard_up(cc, atoi(w[1])));
         } else if (strcmp(w[0], "route") == 0 && dc && n >= 2) {
+            ev_run(loop, EVRUN_NOWAIT); /* take in what the probes learned */
             const char *r = db_client_route(dc, NULL, n - 1, (const char *const *)w + 1, l + 1);
             printf("{\"route\":");
             json_str(r, strlen(r));
