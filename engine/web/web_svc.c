@@ -715,7 +715,8 @@ static void web_describe(struct service *s, struct buf *out)
     X(cache_misses, "counter", "ctx:cached reads not found in the cache.")                      \
     X(flights, "counter", "ctx:cached loads run (single flights led).")                         \
     X(flight_waits, "counter", "ctx:cached misses that waited for another request's load.")     \
-    X(ryw_cookies, "counter", "Answers that set the read-your-writes cookie.")
+    X(ryw_cookies, "counter", "Answers that set the read-your-writes cookie.")                 \
+    X(cut_short, "counter", "Streamed answers cut short by a handler error or limit.")
 
 static void web_status_json(struct service *s, struct buf *out)
 {

@@ -2,8 +2,11 @@
 query, JSON, 404/405, streaming, and containment -- a handler that loops,
 fails or hogs memory gets a 500 with its request id while a concurrent
 ordinary request is answered."""
+import http.client
 import json
+import shutil
 import socket
+import subprocess
 import threading
 
 from conftest import run_cli, wait_for
@@ -59,6 +62,12 @@ app:get("/own-coroutine", function(ctx)
   local co = coroutine.wrap(function() return ctx:sleep(0.01) end)
   co()
   return 200, "unreachable"
+end)
+app:get("/stream-fails", function(ctx)
+  ctx:write("part one\n")
+  ctx:sleep(tonumber(ctx.query.s) or 0)
+  if ctx.query.loop then while true do end end
+  error("boom after the head")
 end)
 return app
 '''
@@ -136,6 +145,81 @@ def test_streaming_is_chunked(strata, tmp_path):
     assert st == 200 and b == b"x" * (64 * 65536)
     st, _, j = get_json(port, "/all")
     assert (st, j) == (200, {"a": "one", "b": True, "c": 3})
+
+
+def read_to_close(s):
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_a_stream_that_fails_is_cut_short(strata, tmp_path):
+    """A handler that fails after its first ctx:write cannot turn its answer
+    into a 500: the connection closes without the terminating chunk, so no
+    client (or cache) takes the body for complete; requests pipelined behind
+    it are dropped, and other connections are served meanwhile."""
+    admin, port = ports(2)
+    (tmp_path / "app.lua").write_text(APP)
+    proc = strata(f'strata.node {{ name = "w1", admin = "127.0.0.1:{admin}" }}\n' +
+                  web_topo("app.lua", port, web_extra=', timeout = "30s"'), [port])
+    # Raw: the head and the first chunk, then the close; no 0-chunk; the
+    # request pipelined behind it gets nothing.
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(b"GET /stream-fails HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = read_to_close(s)
+    s.close()
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in head, head
+    assert body == b"9\r\npart one\n\r\n", body
+    assert b"hello" not in data
+    wait_for(lambda: "boom after the head" in proc.output(), what="the error logged")
+
+    # http.client: an incomplete read, not a short body.
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", "/stream-fails")
+    r = c.getresponse()
+    assert r.status == 200
+    try:
+        r.read()
+        raise AssertionError("a cut-short stream read as complete")
+    except http.client.IncompleteRead as e:
+        assert e.partial == b"part one\n"
+    c.close()
+
+    # curl says the transfer was cut short (18: partial file).
+    if shutil.which("curl"):
+        res = subprocess.run(["curl", "-sS", "-o", "/dev/null", "--max-time", "60",
+                              f"http://127.0.0.1:{port}/stream-fails"],
+                             capture_output=True, text=True)
+        assert res.returncode == 18, (res.returncode, res.stderr)
+
+    # A limit after the head (the instruction budget) ends it the same way,
+    # while a concurrent request on another connection is answered.
+    result = {}
+
+    def bad():
+        s2 = socket.create_connection(("127.0.0.1", port), timeout=60)
+        s2.sendall(b"GET /stream-fails?s=0.2&loop=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        result["data"] = read_to_close(s2)
+        s2.close()
+
+    t = threading.Thread(target=bad)
+    t.start()
+    st, _, b = get(port, "/hello")
+    assert (st, b) == (200, b"hello")
+    t.join(120)
+    assert not t.is_alive()
+    assert result["data"].startswith(b"HTTP/1.1 200 ")
+    assert result["data"].endswith(b"9\r\npart one\n\r\n"), result["data"][-200:]
+    wait_for(lambda: "instruction budget" in proc.output(), what="the limit logged")
+    st = wait_for(lambda: (lambda j: j if j["cut_short"] == 4 else None)(
+        get_json(admin, "/status")[2]["services"][0]), what="cut_short counted")
+    assert st["limits"] == 1 and st["errors"] == 3
+    assert get(port, "/hello")[2] == b"hello"
 
 
 def test_containment(strata, tmp_path):
