@@ -216,23 +216,26 @@ def test_a_stream_that_fails_is_cut_short(strata, tmp_path):
     assert result["data"].startswith(b"HTTP/1.1 200 ")
     assert result["data"].endswith(b"9\r\npart one\n\r\n"), result["data"][-200:]
     wait_for(lambda: "instruction budget" in proc.output(), what="the limit logged")
-    st = wait_for(lambda: (lambda j: j if j["cut_short"] == 4 else None)(
+    cut = 4 if shutil.which("curl") else 3
+    st = wait_for(lambda: (lambda j: j if j["cut_short"] == cut else None)(
         get_json(admin, "/status")[2]["services"][0]), what="cut_short counted")
-    assert st["limits"] == 1 and st["errors"] == 3
+    assert st["limits"] == 1 and st["errors"] == (3 if shutil.which("curl") else 2), st
     assert get(port, "/hello")[2] == b"hello"
 
 
 def test_containment(strata, tmp_path):
     """Each bad handler answers 500 with its request id while an ordinary
     request sent during it is answered 200."""
-    proc, port = start(strata, tmp_path, web_extra=', timeout = "3s", memory = "32mb"')
+    # A wall-clock limit far beyond what the loop needs: the instruction
+    # budget stops /loop even on a loaded machine or a sanitizer build.
+    proc, port = start(strata, tmp_path, web_extra=', timeout = "30s", memory = "32mb"')
     hog = "app.lua:39: the handler exceeded the app's memory limit (32 MB)"  # its loop's line
     for path, logged in (("/err", "boom in the handler"), ("/loop", "instruction budget"),
                          ("/hog", hog), ("/badstatus", "status 100-999")):
         result = {}
 
         def bad():
-            result["bad"] = call(port, "GET", path, timeout=30)
+            result["bad"] = call(port, "GET", path, timeout=120)
 
         t = threading.Thread(target=bad)
         t.start()
@@ -265,8 +268,11 @@ def test_a_ctx_kept_past_its_request_fails_cleanly(strata, tmp_path):
 def test_timeout_is_a_500(strata, tmp_path):
     app = APP.replace('return app', '''
 app:get("/slow", function(ctx)
+  -- C work (a string copy) more than VM instructions, so the wall clock
+  -- stops it long before the instruction budget could, however fast the
+  -- machine
   local t0 = os.clock()
-  while os.clock() - t0 < 5 do for i = 1, 1000 do end end
+  while os.clock() - t0 < 5 do local s = ("x"):rep(100000) end
 end)
 return app''')
     proc, port = start(strata, tmp_path, app=app, web_extra=', timeout = "300ms"')
