@@ -861,6 +861,17 @@ void http_resp_abort(struct http_req *req)
         kick(sc); /* else the connection ends once the answers before it went */
 }
 
+int http_resp_unstream(struct http_req *req)
+{
+    if (!req->streaming)
+        return 0;
+    if (req->head_sent)
+        return -1;
+    req->streaming = 0;
+    buf_reset(&req->resp_body);
+    return 0;
+}
+
 void http_resp_finish(struct http_req *req)
 {
     struct http_sconn *sc = req->conn;

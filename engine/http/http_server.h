@@ -154,9 +154,16 @@ int http_resp_stream(struct http_req *req);
  * pipelined behind it are dropped (their handlers hear on_gone). A
  * close-delimited body (an HTTP/1.0 client) cannot say it was cut short:
  * the client sees an early close, which looks like the end. An answer
- * whose head has not gone out yet sends nothing at all. Counted in
+ * whose head has not gone out yet sends nothing at all (see
+ * http_resp_unstream for answering it otherwise). Counted in
  * `aborted`. Releases the request like http_resp_finish. */
 void http_resp_abort(struct http_req *req);
+/* Takes back http_resp_stream while the answer's head has not gone out
+ * (it waits behind earlier answers): the answer is an ordinary one again,
+ * its body buffer emptied, for a producer that failed and would rather
+ * answer with an error. 0, or -1 once the head is out (then only
+ * http_resp_abort is left). */
+int http_resp_unstream(struct http_req *req);
 /* Appends body bytes: sent at once once a streamed head is out, else kept
  * in the body buffer. Dropped (0) when the client has gone. */
 int http_resp_write(struct http_req *req, const void *p, size_t n);

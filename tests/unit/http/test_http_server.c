@@ -512,6 +512,7 @@ static void test_abort(void)
     pump(fd, &got, has, "2\r\ncd\r\n", &eof);
     ok(has(&got, "Transfer-Encoding: chunked\r\n") && has(&got, "1\r\na\r\n2\r\ncd\r\n"),
        "the stream's head and chunks went out");
+    is_int(http_resp_unstream(s), -1, "a stream whose head went out cannot be taken back");
     http_resp_write(s, "efg", 3); /* queued, then the abort: it still goes */
     http_resp_abort(s);
     pump(fd, &got, NULL, NULL, &eof);
@@ -550,6 +551,23 @@ static void test_abort(void)
     pump(fd, &got, NULL, NULL, &eof);
     ok(eof && has(&got, "first") && !has(&got, "chunked"),
        "the answer before it, then the close, nothing of the aborted one");
+    close(fd);
+
+    /* Or taken back while its head waits: it becomes an ordinary answer. */
+    fd = client();
+    buf_reset(&got);
+    nheld = 0;
+    sendstr(fd, "GET /late HTTP/1.1\r\nHost: x\r\n\r\nGET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    end = util_mono_us() + 5000000;
+    while (nheld < 2 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    is_int(http_resp_unstream(held[1]), 0, "a stream whose head waits can be taken back");
+    http_respond(held[1], 500, "text/plain", "failed", 6);
+    http_respond(held[0], 200, NULL, "first", 5);
+    pump(fd, &got, has, "failed", &eof);
+    ok(has(&got, "first") && has(&got, "HTTP/1.1 500 ") && has(&got, "Content-Length: 6\r\n") &&
+           !has(&got, "chunked") && !eof,
+       "it is answered as an ordinary 500, and the connection stays");
     close(fd);
 
     /* HTTP/1.0: a close-delimited body; the early close looks like its end. */
