@@ -363,6 +363,16 @@ static int flush_queue(struct http_sconn *sc)
 {
     while (sc->q_head) {
         struct http_req *r = sc->q_head;
+        if (r->aborted) {
+            /* Cut short: what of it was queued goes, and nothing more --
+             * no last chunk; the close says it is incomplete. */
+            sc->q_head = r->next;
+            if (!sc->q_head)
+                sc->q_tail = NULL;
+            sc->nq--;
+            req_free(r);
+            return close_after_answer(sc);
+        }
         if (r->streaming && !r->head_sent)
             stream_head(sc, r);
         if (!r->finished)
@@ -615,8 +625,10 @@ static int file_pump(struct http_sconn *sc)
         }
         /* The file shrank under us (0) or the socket failed: the length
          * announced cannot be kept, so the connection ends here. */
-        if (n == 0)
+        if (n == 0) {
+            sc->srv->st.aborted++;
             log_warn("http: a file answer to %s ended %zu bytes short", c->peer, r->file_left);
+        }
         net_conn_abort(c, n == 0 ? "file shorter than announced" : strerror(errno));
         return 1;
     }
@@ -834,6 +846,30 @@ static void kick(struct http_sconn *sc)
         net_conn_resume(c); /* runs sc_read, which parses and writes */
     else
         net_conn_flush(c);
+}
+
+void http_resp_abort(struct http_req *req)
+{
+    struct http_sconn *sc = req->conn;
+    if (!sc) {
+        req_free(req); /* the client has gone */
+        return;
+    }
+    sc->srv->st.aborted++;
+    req->finished = req->aborted = 1;
+    if (sc->q_head == req)
+        kick(sc); /* else the connection ends once the answers before it went */
+}
+
+int http_resp_unstream(struct http_req *req)
+{
+    if (!req->streaming)
+        return 0;
+    if (req->head_sent)
+        return -1;
+    req->streaming = 0;
+    buf_reset(&req->resp_body);
+    return 0;
 }
 
 void http_resp_finish(struct http_req *req)

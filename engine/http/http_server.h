@@ -80,7 +80,7 @@ struct http_req {
     struct buf resp_head; /* extra header lines */
     struct buf resp_body;
     int status;
-    unsigned finished : 1, close_after : 1, is_error : 1;
+    unsigned finished : 1, close_after : 1, is_error : 1, aborted : 1;
     unsigned streaming : 1, head_sent : 1, chunked : 1, stream_keep : 1;
     unsigned sendfile : 1, file_open : 1; /* a file answer; its descriptor still held */
     int file_fd;
@@ -105,6 +105,7 @@ struct http_server_stats {
     uint64_t bad_requests;  /* answered 4xx by the layer itself (limits, syntax) */
     uint64_t timeouts;      /* connections ended by a deadline */
     uint64_t accepted;
+    uint64_t aborted;       /* answers cut short: http_resp_abort, a file that came up short */
     int connections;        /* open now */
 };
 
@@ -145,6 +146,24 @@ void http_resp_finish(struct http_req *req);
  * comes, and http_resp_finish ends the body. Set the status and headers
  * first; what the body buffer holds is sent first. */
 int http_resp_stream(struct http_req *req);
+/* Ends an answer that cannot be completed (a streaming producer that
+ * failed after its head went out): the answers before it go out, then
+ * whatever of this one was already queued, and the connection closes
+ * without completing it -- no terminating chunk, so a chunked body reads
+ * as cut short to the client and to any cache in between. Requests
+ * pipelined behind it are dropped (their handlers hear on_gone). A
+ * close-delimited body (an HTTP/1.0 client) cannot say it was cut short:
+ * the client sees an early close, which looks like the end. An answer
+ * whose head has not gone out yet sends nothing at all (see
+ * http_resp_unstream for answering it otherwise). Counted in
+ * `aborted`. Releases the request like http_resp_finish. */
+void http_resp_abort(struct http_req *req);
+/* Takes back http_resp_stream while the answer's head has not gone out
+ * (it waits behind earlier answers): the answer is an ordinary one again,
+ * its body buffer emptied, for a producer that failed and would rather
+ * answer with an error. 0, or -1 once the head is out (then only
+ * http_resp_abort is left). */
+int http_resp_unstream(struct http_req *req);
 /* Appends body bytes: sent at once once a streamed head is out, else kept
  * in the body buffer. Dropped (0) when the client has gone. */
 int http_resp_write(struct http_req *req, const void *p, size_t n);

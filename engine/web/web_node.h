@@ -99,6 +99,8 @@ struct web_stats {
     uint64_t errors, limits, timeouts, gone, not_found;
     uint64_t cache_hits, cache_misses, flights, flight_waits;
     uint64_t ryw_cookies;
+    uint64_t cut_short; /* streamed answers ended without their last chunk */
+    uint64_t reload_failures; /* a worker's reload that failed after it was acknowledged */
 };
 
 enum web_cmd { WEB_CMD_NONE = 0, WEB_CMD_DRAIN = 1, WEB_CMD_RELOAD = 2, WEB_CMD_STOP = 4 };

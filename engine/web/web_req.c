@@ -323,7 +323,11 @@ static void answer(struct web_req *r, lua_State *co, int base)
 }
 
 /* A handler error or a limit: 500 with the request id, the traceback in
- * the log. A streamed answer already under way just ends. */
+ * the log. A streamed answer whose head went out cannot become a 500: it is
+ * cut short (http_resp_abort: no last chunk, the connection closes), so
+ * neither the client nor a cache in between takes it for complete. A
+ * request whose client has gone, or that the node's stop ends, gets no
+ * answer at all. */
 static void req_fail(struct web_req *r, const char *why, const char *trace, int limit)
 {
     if (r->ended)
@@ -340,6 +344,10 @@ static void req_fail(struct web_req *r, const char *why, const char *trace, int 
                   (int)r->hr->path_len, r->hr->path, why, trace ? "\n" : "", trace ? trace : "");
     }
     struct http_req *hr = r->hr;
+    /* a stream whose head still waits behind earlier answers (pipelined)
+     * can become the 500 after all */
+    if (!r->gone && r->streaming && http_resp_unstream(hr) == 0)
+        r->streaming = 0;
     if (!r->gone && !r->streaming) {
         buf_reset(&hr->resp_head);
         http_resp_header(hr, "X-Request-Id", r->id);
@@ -351,7 +359,13 @@ static void req_fail(struct web_req *r, const char *why, const char *trace, int 
         http_resp_status(hr, 500);
     }
     count_status(r, 500);
-    http_resp_finish(hr);
+    if (r->gone || r->streaming) {
+        if (r->streaming && !r->gone)
+            w->st.cut_short++;
+        http_resp_abort(hr);
+    } else {
+        http_resp_finish(hr);
+    }
     r->hr = NULL;
     req_end(r);
 }

@@ -6,8 +6,9 @@
  * same address with SO_REUSEPORT, so the kernel spreads connections),
  * app state and clients: nothing is shared between them but this struct's
  * configuration. The node's thread reaches the others through commands
- * (ev_async): drain, reload (the worker builds its new generation itself,
- * on its own loop), stop.
+ * (ev_async): drain, reload (its new generation's app and static folder
+ * prepared on the node's thread before the reload is acknowledged; its
+ * clients made by the worker on its own loop), stop.
  *
  * A reload builds a new generation -- the app loaded again, new clients,
  * the static folder -- and makes it current; requests in flight finish on
@@ -248,16 +249,17 @@ static void gen_free(struct web_gen *g)
     free(g);
 }
 
-/* A generation for worker w (NULL: a check, nothing connects). */
-static struct web_gen *gen_new(struct web_worker *w, const struct web_cfg *c, char *err,
-                               size_t errlen)
+/* The part of a generation that needs no loop: the app (loaded and run in
+ * a state of its own) and the static folder. A reload prepares every
+ * worker's on the node's thread, so a failure fails the reload before any
+ * worker changes; alone, it is the check `strata check` and a dry run do. */
+static struct web_gen *gen_prepare(const struct web_cfg *c, char *err, size_t errlen)
 {
     struct web_gen *g = calloc(1, sizeof *g);
     if (!g) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    g->w = w;
     g->cfg = *c;
     g->refs = 1;
     char why[1024];
@@ -278,8 +280,20 @@ static struct web_gen *gen_new(struct web_worker *w, const struct web_cfg *c, ch
             goto fail;
         }
     }
-    if (!w)
-        return g;
+    return g;
+fail:
+    gen_free(g);
+    return NULL;
+}
+
+/* The part bound to worker w's loop: the cache and db clients. Run on
+ * the worker's own thread. 0, or -1 with a message (g is left without
+ * clients: the caller frees it). */
+static int gen_attach(struct web_gen *g, struct web_worker *w, char *err, size_t errlen)
+{
+    const struct web_cfg *c = &g->cfg;
+    char why[1024];
+    g->w = w;
     if (c->nshards) {
         struct cache_shard_addr sh[WEB_MAX_SHARDS];
         for (int i = 0; i < c->nshards; i++)
@@ -289,7 +303,7 @@ static struct web_gen *gen_new(struct web_worker *w, const struct web_cfg *c, ch
                                                                        : NULL};
         if (!(g->cache = cache_client_new(w->loop, &cc, why, sizeof why))) {
             snprintf(err, errlen, "cache client: %.1000s", why);
-            goto fail;
+            return -1;
         }
     }
     if (c->has_db) {
@@ -308,13 +322,22 @@ static struct web_gen *gen_new(struct web_worker *w, const struct web_cfg *c, ch
         };
         if (!(g->db = db_client_new(w->loop, &dc, why, sizeof why))) {
             snprintf(err, errlen, "db client: %.1000s", why);
-            goto fail;
+            return -1;
         }
     }
+    return 0;
+}
+
+/* A whole generation for worker w (NULL: a check, nothing connects). */
+static struct web_gen *gen_new(struct web_worker *w, const struct web_cfg *c, char *err,
+                               size_t errlen)
+{
+    struct web_gen *g = gen_prepare(c, err, errlen);
+    if (g && w && gen_attach(g, w, err, errlen) < 0) {
+        gen_free(g);
+        return NULL;
+    }
     return g;
-fail:
-    gen_free(g);
-    return NULL;
 }
 
 void web_gen_release(struct web_gen *g)
@@ -444,14 +467,17 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
     w->next_gen = NULL;
     pthread_mutex_unlock(&w->mu);
     if (cmd & WEB_CMD_RELOAD) {
+        /* g was prepared (app, static folder) and checked before the
+         * reload was acknowledged; only its clients are made here */
         char err[1024];
-        struct web_gen *ng = gen_new(w, &g->cfg, err, sizeof err);
-        if (ng)
-            gen_swap(w, ng);
-        else
+        if (gen_attach(g, w, err, sizeof err) == 0) {
+            gen_swap(w, g);
+        } else {
+            w->st.reload_failures++;
             log_error("web %s worker %d: reload failed, the old app stays: %s", w->svc->base.node,
                       w->index, err);
-        gen_free(g); /* the carrier of the config */
+            gen_free(g);
+        }
     }
     if (cmd & WEB_CMD_DRAIN)
         worker_drain(w);
@@ -537,6 +563,8 @@ static void worker_free(struct web_worker *w)
         w->retired = g->next;
         gen_free(g);
     }
+    gen_free(w->next_gen); /* a reload the worker did not get to */
+    w->next_gen = NULL;
     ev_prepare_stop(w->loop, &w->reaper);
     ev_async_stop(w->loop, &w->wake);
     if (w->own_loop)
@@ -715,7 +743,9 @@ static void web_describe(struct service *s, struct buf *out)
     X(cache_misses, "counter", "ctx:cached reads not found in the cache.")                      \
     X(flights, "counter", "ctx:cached loads run (single flights led).")                         \
     X(flight_waits, "counter", "ctx:cached misses that waited for another request's load.")     \
-    X(ryw_cookies, "counter", "Answers that set the read-your-writes cookie.")
+    X(ryw_cookies, "counter", "Answers that set the read-your-writes cookie.")                 \
+    X(cut_short, "counter", "Streamed answers cut short by a handler error or limit.")        \
+    X(reload_failures, "counter", "Workers that kept their old app: clients not made.")
 
 static void web_status_json(struct service *s, struct buf *out)
 {
@@ -872,21 +902,32 @@ static int web_reload(struct service *s, lua_State *L, int idx, int dry_run, str
         free(c);
         return 0;
     }
-    struct web_gen *ng = gen_new(svc->w[0], c, why, sizeof why);
-    if (!ng) {
-        snprintf(err, errlen, "%s: web %s: %s", c->where, svc->base.node, why);
+    /* Every worker's new generation is made before any becomes current:
+     * worker 0's whole, the others' app and static folder (their clients
+     * belong on their own loops, made there). One that fails fails the
+     * reload, and every worker keeps what it runs. */
+    struct web_gen *ng[WEB_MAX_WORKERS] = {NULL};
+    int failed = -1;
+    for (int i = 0; i < svc->nworkers && failed < 0; i++) {
+        ng[i] = i == 0 ? gen_new(svc->w[0], c, why, sizeof why) : gen_prepare(c, why, sizeof why);
+        if (!ng[i])
+            failed = i;
+    }
+    if (failed >= 0) {
+        for (int i = 0; i < svc->nworkers; i++)
+            gen_free(ng[i]);
+        if (svc->nworkers > 1)
+            snprintf(err, errlen, "%s: web %s: worker %d: %s", c->where, svc->base.node, failed,
+                     why);
+        else
+            snprintf(err, errlen, "%s: web %s: %s", c->where, svc->base.node, why);
         explicit_bzero(c, sizeof *c);
         free(c);
         return -1;
     }
-    gen_swap(svc->w[0], ng);
-    for (int i = 1; i < svc->nworkers; i++) {
-        struct web_gen *carrier = calloc(1, sizeof *carrier);
-        if (!carrier)
-            continue;
-        carrier->cfg = *c;
-        worker_send(svc->w[i], WEB_CMD_RELOAD, carrier);
-    }
+    gen_swap(svc->w[0], ng[0]);
+    for (int i = 1; i < svc->nworkers; i++)
+        worker_send(svc->w[i], WEB_CMD_RELOAD, ng[i]);
     svc->cfg = *c;
     svc->reloads++;
     explicit_bzero(c, sizeof *c);

@@ -15,13 +15,17 @@
 -- hits (0..255, a logarithmic access counter), ttl (ms left, or -1) }.
 local M = { api = 1 }
 
-local now_ms = function() return os.time() * 1000 end
-
 function M.choose(candidates)
-  local now = now_ms()
+  -- Idle time is measured from the newest access among the candidates: the
+  -- sandbox's clock (os.time) counts whole seconds, and against it every key
+  -- touched in the current second would look equally fresh.
+  local now = 0
+  for _, c in ipairs(candidates) do
+    if c.last_access > now then now = c.last_access end
+  end
   local best, best_score
   for i, c in ipairs(candidates) do
-    local idle = math.max(now - c.last_access, 1)
+    local idle = now - c.last_access + 1
     -- A key about to expire anyway is the cheapest to lose.
     local expiring = (c.ttl >= 0 and c.ttl < 1000) and 4 or 1
     local score = c.size * idle * expiring / (1 + c.hits)

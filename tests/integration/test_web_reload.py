@@ -129,7 +129,14 @@ def test_two_workers_serve_and_reload(strata, tmp_path):
         # every worker serves v2: 40 fresh connections in a row all see it
         wait_for(lambda: all(get(web, "/v")[2] == b"v2" for _ in range(40)),
                  what="both workers on v2")
+        # a broken app fails the reload for every worker: none changes
+        (tmp_path / "app.lua").write_text("local app = strata.app()\napp:get('x')\nreturn app\n")
+        r = run_cli("reload", proc.topo_path)
+        assert r.returncode != 0 and "app.lua:2:" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert all(get(web, "/v")[2] == b"v2" for _ in range(40))
     assert h.failures == []
+    st = get_json(admin, "/status")[2]["services"][0]
+    assert st["reloads"] == 1 and st["reload_failures"] == 0, st
 
 
 def test_stop_drains_requests_in_flight(strata, tmp_path):

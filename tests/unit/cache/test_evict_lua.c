@@ -123,7 +123,10 @@ int main(void)
                            "function M.migrate() while true do end end\n"
                            "function M.choose() return 1 end\nreturn M\n"),
         v3, err, sizeof err);
-    ok(spin == NULL && strstr(err, "spin.lua:2:") && strstr(err, "budget"),
+    /* migrate runs under the load limits, whose wall clock a test cannot
+     * widen: on a loaded machine it may stop the loop before the budget */
+    ok(spin == NULL && strstr(err, "spin.lua:2:") &&
+           (strstr(err, "instruction budget") || strstr(err, "time limit")),
        "a migrate that never ends is stopped: %s", err);
 
     /* a state that cannot be copied (a cycle) is refused, not truncated */

@@ -310,12 +310,16 @@ static void test_late_and_short(void)
        "a late file answer goes out before the one behind it");
 
     /* Announced longer than the file: what there is, then the end. */
+    struct http_server_stats st0, st1;
+    http_server_stats(srv, &st0);
     buf_reset(&got);
     sendstr(fd, "GET /f?8388000,1000 HTTP/1.1\r\nHost: x\r\n\r\nGET /g HTTP/1.1\r\nHost: x\r\n\r\n");
     pump_until(fd, &got, 0, NULL, &eof);
     const char *b = body_of(&got, 0);
     ok(eof && b && (size_t)(buf_head(&got) + buf_size(&got) - b) == BIG - 8388000,
        "a file shorter than announced: its bytes, then the connection ends");
+    http_server_stats(srv, &st1);
+    is_int((int)(st1.aborted - st0.aborted), 1, "counted as an answer cut short");
     close(fd);
     pump_until(-1, &got, 0, server_idle, &eof);
     is_int(open_fds(), before, "descriptors closed");

@@ -489,6 +489,127 @@ static void test_streaming(void)
     buf_free(&got);
 }
 
+/* A streamed answer that cannot complete is cut short: no last chunk,
+ * the connection closes after what was queued, requests behind it are
+ * dropped. */
+static void test_abort(void)
+{
+    int fd = client(), eof;
+    struct buf got;
+    buf_init(&got);
+    struct http_server_stats st0, st1;
+    http_server_stats(srv, &st0);
+    nheld = 0;
+    int gone0 = gone;
+    sendstr(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /late HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /behind HTTP/1.1\r\nHost: x\r\n\r\n");
+    int64_t end = util_mono_us() + 5000000;
+    while (nheld < 2 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    is_int(nheld, 2, "a stream, a held request behind it (and an answered one)");
+    struct http_req *s = held[0];
+    http_resp_write(s, "cd", 2);
+    pump(fd, &got, has, "2\r\ncd\r\n", &eof);
+    ok(has(&got, "Transfer-Encoding: chunked\r\n") && has(&got, "1\r\na\r\n2\r\ncd\r\n"),
+       "the stream's head and chunks went out");
+    is_int(http_resp_unstream(s), -1, "a stream whose head went out cannot be taken back");
+    http_resp_write(s, "efg", 3); /* queued, then the abort: it still goes */
+    http_resp_abort(s);
+    pump(fd, &got, NULL, NULL, &eof);
+    ok(eof, "the connection closes");
+    ok(has(&got, "3\r\nefg\r\n"), "what was queued before the abort went out");
+    ok(!has(&got, "0\r\n\r\n"), "no terminating chunk: the body reads as cut short");
+    ok(!has(&got, "/behind") && count_of(&got, "HTTP/1.1 ") == 1,
+       "requests pipelined behind it are dropped");
+    is_int(gone - gone0, 1, "the held one behind it hears on_gone");
+    size_t used = 0;
+    char body[64];
+    is_int(parse_one(&got, &used, body, sizeof body, 0), -1,
+           "a client's reader does not take it for a complete answer");
+    http_resp_finish(held[1]); /* gone: only frees it */
+    http_server_stats(srv, &st1);
+    is_int((int)(st1.aborted - st0.aborted), 1, "counted as aborted");
+    close(fd);
+
+    /* Aborted while its head waits behind an earlier answer: the earlier
+     * answer goes, nothing of the aborted one, then the close. */
+    fd = client();
+    buf_reset(&got);
+    nheld = 0;
+    sendstr(fd, "GET /late HTTP/1.1\r\nHost: x\r\n\r\nGET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    end = util_mono_us() + 5000000;
+    while (nheld < 2 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    is_int(nheld, 2, "a held answer and a stream behind it");
+    http_resp_abort(held[1]);
+    for (int i = 0; i < 5; i++)
+        ev_run(loop, EVRUN_NOWAIT);
+    char b[64];
+    ok(recv(fd, b, sizeof b, MSG_DONTWAIT) < 0 && errno == EAGAIN,
+       "the abort waits for the answer before it");
+    http_respond(held[0], 200, NULL, "first", 5);
+    pump(fd, &got, NULL, NULL, &eof);
+    ok(eof && has(&got, "first") && !has(&got, "chunked"),
+       "the answer before it, then the close, nothing of the aborted one");
+    close(fd);
+
+    /* Or taken back while its head waits: it becomes an ordinary answer. */
+    fd = client();
+    buf_reset(&got);
+    nheld = 0;
+    sendstr(fd, "GET /late HTTP/1.1\r\nHost: x\r\n\r\nGET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    end = util_mono_us() + 5000000;
+    while (nheld < 2 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    is_int(http_resp_unstream(held[1]), 0, "a stream whose head waits can be taken back");
+    http_respond(held[1], 500, "text/plain", "failed", 6);
+    http_respond(held[0], 200, NULL, "first", 5);
+    pump(fd, &got, has, "failed", &eof);
+    ok(has(&got, "first") && has(&got, "HTTP/1.1 500 ") && has(&got, "Content-Length: 6\r\n") &&
+           !has(&got, "chunked") && !eof,
+       "it is answered as an ordinary 500, and the connection stays");
+    close(fd);
+
+    /* HTTP/1.0: a close-delimited body; the early close looks like its end. */
+    fd = client();
+    buf_reset(&got);
+    nheld = 0;
+    sendstr(fd, "GET /stream HTTP/1.0\r\n\r\n");
+    end = util_mono_us() + 5000000;
+    while (nheld < 1 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    http_resp_write(held[0], "xy", 2);
+    http_resp_abort(held[0]);
+    pump(fd, &got, NULL, NULL, &eof);
+    ok(eof && has(&got, "\r\n\r\naxy"), "HTTP/1.0: the body so far, then the close");
+    close(fd);
+
+    /* The client left first: the abort only frees the request. */
+    fd = client();
+    nheld = 0;
+    sendstr(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    end = util_mono_us() + 5000000;
+    while (nheld < 1 && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    close(fd);
+    while (!http_req_gone(held[0]) && util_mono_us() < end)
+        ev_run(loop, EVRUN_ONCE);
+    ok(http_req_gone(held[0]), "the client left");
+    http_server_stats(srv, &st0);
+    http_resp_abort(held[0]); /* frees it (ASan checks) */
+    http_server_stats(srv, &st1);
+    is_int((int)(st1.aborted - st0.aborted), 0, "a gone request is not counted");
+
+    /* The server goes on serving. */
+    fd = client();
+    buf_reset(&got);
+    sendstr(fd, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+    pump(fd, &got, has, "/next", &eof);
+    ok(has(&got, "/next"), "a new connection is served");
+    close(fd);
+    buf_free(&got);
+}
+
 static void test_deadlines(void)
 {
     struct http_server_cfg cfg = base_cfg();
@@ -612,6 +733,7 @@ int main(void)
     test_limits();
     test_late_answer();
     test_streaming();
+    test_abort();
     test_deadlines();
     test_drain();
     http_server_free(srv);

@@ -131,7 +131,12 @@ static void test_load_limits(void)
     struct policy_host *h;
     int64_t t0 = util_mono_us();
     h = open_src("toploop.lua", "local M = {}\nwhile true do end\nreturn M\n", err, sizeof err);
-    ok(!h && strstr(err, "/toploop.lua:2: ") && strstr(err, "instruction budget"),
+    /* Loading runs under POLICY_LOAD_BUDGET and POLICY_LOAD_SECONDS, which
+     * a test cannot widen: on a loaded machine (or under a sanitizer) the
+     * wall clock may stop these loops before the budget does. Either limit
+     * is the point: the load is stopped, with file:line. */
+#define LIMITED(e) (strstr(e, "instruction budget") || strstr(e, "time limit"))
+    ok(!h && strstr(err, "/toploop.lua:2: ") && LIMITED(err),
        "a top-level chunk that never returns is stopped with file:line: %s", err);
     h = open_src("vloop.lua",
                  "local M = {}\nfunction M.pick() end\nfunction M.validate()\n"
@@ -143,7 +148,7 @@ static void test_load_limits(void)
                  "local M = {}\nfunction M.pick() end\nfunction M.validate()\n"
                  "  while true do pcall(function() while true do end end) end\nend\nreturn M\n",
                  err, sizeof err);
-    ok(!h && strstr(err, "vcatch.lua:4: ") && strstr(err, "budget"),
+    ok(!h && strstr(err, "vcatch.lua:4: ") && LIMITED(err),
        "catching the budget error with pcall does not help: %s", err);
     ok(util_mono_us() - t0 < 20 * 1000000, "and all that took bounded time");
     h = open_src("why.lua",
@@ -406,7 +411,7 @@ static void test_topology_state(void)
     /* its budget: off outside topology_load, on inside an entry */
     struct budget *b = budget_of(L);
     ok(b != NULL, "the topology state has a budget");
-    budget_begin(b, 100000, 5.0, "the topology script");
+    budget_begin(b, 100000, 30.0, "the topology script");
     luaL_loadstring(L, "while true do end");
     ok(luahost_pcall(L, 0, 0, err, sizeof err) < 0 && strstr(err, "budget"),
        "which stops a loop: %s", err);
