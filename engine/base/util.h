@@ -32,6 +32,18 @@ int64_t util_mono_us(void);  /* monotonic, us */
 
 /* Little-endian integers in on-disk and on-wire headers (log records,
  * snapshots, stream frames). */
+/* The value of one hex digit, or -1 (percent-escapes, chunk sizes). */
+static inline int util_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 static inline void util_put_le32(unsigned char *p, uint32_t v)
 {
     p[0] = (unsigned char)v;

@@ -584,17 +584,6 @@ void http_chunked_init(struct http_chunked *ck, size_t max_trailer)
     ck->max_trailer = max_trailer;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 ssize_t http_chunked_scan(struct http_chunked *ck, const char *p, size_t n, int *done,
                           void (*data)(void *ud, const char *p, size_t n), void *ud)
 {
@@ -604,7 +593,7 @@ ssize_t http_chunked_scan(struct http_chunked *ck, const char *p, size_t n, int 
         char c = p[i];
         switch (ck->state) {
         case CK_SIZE: {
-            int v = hexval(c);
+            int v = util_hexval(c);
             if (v >= 0) {
                 if (ck->line >= 15) /* 2^60 bytes is enough for anyone */
                     return -1;

@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "util.h"
 #include "policy_host.h"
 #include "web_node.h"
 
@@ -38,16 +39,6 @@ static void req_fail(struct web_req *r, const char *why, const char *trace, int 
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) onto L's stack ('+' is a space in a query). */
 static void push_decoded(lua_State *L, const char *s, size_t n, int plus)
 {
@@ -55,10 +46,10 @@ static void push_decoded(lua_State *L, const char *s, size_t n, int plus)
     luaL_buffinit(L, &b);
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (c == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
-            hexval((unsigned char)s[i + 2]) >= 0) {
-            luaL_addchar(&b, (char)(hexval((unsigned char)s[i + 1]) * 16 +
-                                    hexval((unsigned char)s[i + 2])));
+        if (c == '%' && i + 2 < n && util_hexval((unsigned char)s[i + 1]) >= 0 &&
+            util_hexval((unsigned char)s[i + 2]) >= 0) {
+            luaL_addchar(&b, (char)(util_hexval((unsigned char)s[i + 1]) * 16 +
+                                    util_hexval((unsigned char)s[i + 2])));
             i += 2;
         } else if (c == '+' && plus) {
             luaL_addchar(&b, ' ');

@@ -18,6 +18,7 @@
 #include "http_parser.h"
 #include "http_server.h"
 #include "log.h"
+#include "util.h"
 #include "web_mime.h"
 
 /* A request path longer than this is no file of ours. */
@@ -317,17 +318,6 @@ static int coding_q(const char *list, const char *coding)
 
 /* --- the path ------------------------------------------------------------------ */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The part of the request path under the prefix, percent-decoded once,
  * into `out` as a relative path ("" for the folder itself, never a
  * leading '/'). -1 (refused) for a bad escape, an escaped '.', '/' or '\',
@@ -344,7 +334,8 @@ static int decode_path(const char *p, size_t n, char *out, size_t cap)
         } else if (p[i] == '%') {
             if (i + 2 >= n)
                 return -1;
-            int hi = hexval((unsigned char)p[i + 1]), lo = hexval((unsigned char)p[i + 2]);
+            int hi = util_hexval((unsigned char)p[i + 1]);
+            int lo = util_hexval((unsigned char)p[i + 2]);
             if (hi < 0 || lo < 0)
                 return -1;
             c = hi * 16 + lo;
@@ -456,7 +447,7 @@ static int fingerprinted(const char *rel)
             continue;
         const char *q = p + 1;
         int digit = 0;
-        while (hexval((unsigned char)*q) >= 0) {
+        while (util_hexval((unsigned char)*q) >= 0) {
             digit |= *q >= '0' && *q <= '9';
             q++;
         }
