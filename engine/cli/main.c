@@ -145,6 +145,31 @@ static lua_State *load_topology(const char *path)
     return L;
 }
 
+/* The topology at `path` loaded with the control host's functions, and
+ * the Lua module `module` (strata.ctl, ...) required on top of it: the
+ * topology's index in *topo. NULL (reported) on error. */
+static lua_State *open_ctl(const char *path, const char *module, int *topo)
+{
+    lua_State *L = load_topology(path);
+    if (!L)
+        return NULL;
+    *topo = lua_gettop(L);
+    char err[1024];
+    if (ctl_host_open(L, err, sizeof err) < 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        luahost_close(L);
+        return NULL;
+    }
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    if (luahost_pcall(L, 1, 1, err, sizeof err) < 0) {
+        fprintf(stderr, "strata: %s\n", err);
+        luahost_close(L);
+        return NULL;
+    }
+    return L;
+}
+
 static int cmd_check(int argc, char **argv)
 {
     if (wants_help(argc, argv)) {
@@ -315,24 +340,12 @@ static int cmd_ctl(const char *what, const char *usage, int argc, char **argv)
     }
     if (argc - optind != 1)
         return usage_error(usage, "%s needs exactly one topology file", what);
-    lua_State *L = load_topology(argv[optind]);
+    int topo;
+    lua_State *L = open_ctl(argv[optind], "strata.ctl", &topo);
     if (!L)
         return 1;
-    int topo = lua_gettop(L);
     char err[1024];
     int rc = 1;
-    if (ctl_host_open(L, err, sizeof err) < 0) {
-        fprintf(stderr, "strata: %s\n", err);
-        luahost_close(L);
-        return 1;
-    }
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "strata.ctl");
-    if (luahost_pcall(L, 1, 1, err, sizeof err) < 0) {
-        fprintf(stderr, "strata: %s\n", err);
-        luahost_close(L);
-        return 1;
-    }
     lua_getfield(L, -1, what);
     lua_pushvalue(L, topo);
     lua_newtable(L);
@@ -400,24 +413,12 @@ static int cmd_failover(int argc, char **argv)
     }
     if (argc - optind != 1)
         return usage_error(failover_usage, "%s", "failover needs exactly one topology file");
-    lua_State *L = load_topology(argv[optind]);
+    int topo;
+    lua_State *L = open_ctl(argv[optind], "strata.failover_ctl", &topo);
     if (!L)
         return 1;
-    int topo = lua_gettop(L);
     char err[1024];
     int rc = 1;
-    if (ctl_host_open(L, err, sizeof err) < 0) {
-        fprintf(stderr, "strata: %s\n", err);
-        luahost_close(L);
-        return 1;
-    }
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "strata.failover_ctl");
-    if (luahost_pcall(L, 1, 1, err, sizeof err) < 0) {
-        fprintf(stderr, "strata: %s\n", err);
-        luahost_close(L);
-        return 1;
-    }
     lua_getfield(L, -1, "run");
     lua_pushvalue(L, topo);
     lua_newtable(L);
