@@ -27,12 +27,20 @@ static void conn_release(struct net_conn *c);
  * input: once a callback leaves the input fully consumed, the block goes
  * back to a small free list, and the next read takes one from there. So an
  * idle connection costs no read buffer at all, and a busy one costs a list
- * pop and push per read instead of a malloc and free. One loop per process
- * and one callback at a time keep the list short: it only ever holds what
- * the connections of one iteration handed back. */
+ * pop and push per read instead of a malloc and free. The list belongs to
+ * the thread (a web node runs a loop per worker thread), so no lock is
+ * taken and no block is ever handed to two loops; one callback at a time
+ * keeps it short: it only holds what one iteration's connections gave
+ * back. A thread that ends calls net_thread_done() to free its list. */
 #define NET_BLOCK_CACHE 32
-static char *block_cache[NET_BLOCK_CACHE];
-static int block_cached;
+static _Thread_local char *block_cache[NET_BLOCK_CACHE];
+static _Thread_local int block_cached;
+
+void net_thread_done(void)
+{
+    while (block_cached > 0)
+        free(block_cache[--block_cached]);
+}
 
 /* Grows b's block to exactly `cap` bytes (cap > what it holds), moving
  * the unread bytes to the front. A pooled block goes back to the pool. */

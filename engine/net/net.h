@@ -114,6 +114,9 @@ struct net_listener *net_listen(struct ev_loop *loop, const char *addr, int reus
 /* Stops listening. Connections it accepted stay open (close them too, or let
  * them finish); the struct is freed with the last of them. */
 void net_listener_close(struct net_listener *l);
+/* A thread that ran a loop of its own ends: frees the read blocks it kept
+ * for reuse (each thread keeps its own). */
+void net_thread_done(void);
 /* Stop/start accepting (draining, or past max_conns). */
 void net_listener_pause(struct net_listener *l);
 void net_listener_resume(struct net_listener *l);

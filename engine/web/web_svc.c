@@ -28,6 +28,7 @@
 
 #include "keyspace.h"
 #include "log.h"
+#include "net.h"
 #include "policy_host.h"
 #include "service.h"
 #include "util.h"
@@ -504,6 +505,7 @@ static void *worker_main(void *arg)
     ev_check_start(w->loop, chk);
     ev_run(w->loop, 0);
     ev_check_stop(w->loop, chk);
+    net_thread_done();
     return NULL;
 }
 
