@@ -46,6 +46,12 @@ void *mem_realloc(struct mem *m, void *p, size_t n)
     return q;
 }
 
+void mem_adopt(struct mem *m, void *p)
+{
+    if (p)
+        mem_count(m, p);
+}
+
 void mem_free(struct mem *m, void *p)
 {
     if (!p)

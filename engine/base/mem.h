@@ -22,6 +22,9 @@ void *mem_calloc(struct mem *m, size_t count, size_t size);
 /* Like realloc: on failure returns NULL and `p` stays valid and counted. */
 void *mem_realloc(struct mem *m, void *p, size_t n);
 void mem_free(struct mem *m, void *p);
+/* Starts counting a block that was malloc'd elsewhere (a read buffer's
+ * block kept as data); mem_free gives it back later like any other. */
+void mem_adopt(struct mem *m, void *p);
 /* What an allocation really occupies (usable size). */
 size_t mem_usable(const void *p);
 

@@ -84,6 +84,11 @@ struct kv_req {
     const char **argv;
     const size_t *argl;
     int64_t now;           /* wall clock ms, read once per batch of commands */
+    /* The read buffer whose block holds this command and nothing else,
+     * offered to a SET of a large value to keep as its entry (see
+     * store_adopt); a command that takes it sets this to NULL and leaves
+     * the buffer empty. NULL: nothing offered. */
+    struct buf *adopt;
 };
 
 /* Which INFO sections a request asked for (INFO [section ...]). */

@@ -51,6 +51,34 @@ void kv_do_get(struct kv_req *r)
     resp_bulk(r->out, store_val(e), store_vlen(e));
 }
 
+/* A plain SET of a large value that the read path placed where an entry
+ * keeps its value (resp_server leaves room for the entry's header in front
+ * of it): the read block becomes the entry, so the value is not copied a
+ * second time. Returns the entry, or NULL when the block is not offered, not
+ * laid out for it, or more than a few bytes larger than the entry needs
+ * (then the caller copies as usual). */
+#define KV_ADOPT_MIN 4096
+#define KV_ADOPT_SLACK 64
+static struct store_entry *set_adopt(struct kv_req *r, struct store_entry *e)
+{
+    struct buf *b = r->adopt;
+    size_t klen = r->argl[1], vlen = r->argl[2];
+    if (!b || vlen < KV_ADOPT_MIN || (e && (e->flags & STORE_F_EXPIRE)))
+        return NULL;
+    size_t voff = store_value_offset(klen, vlen);
+    if (r->argv[2] != b->data + voff || b->cap - voff - vlen > KV_ADOPT_SLACK)
+        return NULL;
+    struct store_entry *n = store_adopt(&r->ks->store, b->data, e, r->argv[1], klen, vlen, r->now);
+    if (!n)
+        return NULL;
+    buf_init(b); /* the block is the entry now */
+    r->adopt = NULL;
+    /* The key was moved; later steps (tracking, the memory check) read it. */
+    r->argv[1] = (const char *)store_key(n);
+    r->argv[2] = (const char *)store_val(n);
+    return n;
+}
+
 void kv_do_set(struct kv_req *r)
 {
     enum { F_NX = 1, F_XX = 2, F_GET = 4, F_KEEPTTL = 8, F_EXP = 16 };
@@ -108,6 +136,8 @@ void kv_do_set(struct kv_req *r)
             resp_ok(r->out);
         return;
     }
+    if (r->argc == 3 && set_adopt(r, e))
+        return resp_ok(r->out);
     if (!kv_write_value(r, 1, e, r->argv[2], r->argl[2], (flags & F_KEEPTTL) ? -1 : expire))
         return;
     if (!(flags & F_GET))

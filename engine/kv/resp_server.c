@@ -3,6 +3,7 @@
 #include "resp_server.h"
 
 #include <stdlib.h>
+#include <strings.h>
 
 #include "log.h"
 #include "util.h"
@@ -13,6 +14,20 @@ static void client_handoff(struct resp_client *cl);
 static const struct net_conn_ops client_ops;
 
 static const struct resp_limits unauth_limits = {16 * 1024, 10, 64 * 1024};
+
+/* While "SET key <large value>" arrives: the room to leave in front of the
+ * unread bytes when the read block is grown for the value, so that the
+ * value lands where a store entry keeps it and the block can become the
+ * entry (kv SET, store_adopt). 0 for anything else. */
+static size_t adopt_lead(const struct resp_parser *p, const char *head)
+{
+    if (!p->want || p->nargs != 3 || p->argc != 2 || p->argl[0] != 3 || !head ||
+        strncasecmp(head + (uintptr_t)p->argv[0], "set", 3) != 0)
+        return 0;
+    size_t vlen = p->want - p->want_at - 2;
+    size_t voff = store_value_offset(p->argl[1], vlen);
+    return voff > p->want_at ? voff - p->want_at : 0;
+}
 
 /* Runs as many complete commands as the read buffer holds (pipelining).
  * The clock is read once per batch; output counters see only what went to
@@ -28,6 +43,7 @@ static void client_process(struct resp_client *cl)
     int64_t now = util_now_ms();
     size_t out_before = buf_size(&c->wbuf);
     c->read_want = 0;
+    c->read_lead = 0;
     while (buf_size(&c->rbuf) > 0 && !cl->sess.quit && !cl->blocked && !cl->handoff &&
            !(c->flags & (NET_F_CLOSING | NET_F_DEAD))) {
         /* Output over the high mark, sent or held: wait for on_drain (or a
@@ -50,6 +66,7 @@ static void client_process(struct resp_client *cl)
             /* A large argument is on its way: have the read path size the
              * buffer for it once (never past the query buffer limit). */
             c->read_want = cl->parser.want < ks->qbuf_max ? cl->parser.want : ks->qbuf_max;
+            c->read_lead = exec ? 0 : adopt_lead(&cl->parser, buf_head(&c->rbuf));
             break;
         }
         if (n < 0) {
@@ -62,19 +79,27 @@ static void client_process(struct resp_client *cl)
             resp_parser_reset(&cl->parser);
             break;
         }
+        int taken = 0;
         if (cl->parser.argc > 0) {
             struct kv_req r = {
                 .ks = ks, .sess = &cl->sess,
                 .out = held ? &cl->hold : &c->wbuf, .argc = cl->parser.argc,
                 .argv = cl->parser.argv, .argl = cl->parser.argl, .now = now,
             };
-            if (exec)
+            if (exec) {
                 exec(cl, &r);
-            else
+            } else {
+                /* The block may become a large value's entry when this
+                 * command is all it holds. */
+                int offered = (size_t)n == buf_size(&c->rbuf);
+                r.adopt = offered ? &c->rbuf : NULL;
                 kv_exec(&r);
+                taken = offered && r.adopt == NULL;
+            }
         }
         ks->stats.net_input_bytes += (uint64_t)n;
-        buf_consume(&c->rbuf, (size_t)n);
+        if (!taken)
+            buf_consume(&c->rbuf, (size_t)n);
     }
     if (buf_size(&c->wbuf) > out_before)
         ks->stats.net_output_bytes += buf_size(&c->wbuf) - out_before;

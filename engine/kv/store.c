@@ -459,6 +459,57 @@ struct store_entry *store_insert(struct store *s, const void *key, size_t klen, 
     return e;
 }
 
+size_t store_value_offset(size_t klen, size_t vlen)
+{
+    return STORE_HDR + entry_extra(entry_flags(0, klen, vlen)) + klen;
+}
+
+struct store_entry *store_adopt(struct store *s, void *block, struct store_entry *old,
+                                const void *key, size_t klen, size_t vlen, int64_t now_ms)
+{
+    struct store_entry *n = block;
+    int flags = entry_flags(0, klen, vlen);
+    if (old) {
+        struct store_entry **pp = slot_of(s, old, store_hash(s, store_key(old), klen));
+        memcpy(n, old, STORE_HDR); /* links, counter, clocks */
+        n->flags = (uint8_t)flags;
+        entry_set_lens(n, klen, vlen);
+        memcpy(store_key(n), store_key(old), klen);
+        if (pp)
+            *pp = n;
+        if (n->oprev)
+            n->oprev->onext = n;
+        else
+            s->ohead = n;
+        if (n->onext)
+            n->onext->oprev = n;
+        else
+            s->otail = n;
+        mem_free(&s->mem, old);
+        mem_adopt(&s->mem, n);
+        return n;
+    }
+    if (s->t[0].size == 0 && table_alloc(s, &s->t[0], STORE_MIN_SIZE) < 0)
+        return NULL;
+    if (s->rehash >= 0)
+        store_rehash_step(s, 1);
+    /* The key may sit where the header goes: move it first. */
+    memmove(n->data + entry_extra(flags), key, klen);
+    n->flags = (uint8_t)flags;
+    n->lfu = 5;
+    n->atime = n->ctime = store_clock(s, now_ms);
+    entry_set_lens(n, klen, vlen);
+    mem_adopt(&s->mem, n);
+    struct store_table *tb = s->rehash >= 0 ? &s->t[1] : &s->t[0];
+    size_t i = store_hash(s, store_key(n), klen) & (tb->size - 1);
+    n->next = tb->b[i];
+    tb->b[i] = n;
+    order_append(s, n);
+    s->count++;
+    store_maybe_resize(s);
+    return n;
+}
+
 void store_delete(struct store *s, struct store_entry *e)
 {
     uint64_t h = store_hash(s, store_key(e), store_klen(e));

@@ -174,6 +174,20 @@ struct store_entry *store_insert(struct store *s, const void *key, size_t klen, 
  * allocation failure. */
 struct store_entry *store_set_value(struct store *s, struct store_entry *e, const void *val,
                                     size_t vlen);
+/* Where the value starts in an entry without a TTL holding these lengths.
+ * A reader that places a large value at this offset of a block it
+ * malloc'd can hand the block over (store_adopt) instead of copying. */
+size_t store_value_offset(size_t klen, size_t vlen);
+/* Makes `block` (malloc'd, at least store_value_offset + vlen bytes, the
+ * value already at store_value_offset(klen, vlen)) the entry of key, which
+ * may itself lie inside the block before the value. `old` NULL: the key is
+ * inserted (it must not exist); otherwise old (which must have no TTL) is
+ * replaced, keeping its clocks, counter and order position, and freed.
+ * The block is counted in s->mem by its usable size. Returns the entry, or
+ * NULL (nothing changed, the block still the caller's) when memory runs
+ * out. */
+struct store_entry *store_adopt(struct store *s, void *block, struct store_entry *old,
+                                const void *key, size_t klen, size_t vlen, int64_t now_ms);
 /* Sets (expire_ms > 0) or removes (0) the TTL. Returns the possibly moved
  * entry, or NULL (entry unchanged) on allocation failure. */
 struct store_entry *store_set_expire(struct store *s, struct store_entry *e, int64_t expire_ms);

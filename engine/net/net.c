@@ -42,34 +42,39 @@ void net_thread_done(void)
         free(block_cache[--block_cached]);
 }
 
-/* Grows b's block to exactly `cap` bytes (cap > what it holds), moving
- * the unread bytes to the front. A pooled block goes back to the pool. */
-static int rbuf_grow_exact(struct buf *b, size_t cap)
+/* Grows b's block to exactly `lead + cap` bytes (cap > what it holds),
+ * moving the unread bytes to offset `lead`. A pooled block goes back to the
+ * pool. */
+static int rbuf_grow_exact(struct buf *b, size_t cap, size_t lead)
 {
     size_t used = buf_size(b);
-    char *p = malloc(cap);
+    char *p = malloc(lead + cap);
     if (!p)
         return -1;
     if (used)
-        memcpy(p, b->data + b->off, used);
+        memcpy(p + lead, b->data + b->off, used);
     if (b->cap == NET_READ_CHUNK && block_cached < NET_BLOCK_CACHE)
         block_cache[block_cached++] = b->data;
     else
         free(b->data);
     b->data = p;
-    b->off = 0;
-    b->len = used;
-    b->cap = cap;
+    b->off = lead;
+    b->len = lead + used;
+    b->cap = lead + cap;
     return 0;
 }
 
 /* Room for the next read. When the service said how much its next message
  * needs (`want`, counted from the unread front) and that is more than a
  * read chunk away, the block is sized for it in one step; otherwise at
- * least a chunk of room, as usual. */
-static int rbuf_make_room(struct buf *b, size_t want)
+ * least a chunk of room, as usual. A block grown for a message that has
+ * room for the rest of it reads just that: asking for a chunk of room
+ * there would regrow the block (doubling it) for its last bytes. */
+static int rbuf_make_room(struct buf *b, size_t want, size_t lead)
 {
     size_t used = buf_size(b);
+    if (want > used && b->cap > NET_READ_CHUNK && b->cap - b->len >= want - used)
+        return 0;
     if (want > used && want - used > NET_READ_CHUNK) {
         size_t target = want;
         if (target > NET_READ_PRESIZE && target > 2 * used)
@@ -82,22 +87,22 @@ static int rbuf_make_room(struct buf *b, size_t want)
             }
             return 0;
         }
-        return rbuf_grow_exact(b, target);
+        return rbuf_grow_exact(b, target, lead);
     }
     return buf_reserve(b, NET_READ_CHUNK);
 }
 
-static int rbuf_take_block(struct buf *b, size_t want)
+static int rbuf_take_block(struct buf *b, size_t want, size_t lead)
 {
     if (b->data)
-        return rbuf_make_room(b, want);
+        return rbuf_make_room(b, want, lead);
     char *p = block_cached ? block_cache[--block_cached] : malloc(NET_READ_CHUNK);
     if (!p)
         return -1;
     b->data = p;
     b->off = b->len = 0;
     b->cap = NET_READ_CHUNK;
-    return want > NET_READ_CHUNK ? rbuf_make_room(b, want) : 0;
+    return want > NET_READ_CHUNK ? rbuf_make_room(b, want, lead) : 0;
 }
 
 /* Gives an emptied read buffer's block back (a grown one to the system). */
@@ -414,7 +419,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct net_conn *c = w->data;
-    if (rbuf_take_block(&c->rbuf, c->read_want) < 0) {
+    if (rbuf_take_block(&c->rbuf, c->read_want, c->read_lead) < 0) {
         conn_teardown(c, "out of memory");
         return;
     }

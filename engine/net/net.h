@@ -70,6 +70,10 @@ struct net_conn {
      * that size (at most doubling what arrived past NET_READ_PRESIZE)
      * instead of growing by doubling with a copy at every step. */
     size_t read_want;
+    /* With read_want: bytes to leave free in front of the unread data when
+     * the block is grown for it, so that a service can build its own
+     * record around a large argument and keep the block (0: none). */
+    size_t read_lead;
     const struct net_conn_ops *ops;
     void *data;                /* the service's per-connection state */
     struct net_listener *listener;

@@ -199,6 +199,7 @@ ssize_t resp_parse(struct resp_parser *p, char *buf, size_t len, const struct re
             /* Wait for the bytes. Nothing is reserved here; the caller may
              * use `want` to read them into one right-sized block. */
             p->want = next + (size_t)blen + 2;
+            p->want_at = next;
             return -2;
         }
         if (buf[next + blen] != '\r' || buf[next + blen + 1] != '\n')

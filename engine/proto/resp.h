@@ -45,6 +45,9 @@ struct resp_parser {
      * (from the start of the buffer) that complete that bulk, so the caller
      * can make room for them in one step; 0 otherwise. */
     size_t want;
+    /* With want: where that bulk's data starts (from the start of the
+     * buffer), so a reader may place it at a chosen offset of its block. */
+    size_t want_at;
     char err[128];
 };
 

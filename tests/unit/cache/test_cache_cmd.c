@@ -26,7 +26,7 @@ static const char *run(int64_t now, const char *line)
         argl[argc++] = strlen(t);
     }
     buf_reset(&out);
-    struct kv_req r = {&C.ks, &S, &out, argc, argv, argl, now};
+    struct kv_req r = {&C.ks, &S, &out, argc, argv, argl, now, NULL};
     kv_exec(&r);
     static char reply[4096];
     size_t n = buf_size(&out) < sizeof reply - 1 ? buf_size(&out) : sizeof reply - 1;

@@ -27,7 +27,7 @@ static const char *run(int64_t now, const char *line)
         argl[argc++] = strlen(t);
     }
     buf_reset(&out);
-    struct kv_req r = {&KS, &S, &out, argc, argv, argl, now};
+    struct kv_req r = {&KS, &S, &out, argc, argv, argl, now, NULL};
     kv_exec(&r);
     static char reply[8192];
     size_t n = buf_size(&out) < sizeof reply - 1 ? buf_size(&out) : sizeof reply - 1;
@@ -79,7 +79,7 @@ static void test_auth(void)
     const char *argv[] = {"get", "k"};
     size_t argl[] = {3, 1};
     buf_reset(&out);
-    struct kv_req r = {&KS, &anon, &out, 2, argv, argl, 0};
+    struct kv_req r = {&KS, &anon, &out, 2, argv, argl, 0, NULL};
     ok(!kv_check(&r, kv_cmd_find(&KS, "get", 3)), "kv_check refuses before AUTH");
     const char *noauth = "-NOAUTH Authentication required.\r\n";
     ok(buf_size(&out) == strlen(noauth) && memcmp(buf_head(&out), noauth, strlen(noauth)) == 0,
@@ -87,7 +87,7 @@ static void test_auth(void)
     const char *a2[] = {"auth", "pw"};
     size_t l2[] = {4, 2};
     buf_reset(&out);
-    struct kv_req r2 = {&KS, &anon, &out, 2, a2, l2, 0};
+    struct kv_req r2 = {&KS, &anon, &out, 2, a2, l2, 0, NULL};
     kv_exec(&r2);
     ok(anon.authed == 1, "AUTH runs before AUTH and authenticates");
     KS.has_password = 0;

@@ -160,7 +160,7 @@ static const char *run(struct keyspace *ks, struct buf *out, const char *line)
     }
     struct kv_session sess = {.authed = 1};
     buf_reset(out);
-    struct kv_req r = {ks, &sess, out, argc, argv, argl, 0};
+    struct kv_req r = {ks, &sess, out, argc, argv, argl, 0, NULL};
     kv_exec(&r);
     static char reply[8192];
     size_t n = buf_size(out) < sizeof reply - 1 ? buf_size(out) : sizeof reply - 1;

@@ -255,6 +255,68 @@ static void test_accounting(void)
     store_free(&s);
 }
 
+/* A block laid out like a read buffer holding "SET key value": the key a
+ * few bytes before the value, the value at store_value_offset. */
+static char *adopt_block(const char *key, size_t klen, size_t vlen, int fill)
+{
+    size_t voff = store_value_offset(klen, vlen);
+    char *b = malloc(voff + vlen + 2);
+    memset(b, '#', voff);
+    memcpy(b + voff - 13 - klen, key, klen); /* "...key\r\n$<len>\r\n" */
+    memset(b + voff, fill, vlen);
+    memcpy(b + voff + vlen, "\r\n", 2);
+    return b;
+}
+
+static int val_is(struct store_entry *e, int fill, size_t vlen)
+{
+    if (store_vlen(e) != vlen)
+        return 0;
+    for (size_t i = 0; i < vlen; i++)
+        if (store_val(e)[i] != (unsigned char)fill)
+            return 0;
+    return 1;
+}
+
+/* A read block handed over becomes the entry: the key moves to its place
+ * (from under the header), the value stays; a replaced entry keeps its
+ * clocks, counter and order position; memory is counted by usable size
+ * and all given back. */
+static void test_adopt(void)
+{
+    struct store s;
+    store_init(&s, 9, 1000);
+    store_insert(&s, "a", 1, "1", 1, 0, 1000);
+    size_t vlen = 200000;
+    char *b = adopt_block("big:key", 7, vlen, 'x');
+    size_t voff = store_value_offset(7, vlen);
+    struct store_entry *e = store_adopt(&s, b, NULL, b + voff - 20, 7, vlen, 2000);
+    ok(e == (struct store_entry *)b, "the block is the entry");
+    ok(store_find(&s, "big:key", 7) == e, "the key is found");
+    ok(store_klen(e) == 7 && memcmp(store_key(e), "big:key", 7) == 0, "key in place");
+    ok(val_is(e, 'x', vlen), "value kept byte for byte");
+    ok(store_expire(e) == 0 && s.otail == e && s.count == 2, "no TTL, appended, counted");
+    store_insert(&s, "z", 1, "1", 1, 0, 3000);
+    e->lfu = 77;
+    char *b2 = adopt_block("big:key", 7, vlen + 5, 'y');
+    struct store_entry *n = store_adopt(&s, b2, e, NULL, 7, vlen + 5, 4000);
+    ok(n == (struct store_entry *)b2 && store_find(&s, "big:key", 7) == n, "replaced");
+    ok(val_is(n, 'y', vlen + 5), "new value");
+    ok(n->lfu == 77 && n->ctime == store_clock(&s, 2000), "counter and clocks kept");
+    ok(n->onext && s.otail != n && s.count == 3, "order position kept");
+    ok(store_consistent(&s), "structures agree");
+    size_t sum = 0;
+    for (struct store_entry *x = s.ohead; x; x = x->onext)
+        sum += store_entry_size(x);
+    sum += mem_usable(s.t[0].b) + mem_usable(s.t[1].b) + mem_usable(s.vol);
+    is_int(s.mem.used, sum, "adopted blocks counted by usable size");
+    ok(store_entry_size(n) >= store_value_offset(7, vlen + 5) + vlen + 5, "entry size covers it");
+    store_delete(&s, n);
+    store_clear(&s);
+    is_int(s.mem.used, 0, "everything given back");
+    store_free(&s);
+}
+
 /* The bucket array's cost per key stays flat as the table grows: at every
  * count (rehash finished) the load is within [3/4, 3/2), so the array costs
  * at most 8 / 0.75 = 10.7 bytes a key, never the 16 of a table that just
@@ -319,6 +381,7 @@ int main(void)
     test_layout();
     test_lazy_expire();
     test_accounting();
+    test_adopt();
     test_bucket_bytes_per_key();
     return tap_done();
 }

@@ -89,8 +89,8 @@ static const struct net_conn_ops client_ops = {
  * long; once `reply_at` bytes are in, it notes the read buffer's size,
  * consumes everything and answers one byte. */
 static struct {
-    size_t msg, reply_at;
-    size_t caps_seen, last_cap, cap_at_reply;
+    size_t msg, reply_at, lead;
+    size_t caps_seen, last_cap, cap_at_reply, off_at_reply;
 } sized;
 static void sized_read(struct net_conn *c)
 {
@@ -100,10 +100,13 @@ static void sized_read(struct net_conn *c)
     }
     if (buf_size(&c->rbuf) < sized.reply_at) {
         c->read_want = sized.msg;
+        c->read_lead = sized.lead;
         return;
     }
     sized.cap_at_reply = c->rbuf.cap;
+    sized.off_at_reply = c->rbuf.off;
     c->read_want = 0;
+    c->read_lead = 0;
     buf_consume(&c->rbuf, buf_size(&c->rbuf));
     net_conn_write(c, "K", 1);
 }
@@ -204,6 +207,18 @@ int main(void)
     ok(sized.caps_seen <= 2, "sized: the buffer grew at most once (%zu sizes)", sized.caps_seen);
     net_conn_abort(c, "test done");
 
+    /* With a lead, the block has that much room in front of the message
+     * (for a service to build its record there) and is still sized once. */
+    sized = (__typeof__(sized)){.msg = 300000, .reply_at = 300000, .lead = 61};
+    struct client led = {.send = 300000, .want = 1, .keep_open = 1};
+    c = net_connect(loop, (struct sockaddr *)&ss3, sl, &client_ops, &led);
+    run_until_break();
+    is_int(led.got, 1, "lead: the whole message arrived");
+    is_int(sized.cap_at_reply, 300000 + 61, "lead: block of the message's size plus the lead");
+    is_int(sized.off_at_reply, 61, "lead: the message starts after the lead");
+    ok(sized.caps_seen <= 2, "lead: the buffer grew at most once (%zu sizes)", sized.caps_seen);
+    net_conn_abort(c, "test done");
+
     /* An announced size is not trusted far ahead of the bytes: past
      * NET_READ_PRESIZE the block only doubles what arrived. */
     sized = (__typeof__(sized)){.msg = 64u << 20, .reply_at = 100000};
@@ -215,7 +230,7 @@ int main(void)
     net_conn_abort(c, "test done");
 
     /* Let the server notice the closed clients. */
-    for (int i = 0; i < 50 && server_closed < 6; i++)
+    for (int i = 0; i < 50 && server_closed < 7; i++)
         ev_run(loop, EVRUN_NOWAIT | EVRUN_ONCE);
     is_int(l->nconns, 0, "server connections all released");
     is_int(sl2->nconns, 0, "sized server connections all released");

@@ -61,6 +61,7 @@ static void test_multibulk(void)
     rc = parse(&p, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$300000\r\nabc", buf);
     ok(rc == -2 && p.want == 4 + 9 + 7 + 9 + 300000 + 2, "want: bytes that complete the bulk (%zu)",
        p.want);
+    ok(p.want_at == 4 + 9 + 7 + 9, "want_at: where that bulk's data starts (%zu)", p.want_at);
     rc = parse(&p, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$30", buf);
     ok(rc == -2 && p.want == 0, "want: 0 while the length header is incomplete");
     resp_parser_reset(&p);
