@@ -380,3 +380,20 @@ def test_replica_notices_a_silent_primary(strata, tmp_path):
     c.wait_online("db2")
     assert c.repl("db2")["master_sync_partial"] == 1
     assert c.repl("db1")["sync_full"] == 1
+
+
+def test_full_resync_sizes_the_replica_store_from_the_key_count(strata, tmp_path):
+    """The primary announces its key count with +FULLRESYNC; the replica
+    sizes its new store for it, so no table resize happens during the
+    copy."""
+    c = Cluster(strata, tmp_path, replicas=1)
+    c.start("db1")
+    r = c.client("db1")
+    for base in range(0, 20000, 5000):
+        r.mset({"pre%d" % i: "x" for i in range(base, base + 5000)})
+    c.start("db2")
+    c.wait_converged("db2")
+    info = c.client("db2").info("replication")
+    assert info["master_sync_full"] == 1
+    assert info["master_sync_announced_keys"] == 20000
+    assert info["master_sync_resizes"] == 0
