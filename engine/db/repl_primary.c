@@ -520,8 +520,11 @@ struct repl_link *repl_primary_psync(struct repl_primary *rp, size_t argc, const
     char dv[24] = "-";
     if (diverged != UINT64_MAX)
         snprintf(dv, sizeof dv, "%llu", (unsigned long long)diverged);
-    buf_printf(out, "+FULLRESYNC %s %llu %llu %s %s\r\n", rid, (unsigned long long)l->snap_offset,
-               (unsigned long long)my_epoch, hist, dv);
+    /* The last field, the keys to come, lets the replica size its store
+     * once; readers of the first six fields ignore it. */
+    buf_printf(out, "+FULLRESYNC %s %llu %llu %s %s %zu\r\n", rid,
+               (unsigned long long)l->snap_offset, (unsigned long long)my_epoch, hist, dv,
+               l->follower ? (size_t)0 : rp->store->count);
     log_info("db %s: %s %s (%s) needs a full resync (%s): sending %zu keys, then the log "
              "from offset %llu",
              rp->node, l->follower ? "follower" : "replica", l->name, peer,

@@ -20,7 +20,10 @@
  *    or the log segments on disk, still hold its offset: "+CONTINUE
  *    <replid> <offset>" and the log records from there (read from the
  *    segment files, in bounded chunks, until the backlog holds the rest);
- *  - full resync: "+FULLRESYNC <replid> <offset P>", then every key, read
+ *  - full resync: "+FULLRESYNC <replid> <offset P> <epoch> <history>
+ *    <diverged> <keys>" (keys: the store's count, which the replica sizes
+ *    its new store for; older readers stop at the fields before), then
+ *    every key, read
  *    from the store in small steps between other work (no file, no fork:
  *    a cursor scan that produces only while the link's output is below its
  *    high mark), then the end record, then the log from P. Writes that run

@@ -129,8 +129,8 @@ static void full_discard(struct repl_replica *rr)
     rr->p->auto_compact = 1;
 }
 
-static int full_begin(struct repl_replica *rr, uint64_t id, uint64_t offset, char *err,
-                      size_t errlen)
+static int full_begin(struct repl_replica *rr, uint64_t id, uint64_t offset, uint64_t nkeys,
+                      char *err, size_t errlen)
 {
     struct persist *p = rr->p;
     if (p->child > 0) {
@@ -147,6 +147,12 @@ static int full_begin(struct repl_replica *rr, uint64_t id, uint64_t offset, cha
     rr->has_writer = 1;
     store_init(&rr->next, 0, util_now_ms());
     rr->next.keep_expired = 1;
+    /* Sized once for the keys to come rather than doubled ~20 times on the
+     * way (each doubling rehashes every key in). A hint: short of memory,
+     * the table just grows as keys arrive. */
+    rr->full_announced = nkeys;
+    if (nkeys)
+        (void)store_reserve(&rr->next, (size_t)nkeys);
     rr->full_id = id;
     rr->full_offset = offset;
     rr->full_keys = rr->full_bytes = 0;
@@ -178,6 +184,8 @@ static int full_entry(void *arg, const char *k, size_t kl, const char *v, size_t
 static void swap_in(struct repl_replica *rr)
 {
     struct store old = rr->ks->store;
+    rr->full_resizes = rr->next.resizes;
+    (void)store_reserve(&rr->next, 0); /* served now: sized by its load from here */
     rr->ks->store = rr->next;
     store_free(&old);
     rr->loading = 0;
@@ -313,10 +321,13 @@ static int handshake_line(struct repl_replica *rr, struct net_conn *c)
         return 1;
     }
     char kind[16], idtxt[32], histtxt[1024], dv[32];
-    unsigned long long off, uep = 0;
+    unsigned long long off, uep = 0, nkeys = 0;
     uint64_t id;
-    int nf = sscanf(line, "+%15s %31s %llu %llu %1023s %31s", kind, idtxt, &off, &uep, histtxt,
-                    dv);
+    /* +FULLRESYNC's 7th field, the key count, is newer than the rest: an
+     * upstream without it sends 3 or 6 fields (and a reader of 6 ignores
+     * it). */
+    int nf = sscanf(line, "+%15s %31s %llu %llu %1023s %31s %llu", kind, idtxt, &off, &uep,
+                    histtxt, dv, &nkeys);
     if (nf < 3 || stream_id_parse(idtxt, strlen(idtxt), &id) < 0) {
         link_fail(rr, "PSYNC refused by %s: %s", rr->upstream, line);
         return -1;
@@ -397,7 +408,7 @@ static int handshake_line(struct repl_replica *rr, struct net_conn *c)
             *rr->ep = e;
         }
         rr->full_hist = up;
-        if (full_begin(rr, id, off, err, sizeof err) < 0) {
+        if (full_begin(rr, id, off, nf >= 7 ? (uint64_t)nkeys : 0, err, sizeof err) < 0) {
             link_fail(rr, "%s", err);
             return -1;
         }
@@ -695,12 +706,14 @@ void repl_replica_info(const struct repl_replica *rr, struct buf *b, int64_t now
                "slave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n"
                "master_upstream_offset:%llu\r\nlag_bytes:%llu\r\nlag_ms:%lld\r\n"
                "master_sync_full:%llu\r\nmaster_sync_partial:%llu\r\nmaster_bad_frames:%llu\r\n"
-               "master_link_drops:%llu\r\n",
+               "master_link_drops:%llu\r\nmaster_sync_announced_keys:%llu\r\n"
+               "master_sync_resizes:%llu\r\n",
                (unsigned long long)rr->upstream_offset,
                (unsigned long long)repl_replica_lag_bytes(rr),
                (long long)repl_replica_lag_ms(rr, now_ms), (unsigned long long)rr->full_syncs,
                (unsigned long long)rr->partial_syncs, (unsigned long long)rr->bad_frames,
-               (unsigned long long)rr->link_drops);
+               (unsigned long long)rr->link_drops, (unsigned long long)rr->full_announced,
+               (unsigned long long)rr->full_resizes);
 }
 
 void repl_replica_status(const struct repl_replica *rr, struct buf *b, int64_t now_ms)

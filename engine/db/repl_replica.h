@@ -79,6 +79,11 @@ struct repl_replica {
     uint64_t load_until;
     uint64_t full_keys, full_bytes;
     int64_t full_start_ms;
+    /* The key count the upstream announced (+FULLRESYNC's 7th field; 0
+     * from an upstream that does not send it): `next` is presized for it.
+     * full_resizes: table resizes `next` went through, counted when the
+     * copy is swapped in (0 when the count was right). */
+    uint64_t full_announced, full_resizes;
     /* what the upstream says */
     uint64_t upstream_offset;    /* from heartbeats */
     int64_t caught_up_ms;        /* last moment it had all the upstream had */

@@ -6,6 +6,8 @@ import socket
 import struct
 import threading
 
+import pytest
+
 from conftest import wait_for
 from repl_util import Cluster
 
@@ -116,5 +118,69 @@ def test_a_damaged_frame_is_never_applied(strata, tmp_path):
         assert info["master_sync_full"] == 1 and info["master_sync_partial"] == 1
         assert info["master_replid"] == REPLID.decode()
         assert "bad frame" in c.procs["db2"].output()
+    finally:
+        up.close()
+
+
+def entries_frame(n):
+    """[65, key, value, 0, ...]: one chunk of n keys of a full resync."""
+    body = b"".join(bin_(b"k%05d" % i) + bin_(b"v") + b"\x00" for i in range(n))
+    return frame(b"\xdd" + struct.pack(">I", 1 + 3 * n) + b"\x41" + body)
+
+
+class FullOnly:
+    """Answers every PSYNC with the given +FULLRESYNC line, n keys and the
+    end of the keys, then keeps the link open."""
+
+    def __init__(self, port, line, n):
+        self.srv = socket.create_server(("127.0.0.1", port))
+        self.line, self.n = line, n
+        self.conns = []
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            FakeUpstream.read_psync(self, c)
+            end = frame(b"\x93\x42" + b"\xcd" + struct.pack(">H", self.n) + b"\x00")
+            c.sendall(self.line + b"\r\n" + entries_frame(self.n) + end)
+
+    def close(self):
+        self.srv.close()
+        for c in self.conns:
+            c.close()
+
+
+N_KEYS = 5000
+
+
+@pytest.mark.parametrize("line,announced", [
+    (b"+FULLRESYNC " + REPLID + b" 0 0 0:0 - %d" % N_KEYS, N_KEYS),
+    (b"+FULLRESYNC " + REPLID + b" 0 0 0:0 -", 0),  # before the key count
+    (b"+FULLRESYNC " + REPLID + b" 0", 0),          # before epochs
+])
+def test_full_resync_presized_from_the_announced_key_count(strata, tmp_path, line, announced):
+    """The count in +FULLRESYNC sizes the replica's new store once: no
+    resize while the keys come in. An upstream that sends no count (the
+    older answers) is still followed; its keys grow the table as they
+    arrive."""
+    c = Cluster(strata, tmp_path, replicas=1)
+    up = FullOnly(c.ports["db1"], line, N_KEYS)
+    try:
+        c.start("db2")
+        r = c.client("db2")
+        wait_for(lambda: r.info("replication")["master_sync_full"] == 1 and
+                 r.dbsize() == N_KEYS, what="the full resync served")
+        info = r.info("replication")
+        assert info["master_sync_announced_keys"] == announced
+        if announced:
+            assert info["master_sync_resizes"] == 0
+        else:
+            assert info["master_sync_resizes"] > 0
+        assert r.get("k04999") == b"v"
     finally:
         up.close()
