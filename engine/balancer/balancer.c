@@ -860,6 +860,13 @@ static void response_done(struct bal_client *cl)
         net_conn_close(cl->c, "response done");
         return;
     }
+    /* Between requests a keep-alive client holds no buffer of its own: the
+     * kept head (for retries), the held response and a drained output
+     * block go back now, so thousands of idle clients cost only their
+     * structs (the next request allocates again). */
+    buf_free(&cl->head);
+    buf_free(&cl->held);
+    buf_shrink(&cl->c->wbuf, 0);
     cl->state = CL_HEAD;
     net_conn_update(cl->c);
     client_pump(cl);

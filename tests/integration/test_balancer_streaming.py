@@ -138,3 +138,46 @@ def test_large_upload_streams_with_bounded_memory(strata):
     assert buf.startswith(b"HTTP/1.1 200")
     assert result["n"] == BODY and result["digest"] == hashlib.sha256(data).hexdigest()
     assert result["growth"] < BOUND, f"RSS grew by {result['growth'] >> 20} MB"
+
+
+def test_idle_keep_alive_clients_hold_no_buffers(strata, backends):
+    """1,000 keep-alive clients, each idle after one 12 KB answer: between
+    requests a client gives back its kept request head, its held response
+    and its drained output block, so the balancer's RSS grows by about its
+    structs per client, not by the answers' size."""
+    (b,) = backends(1)
+    port, pid = start(strata, b)
+    n, size = 1000, 12000
+    warm = socket.create_connection(("127.0.0.1", port), timeout=10)
+    warm.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % size)
+    read_answer(warm, size)
+    base = rss(pid)
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % size)
+            socks.append(s)
+        for s in socks:
+            read_answer(s, size)
+        per_client = (rss(pid) - base) / n
+        assert per_client < 4096, f"{per_client:.0f} bytes per idle client"
+    finally:
+        for s in socks + [warm]:
+            s.close()
+
+
+def read_answer(s, size):
+    """Reads one answer with a Content-Length body of `size` bytes."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = s.recv(65536)
+        assert chunk, "closed before the head"
+        got += chunk
+    head, body = got.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+    while len(body) < size:
+        chunk = s.recv(65536)
+        assert chunk, "closed inside the body"
+        body += chunk
+    assert len(body) == size
