@@ -866,7 +866,7 @@ static void response_done(struct bal_client *cl)
      * structs (the next request allocates again). */
     buf_free(&cl->head);
     buf_free(&cl->held);
-    buf_shrink(&cl->c->wbuf, 0);
+    net_conn_idle(cl->c);
     cl->state = CL_HEAD;
     net_conn_update(cl->c);
     client_pump(cl);

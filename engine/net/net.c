@@ -271,6 +271,11 @@ static void conn_write_out(struct net_conn *c)
         conn_teardown(c, "closed");
 }
 
+void net_conn_idle(struct net_conn *c)
+{
+    buf_shrink(&c->wbuf, 0);
+}
+
 void net_conn_flush(struct net_conn *c)
 {
     if (c->flags & (NET_F_DEAD | NET_F_CONNECTING))

@@ -149,6 +149,10 @@ void net_conn_pause(struct net_conn *c);
 void net_conn_resume(struct net_conn *c);
 /* Re-evaluates whether to read (call after consuming rbuf outside on_read). */
 void net_conn_update(struct net_conn *c);
+/* The connection goes idle (a keep-alive client between requests): its
+ * output block, if everything in it was sent, goes back now instead of
+ * being kept for the next answer. */
+void net_conn_idle(struct net_conn *c);
 /* One-shot deadline in seconds from now; 0 cancels. */
 void net_conn_set_timeout(struct net_conn *c, double seconds);
 
